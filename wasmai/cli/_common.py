@@ -1,0 +1,79 @@
+"""Shared CLI plumbing: error handling, JSON output and the rich consoles.
+
+Only the standard library is imported at module level (rich is imported on first use) so that
+``wasmai --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+JSON_HELP = "Print the result as JSON on stdout (machine-readable; nothing else goes to stdout)."
+
+
+def console(stderr: bool = False):
+    """A rich Console on stdout (or stderr)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, Paths, tuples and numpy scalars/arrays -> plain JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.name.startswith("_")}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return value.tolist()
+    return value
+
+
+def run_command(fn: Callable[[], T], *, json_out: bool, render: Callable[[T], None] | None = None) -> T:
+    """Run a library call for a CLI command.
+
+    On success prints ``render(result)`` (or the result as JSON with ``--json``). A
+    :class:`wasmai.errors.WasmaiError` becomes ``error: <message>`` on stderr and its exit code
+    (1); any other exception is an internal error, exit 3 (traceback with ``WASMAI_DEBUG=1``).
+    """
+    from wasmai.errors import WasmaiError
+
+    try:
+        result = fn()
+    except WasmaiError as exc:
+        _fail(str(exc), exc.exit_code, json_out)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130, json_out)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
+        if os.environ.get("WASMAI_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set WASMAI_DEBUG=1 for a traceback)", 3, json_out)
+    if json_out:
+        sys.stdout.write(json.dumps(to_jsonable(result), indent=2) + "\n")
+    elif render is not None:
+        render(result)
+    return result
+
+
+def _fail(message: str, code: int, json_out: bool) -> None:
+    message = " ".join(message.split("\n")[:1]) if "\n" in message and len(message) > 2000 else message
+    if json_out:
+        sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)

@@ -1,0 +1,228 @@
+"""The model manifest (TOML): what ``convert`` writes and ``build``, ``run`` and ``bench`` read.
+
+Layout (all keys but ``[model]`` and ``[[inputs]]``/``[[outputs]]`` optional)::
+
+    [model]
+    name = "efficientnet-lite0"
+    version = "0.1.0"
+    task = "image-classification"      # or "tensor"
+    onnx = "efficientnet-lite0.onnx"   # path relative to the manifest
+    sha256 = "<hex sha256 of the .onnx bytes>"
+    opset = 17
+
+    [[inputs]]                          # one table per graph input, in graph order
+    name = "input"
+    dtype = "fp32"                      # wasi-nn tensor-type, lower case: fp16 fp32 fp64 bf16 u8 i32 i64
+    shape = ["batch", 3, 224, 224]      # ints are fixed axes, strings are dynamic axes
+
+    [[outputs]]
+    name = "logits"
+    dtype = "fp32"
+    shape = ["batch", 1000]
+
+    [preprocess]                        # image tasks only
+    resize_shorter = 256                # shorter side to this many pixels (aspect kept); omit = none
+    crop = [224, 224]                   # centre crop (height, width)
+    color = "RGB"                       # or "BGR"
+    layout = "NCHW"                     # or "NHWC"
+    mean = [127.0, 127.0, 127.0]        # on 0..255 pixel values: (x - mean) / std
+    std = [128.0, 128.0, 128.0]
+
+    [postprocess]
+    softmax = true                      # scores are softmax(logits); false = outputs are scores
+    labels = ["tench", ...]             # class names by output index
+
+    [provenance] / [quantization] / [validation] / [report]   # free-form tables written by convert
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wasmai.errors import WasmaiError
+
+#: wasi-nn tensor types (wasi:nn/tensor.tensor-type, lower case) -> (numpy dtype name, bytes per element).
+#: bf16 has no numpy dtype; it is carried as raw uint16.
+TENSOR_TYPES: dict[str, tuple[str, int]] = {
+    "fp16": ("float16", 2),
+    "fp32": ("float32", 4),
+    "fp64": ("float64", 8),
+    "bf16": ("uint16", 2),
+    "u8": ("uint8", 1),
+    "i32": ("int32", 4),
+    "i64": ("int64", 8),
+}
+
+#: ONNX TensorProto element type numbers -> wasi-nn tensor type (onnx/onnx.proto3, TensorProto.DataType).
+ONNX_TO_TENSOR_TYPE: dict[int, str] = {1: "fp32", 2: "u8", 6: "i32", 7: "i64", 10: "fp16", 11: "fp64", 16: "bf16"}
+
+TASKS = ("tensor", "image-classification")
+
+
+@dataclass
+class TensorSpec:
+    """One graph input or output: name, wasi-nn dtype and shape (int = fixed, str = dynamic axis)."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+    @property
+    def dynamic_axes(self) -> list[int]:
+        """Indices of the dynamic axes."""
+        return [i for i, d in enumerate(self.shape) if not isinstance(d, int)]
+
+
+@dataclass
+class Preprocess:
+    """Image preprocessing. Each channel value x in 0..255 becomes ``(x - mean[c]) / std[c]``."""
+
+    crop: tuple[int, int]
+    resize_shorter: int | None = None
+    color: str = "RGB"
+    layout: str = "NCHW"
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+
+    def __post_init__(self) -> None:
+        self.crop = (int(self.crop[0]), int(self.crop[1]))
+        if self.color not in ("RGB", "BGR"):
+            raise WasmaiError(f"manifest: preprocess.color must be RGB or BGR, not {self.color!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise WasmaiError(f"manifest: preprocess.layout must be NCHW or NHWC, not {self.layout!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
+            raise WasmaiError("manifest: preprocess.mean and .std need 3 values each, std non-zero")
+        if min(self.crop) <= 0 or (self.resize_shorter is not None and self.resize_shorter <= 0):
+            raise WasmaiError("manifest: preprocess sizes must be positive")
+
+
+@dataclass
+class Manifest:
+    """A converted model and everything later stages need to know about it."""
+
+    name: str
+    task: str
+    onnx: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    version: str = "0.1.0"
+    opset: int | None = None
+    preprocess: Preprocess | None = None
+    softmax: bool = False
+    labels: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    #: Folder the manifest was read from; ``onnx`` is relative to it. Not serialized.
+    base_dir: Path = field(default=Path("."), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise WasmaiError(f"manifest: unknown task {self.task!r} (known: {', '.join(TASKS)})")
+        for spec in [*self.inputs, *self.outputs]:
+            if spec.dtype not in TENSOR_TYPES:
+                raise WasmaiError(f"manifest: tensor {spec.name!r} has unknown dtype {spec.dtype!r}")
+        if self.task == "image-classification" and self.preprocess is None:
+            raise WasmaiError("manifest: task image-classification needs a [preprocess] table")
+
+    @property
+    def onnx_path(self) -> Path:
+        """Absolute path of the ONNX model."""
+        return (self.base_dir / self.onnx).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML document as a dict (None values dropped, TOML has no null)."""
+        doc: dict[str, Any] = {
+            "model": {"name": self.name, "version": self.version, "task": self.task,
+                      "onnx": self.onnx, "sha256": self.sha256},
+            "inputs": [asdict(s) for s in self.inputs],
+            "outputs": [asdict(s) for s in self.outputs],
+        }
+        if self.opset is not None:
+            doc["model"]["opset"] = self.opset
+        if self.preprocess is not None:
+            pre = asdict(self.preprocess)
+            pre["crop"] = list(self.preprocess.crop)
+            doc["preprocess"] = {k: v for k, v in pre.items() if v is not None}
+        if self.softmax or self.labels:
+            doc["postprocess"] = {"softmax": self.softmax, "labels": list(self.labels)}
+        for key in ("provenance", "quantization", "validation", "report"):
+            value = getattr(self, key)
+            if value:
+                doc[key] = _drop_none(value)
+        return doc
+
+    def dumps(self) -> str:
+        """Serialize to TOML text (tomli-w)."""
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the manifest atomically to ``path``; returns the path."""
+        from wasmai._atomic import write_text
+
+        write_text(path, self.dumps())
+        return Path(path)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], base_dir: Path = Path(".")) -> "Manifest":
+        """Build from a parsed TOML document. Raises :class:`WasmaiError` on missing keys."""
+        try:
+            model = doc["model"]
+            pre = doc.get("preprocess")
+            post = doc.get("postprocess", {})
+            return cls(
+                name=model["name"], version=model.get("version", "0.1.0"), task=model["task"],
+                onnx=model["onnx"], sha256=model.get("sha256", ""), opset=model.get("opset"),
+                inputs=[TensorSpec(**s) for s in doc.get("inputs", [])],
+                outputs=[TensorSpec(**s) for s in doc.get("outputs", [])],
+                preprocess=Preprocess(**pre) if pre else None,
+                softmax=bool(post.get("softmax", False)), labels=list(post.get("labels", [])),
+                provenance=doc.get("provenance", {}), quantization=doc.get("quantization", {}),
+                validation=doc.get("validation", {}), report=doc.get("report", {}),
+                base_dir=base_dir,
+            )
+        except (KeyError, TypeError) as exc:
+            raise WasmaiError(f"manifest: missing or malformed key: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Manifest":
+        """Read a manifest file. Raises :class:`WasmaiError` if unreadable or invalid."""
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise WasmaiError(f"manifest not found: {path}") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise WasmaiError(f"cannot read manifest {path}: {exc}") from None
+        return cls.from_dict(doc, base_dir=path.resolve().parent)
+
+
+def manifest_for(onnx_path: str | os.PathLike[str]) -> Path:
+    """The conventional manifest path beside a model: ``model.onnx`` -> ``model.toml``."""
+    return Path(onnx_path).with_suffix(".toml")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_drop_none(v) for v in value if v is not None]
+    return value
