@@ -1,0 +1,5 @@
+"""``python -m wasmai`` == ``wasmai``."""
+
+from wasmai.cli import main
+
+main()

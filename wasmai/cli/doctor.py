@@ -1,0 +1,28 @@
+"""``wasmai doctor``."""
+
+from __future__ import annotations
+
+import typer
+
+from wasmai.cli._common import JSON_HELP, console, run_command
+
+
+def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Check what the pipeline needs (toolchain, Python packages, ONNX Runtime, native host) and how to fix
+    what is missing. Exit 1 if a required item is missing."""
+    from wasmai.doctor import doctor as run_doctor
+
+    def render(report) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"wasmai doctor (guest toolchain: {report.toolchain_mode})")
+        for col in ("", "item", "found", "fix"):
+            table.add_column(col)
+        for c in report.checks:
+            mark = "[green]ok[/]" if c.ok else ("[red]missing[/]" if c.required else "[yellow]optional[/]")
+            table.add_row(mark, c.name, c.detail, "" if c.ok else c.fix)
+        console().print(table)
+
+    report = run_command(run_doctor, json_out=json_out, render=render)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,77 @@
+"""``wasmai doctor``: is everything the pipeline needs on this machine?"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from dataclasses import dataclass, field
+
+from wasmai.toolchain import Check, detect
+
+#: Python distributions each stage needs: (distribution, import name, stage, required).
+PYTHON_PACKAGES = [
+    ("typer", "typer", "cli", True),
+    ("rich", "rich", "cli", True),
+    ("numpy", "numpy", "all", True),
+    ("onnx", "onnx", "convert", True),
+    ("onnxruntime", "onnxruntime", "convert/run", True),
+    ("onnxconverter-common", "onnxconverter_common", "convert (fp16)", True),
+    ("tomli-w", "tomli_w", "manifest", True),
+    ("pillow", "PIL", "convert (images)", True),
+    ("sigstore", "sigstore", "sign/verify", True),
+    ("model-signing", "model_signing", "sign --key", True),
+    ("torch", "torch", "convert --torch (extra: torch)", False),
+    ("transformers", "transformers", "convert --hf (extra: hf)", False),
+    ("matplotlib", "matplotlib", "bench --plot (extra: plot)", False),
+]
+
+
+@dataclass
+class DoctorReport:
+    """All checks; ``ok`` is False when a required one failed."""
+
+    ok: bool
+    toolchain_mode: str
+    checks: list[Check] = field(default_factory=list)
+
+
+def _python_checks() -> list[Check]:
+    checks = []
+    for dist, module, stage, required in PYTHON_PACKAGES:
+        try:
+            version = importlib.metadata.version(dist)
+            ok, detail = True, version
+        except importlib.metadata.PackageNotFoundError:
+            ok, detail = False, "not installed"
+        extra = stage.split("extra: ")[-1].rstrip(")") if "extra:" in stage else None
+        fix = f"pip install 'wasmai[{extra}]'" if extra else f"pip install {dist}"
+        checks.append(Check(f"python: {dist} ({stage})", ok, detail, fix, required))
+    return checks
+
+
+def _runtime_checks() -> list[Check]:
+    checks = []
+    try:
+        import onnxruntime
+
+        eps = ", ".join(onnxruntime.get_available_providers())
+        checks.append(Check("onnxruntime execution providers", True, f"{onnxruntime.__version__}: {eps}"))
+    except ImportError:
+        pass  # reported by the package check
+    try:
+        host = importlib.import_module("wasmai._host")
+        detail = getattr(host, "__version__", "built")
+        checks.append(Check("native host (wasmai._host)", True, str(detail)))
+    except ImportError as exc:
+        checks.append(Check("native host (wasmai._host)", False, str(exc).splitlines()[0],
+                            "pip install -e . (builds host/ with maturin; needs cargo)"))
+    return checks
+
+
+def doctor() -> DoctorReport:
+    """Run every check: guest toolchain (rustc + wasm std or build-std fallback, cargo-component,
+    wasm-tools), Python packages per stage, ONNX Runtime and its execution providers, and the
+    native host extension. Never raises."""
+    tc = detect()
+    checks = [*tc.checks, *_python_checks(), *_runtime_checks()]
+    return DoctorReport(ok=all(c.ok for c in checks if c.required), toolchain_mode=tc.mode, checks=checks)
