@@ -1,0 +1,286 @@
+"""``wasmai bench``: report schema and options on real components (tensor and image templates).
+
+Only the shape and internal consistency of the reports are checked; no test asserts a speed (the
+speed targets are checked by benchmarks/run.py against native ONNX Runtime in the same run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from wasmai.bench import Stats, histogram, parse_assignments, random_inputs, InputSpec, summarize
+from wasmai.cli import app
+from wasmai.errors import WasmaiError
+
+runner = CliRunner()
+
+STAT_KEYS = {"n", "min", "p50", "p90", "p99", "max", "mean", "stdev"}
+TOP_KEYS = {"component", "component_sha256", "model", "mode", "config", "cold_start", "steady", "memory",
+            "native", "throughput", "verification", "execution_provider", "histogram_ms", "plot", "notes"}
+
+
+def _bench(*args: str) -> tuple[int, dict | None, str]:
+    result = runner.invoke(app, ["bench", *args])
+    doc = None
+    if "--json" in args and result.stdout.strip():
+        doc = json.loads(result.stdout)
+    return result.exit_code, doc, result.output
+
+
+def _check_stats(s: dict, n: int) -> None:
+    assert set(s) == STAT_KEYS
+    assert s["n"] == n
+    assert s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+    assert s["min"] <= s["mean"] <= s["max"]
+    assert s["stdev"] >= 0
+
+
+@pytest.fixture(scope="module")
+def sample_image(tmp_path_factory) -> Path:
+    """A real photo (scikit-image's chelsea.png) when scikit-image is installed, else a generated PNG."""
+    try:
+        from skimage import data
+
+        src = Path(data.__file__).parent / "chelsea.png"
+        if src.is_file():
+            return src
+    except ImportError:
+        pass
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "gradient.png"
+    x = np.linspace(0, 255, 300 * 400 * 3).reshape(300, 400, 3).astype(np.uint8)
+    Image.fromarray(x).save(path)
+    return path
+
+
+def _unsigned() -> list[str]:
+    """No signature policy option: bench runs unverified (and says so)."""
+    return []
+
+
+# ---------------------------------------------------------------------------------- pure functions
+
+
+def test_summarize_uses_linear_interpolation_percentiles():
+    s = summarize(list(range(1, 101)))  # 1..100
+    assert (s.n, s.min, s.max) == (100, 1.0, 100.0)
+    # Hyndman & Fan type 7: h = (n - 1) p + 1 -> p50 at rank 50.5, p90 at 90.1, p99 at 99.01.
+    assert s.p50 == pytest.approx(50.5)
+    assert s.p90 == pytest.approx(90.1)
+    assert s.p99 == pytest.approx(99.01)
+    assert s.mean == pytest.approx(50.5)
+    assert s.stdev == pytest.approx(math.sqrt(sum((x - 50.5) ** 2 for x in range(1, 101)) / 99))
+    assert summarize([3.0]).stdev == 0.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_histogram_counts_every_sample():
+    samples = [0.1 * i for i in range(37)]
+    h = histogram(samples, bins=5)
+    assert len(h["edges"]) == 6 and sum(h["counts"]) == 37
+    assert h["edges"][0] == pytest.approx(0.0) and h["edges"][-1] == pytest.approx(3.6)
+
+
+def test_random_inputs_follow_specs_and_dims():
+    specs = [InputSpec("x", "fp32", ["batch", 3, 8]), InputSpec("ids", "i64", ["batch", "seq"]),
+             InputSpec("px", "u8", [2, 2])]
+    arrays = random_inputs(specs, {"batch": 4, "seq": 7}, seed=1)
+    assert arrays["x"].shape == (4, 3, 8) and arrays["x"].dtype == np.float32
+    assert arrays["ids"].shape == (4, 7) and arrays["ids"].dtype == np.int64
+    assert arrays["px"].dtype == np.uint8
+    assert random_inputs(specs, {}, seed=1)["x"].shape == (1, 3, 8)  # dynamic axes default to 1
+    np.testing.assert_array_equal(random_inputs(specs, {"batch": 4, "seq": 7}, seed=1)["x"], arrays["x"])
+    with pytest.raises(WasmaiError, match="no dynamic axis"):
+        random_inputs(specs, {"height": 3})
+
+
+def test_parse_assignments_rejects_items_without_equals():
+    assert parse_assignments(["a=1", "b=x=y"], "--dim") == {"a": "1", "b": "x=y"}
+    with pytest.raises(WasmaiError, match="NAME=VALUE"):
+        parse_assignments(["oops"], "--dim")
+
+
+# ---------------------------------------------------------------------------------- tensor component
+
+
+def test_bench_tensor_component_json_schema(tensor_component):
+    code, doc, out = _bench(str(tensor_component), "--random", "-n", "7", "--warmup", "2", "--json",
+                            *_unsigned())
+    assert code == 0, out
+    assert set(doc) == TOP_KEYS
+    assert doc["mode"] == "infer"
+    assert doc["model"]["task"] == "tensor"
+    assert doc["config"]["n"] == 7 and doc["config"]["random"] is True
+    cold = doc["cold_start"]
+    for key in ("compile_ms", "instantiate_ms", "load_ms", "first_call_ms"):
+        assert cold[key] >= 0
+    assert cold["total_ms"] == pytest.approx(cold["compile_ms"] + cold["instantiate_ms"] + cold["load_ms"]
+                                             + cold["first_call_ms"])
+    assert isinstance(cold["cache_hit"], bool)
+    steady = doc["steady"]
+    _check_stats(steady["latency_ms"], 7)
+    _check_stats(steady["ort_run_ms"], 7)
+    _check_stats(steady["host_overhead_us"], 7)
+    assert len(steady["samples_ms"]) == 7
+    assert steady["stages_us"] is None
+    # Host overhead is the call time minus ONNX Runtime's compute: never more than the call itself.
+    assert steady["host_overhead_us"]["max"] <= steady["latency_ms"]["max"] * 1000
+    assert doc["throughput"] is None
+    assert doc["memory"]["peak_rss_bytes"] > 0
+    assert doc["memory"]["linear_memory_bytes"] > 0
+    assert sum(doc["histogram_ms"]["counts"]) == 7
+    nat = doc["native"]
+    assert nat["available"] is True, nat["skipped_reason"]
+    _check_stats(nat["latency_ms"], 7)
+    assert nat["ratio_p50"] == pytest.approx(steady["latency_ms"]["p50"] / nat["latency_ms"]["p50"])
+
+
+def test_bench_concurrency_two_reports_throughput(tensor_component):
+    code, doc, out = _bench(str(tensor_component), "--random", "-n", "5", "--warmup", "1", "--concurrency", "2",
+                            "--threads", "1", "--no-native", "--json", *_unsigned())
+    assert code == 0, out
+    tp = doc["throughput"]
+    assert tp["concurrency"] == 2 and tp["calls"] == 10
+    _check_stats(tp["latency_ms"], 10)
+    assert tp["qps"] == pytest.approx(tp["calls"] / tp["wall_s"])
+    assert doc["config"]["threads"] == 1
+    assert doc["native"] == {**doc["native"], "available": False, "skipped_reason": "--no-native"}
+
+
+def test_bench_input_files_and_rich_table(tensor_component, tmp_path):
+    # Take the component's own input spec from a --random run, then feed the same tensors from files.
+    code, doc, out = _bench(str(tensor_component), "--random", "-n", "2", "--warmup", "0", "--no-native",
+                            "--json", *_unsigned())
+    assert code == 0, out
+    rng = np.random.default_rng(3)
+    arrays = {}
+    for spec in doc["config"]["inputs"]:
+        arrays[spec["name"]] = rng.standard_normal(spec["shape"]).astype(spec["dtype"])
+    npz = tmp_path / "in.npz"
+    np.savez(npz, **arrays)
+    code, doc2, out = _bench(str(tensor_component), "--inputs", str(npz), "-n", "3", "--warmup", "1", "--json",
+                             *_unsigned())
+    assert code == 0, out
+    assert doc2["config"]["inputs"] == doc["config"]["inputs"] and doc2["config"]["random"] is False
+    args = []
+    for name, arr in arrays.items():
+        np.save(tmp_path / f"{name}.npy", arr)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    code, _, out = _bench(str(tensor_component), *args, "-n", "4", "--warmup", "1", *_unsigned())
+    assert code == 0, out
+    assert "cold start" in out and "steady state" in out and "p99" in out
+    assert "component / native p50" in out
+    assert "latency histogram" in out
+
+
+def test_bench_dim_with_random(tensor_component):
+    code, doc, out = _bench(str(tensor_component), "--random", "-n", "1", "--warmup", "0", "--no-native", "--json",
+                            *_unsigned())
+    dynamic = [d for d in doc["config"]["inputs"][0]["shape"]]
+    assert code == 0, out
+    code, _, out = _bench(str(tensor_component), "--random", "--dim", "nosuchaxis=2", "-n", "1", *_unsigned())
+    assert code == 1 and "no dynamic axis" in out, (out, dynamic)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "exactly one input source"),
+    (["--random", "--image", "x.png"], "exactly one input source"),
+    (["--random", "-n", "0"], ">= 1"),
+    (["--random", "--dim", "batch"], "NAME=VALUE"),
+    (["--random", "--dim", "batch=two"], "integer"),
+    (["--inputs", "/nonexistent/in.npz"], "cannot read --inputs"),
+    (["--input", "nosuchinput=/nonexistent/x.npy"], "cannot read --input"),
+])
+def test_bench_bad_input_exits_1_with_one_error_line(tensor_component, args, message):
+    result = runner.invoke(app, ["bench", str(tensor_component), *args, *_unsigned()])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert sum(line.startswith("error:") for line in lines) == 1
+
+
+def test_bench_wrong_input_name_and_missing_component(tensor_component, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 1), np.float32))
+    code, _, out = _bench(str(tensor_component), "--input", f"nosuchinput={tmp_path / 'x.npy'}", "-n", "1",
+                          *_unsigned())
+    assert code == 1 and "unknown input" in out
+    code, _, out = _bench(str(tmp_path / "missing.wasm"), "--random", *_unsigned())
+    assert code == 1 and "component not found" in out
+    code, doc, out = _bench(str(tensor_component), "--image", str(tmp_path / "x.npy"), "--json", *_unsigned())
+    assert code == 1 and doc["exit_code"] == 1
+
+
+def test_bench_native_model_must_match(tensor_component, tmp_path):
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"not the model")
+    code, _, out = _bench(str(tensor_component), "--random", "-n", "1", "--model", str(other), *_unsigned())
+    assert code == 1 and "not the model this component was built from" in out
+
+
+def test_bench_native_skipped_is_said_when_model_absent(tensor_component, tmp_path):
+    alone = tmp_path / "alone.wasm"
+    alone.write_bytes(Path(tensor_component).read_bytes())
+    code, doc, out = _bench(str(alone), "--random", "-n", "2", "--warmup", "0", "--json", *_unsigned())
+    assert code == 0, out
+    assert doc["native"]["available"] is False and "pass --model" in doc["native"]["skipped_reason"]
+    code, _, out = _bench(str(alone), "--random", "-n", "2", "--warmup", "0", *_unsigned())
+    assert code == 0 and "native onnxruntime skipped" in out
+    code, _, out = _bench(str(alone), "--random", "-n", "2", "--native", *_unsigned())
+    assert code == 1 and "--native" in out
+
+
+def test_bench_plot(tensor_component, tmp_path):
+    png = tmp_path / "lat.png"
+    code, doc, out = _bench(str(tensor_component), "--random", "-n", "5", "--warmup", "0", "--plot", str(png),
+                            "--json", *_unsigned())
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert code == 1 and "matplotlib" in out and not png.exists()
+        return
+    assert code == 0, out
+    assert doc["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------- image component
+
+
+def test_bench_image_component_classify_stages(classifier_component, sample_image):
+    code, doc, out = _bench(str(classifier_component), "--image", str(sample_image), "-n", "3", "--warmup", "1",
+                            "--top-k", "3", "--json", *_unsigned())
+    assert code == 0, out
+    assert doc["mode"] == "classify" and doc["model"]["task"] == "image-classification"
+    assert doc["config"]["top_k"] == 3
+    stages = doc["steady"]["stages_us"]
+    assert set(stages) == {"decode", "preprocess", "inference", "postprocess"}
+    for s in stages.values():
+        _check_stats(s, 3)
+    # The guest's stages happen inside the call: together they cannot exceed its wall time.
+    assert sum(s["min"] for s in stages.values()) <= doc["steady"]["latency_ms"]["max"] * 1000
+    nat = doc["native"]
+    assert nat["available"] is True, nat["skipped_reason"]
+    assert set(nat["stages_us"]) == set(stages)
+    _check_stats(nat["latency_ms"], 3)
+
+
+def test_bench_image_component_random_tensors_and_table(classifier_component, sample_image):
+    code, doc, out = _bench(str(classifier_component), "--random", "-n", "2", "--warmup", "0", "--json",
+                            *_unsigned())
+    assert code == 0, out
+    assert doc["mode"] == "infer" and doc["steady"]["stages_us"] is None
+    code, _, out = _bench(str(classifier_component), "--image", str(sample_image), "-n", "2", "--warmup", "0",
+                          *_unsigned())
+    assert code == 0, out
+    assert "guest preprocess (us)" in out and "native preprocess (us)" in out
+
+
+def test_summary_stats_dataclass_fields_match_json_keys():
+    assert {f for f in Stats.__dataclass_fields__} == STAT_KEYS

@@ -1,0 +1,194 @@
+"""``wasmai bench``: the typer front of :func:`wasmai.bench.bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from wasmai.cli._common import JSON_HELP, console, run_command
+
+
+def bench(
+    component: Path = typer.Argument(..., help="The component (.wasm) to benchmark."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Image file: time classify() end to end "
+                                         "(image-classification components)."),
+    input_: Optional[list[str]] = typer.Option(None, "--input", help="NAME=FILE.npy for one graph input "
+                                               "(repeatable)."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz holding every input by name."),
+    random: bool = typer.Option(False, "--random", help="Random tensors matching the component's inputs."),
+    dim: Optional[list[str]] = typer.Option(None, "--dim", help="NAME=VALUE for a dynamic axis with "
+                                            "--random (default 1; repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --random."),
+    n: int = typer.Option(100, "-n", "--iterations", help="Timed calls in the steady state (per instance "
+                          "under --concurrency)."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
+    concurrency: int = typer.Option(1, "--concurrency", help="N instances on N threads for throughput "
+                                    "(QPS, p99 under load)."),
+    threads: int = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads, for the component and "
+                                "native alike (0 = ONNX Runtime's default)."),
+    native: Optional[bool] = typer.Option(None, "--native/--no-native", help="Also run the model directly "
+                                          "in onnxruntime (default: when the ONNX model is found)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="The ONNX model for --native (default: the "
+                                         "manifest or .onnx beside the component with the same sha256)."),
+    top_k: int = typer.Option(5, "--top-k", help="Predictions per classify() call."),
+    graph: Optional[list[str]] = typer.Option(None, "--graph", help="NAME=FILE.onnx for by-name components "
+                                              "(repeatable)."),
+    allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback",
+                                               help="Let the host fall back to CPU if the requested "
+                                               "execution target is unavailable."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a latency histogram PNG (needs "
+                                        "matplotlib: pip install 'wasmai[plot]')."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Verify first: signed with this public key (PEM).",
+                                       rich_help_panel="Signature policy (as for run)"),
+    cert_identity: Optional[str] = typer.Option(None, "--cert-identity", help="Verify first: keyless "
+                                                "certificate identity (SAN).",
+                                                rich_help_panel="Signature policy (as for run)"),
+    cert_oidc_issuer: Optional[str] = typer.Option(None, "--cert-oidc-issuer", help="Verify first: keyless "
+                                                   "OIDC issuer.", rich_help_panel="Signature policy (as for run)"),
+    github_repository: Optional[str] = typer.Option(None, "--github-repository", help="Verify first: signed "
+                                                    "by GitHub Actions in OWNER/REPO.",
+                                                    rich_help_panel="Signature policy (as for run)"),
+    github_ref: Optional[str] = typer.Option(None, "--github-ref", help="With --github-repository: the ref.",
+                                             rich_help_panel="Signature policy (as for run)"),
+    trust_config: Optional[Path] = typer.Option(None, "--trust-config", help="Sigstore ClientTrustConfig JSON.",
+                                                rich_help_panel="Signature policy (as for run)"),
+    trusted_root: Optional[Path] = typer.Option(None, "--trusted-root", help="Sigstore TrustedRoot JSON.",
+                                                rich_help_panel="Signature policy (as for run)"),
+    staging: bool = typer.Option(False, "--staging", help="Sigstore staging trust root.",
+                                 rich_help_panel="Signature policy (as for run)"),
+    offline: bool = typer.Option(False, "--offline", help="Do not refresh the Sigstore trust root.",
+                                 rich_help_panel="Signature policy (as for run)"),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="TOML policy file (options above override it).",
+                                          rich_help_panel="Signature policy (as for run)"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Signature bundle (default: beside the "
+                                          "component).", rich_help_panel="Signature policy (as for run)"),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Benchmark a component: cold start, steady-state latency percentiles, throughput, memory, and the
+    ratio to the same model in onnxruntime (same threads, same process).
+
+    Exit 1 on bad input (one error line)."""
+
+    def work():
+        from wasmai.bench import bench as run_bench, parse_assignments
+        from wasmai.errors import WasmaiError
+
+        dims = {}
+        for name, value in parse_assignments(dim, "--dim").items():
+            try:
+                dims[name] = int(value)
+            except ValueError:
+                raise WasmaiError(f"--dim {name}={value}: the size must be an integer") from None
+            if dims[name] < 1:
+                raise WasmaiError(f"--dim {name}={value}: the size must be >= 1")
+        from wasmai.sign import policy_from_options
+
+        # No policy option at all = benchmark without verifying (reported as such).
+        verify_policy = policy_from_options(
+            key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+            github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
+            trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
+        progress = None if json_out else _progress()
+        return run_bench(
+            component, image=image, inputs=parse_assignments(input_, "--input"), inputs_npz=inputs,
+            random=random, dims=dims, seed=seed, n=n, warmup=warmup, concurrency=concurrency,
+            threads=threads, native=native, model=model, top_k=top_k,
+            graphs=parse_assignments(graph, "--graph") or None,
+            allow_target_fallback=allow_target_fallback, policy=verify_policy, bundle=bundle, plot=plot,
+            progress=progress)
+
+    run_command(work, json_out=json_out, render=render)
+
+
+def _progress():
+    con = console(stderr=True)
+
+    def say(message: str) -> None:
+        con.print(f"[dim]bench: {message}[/]")
+
+    return say
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def render(report) -> None:
+    """Rich tables of a :class:`wasmai.bench.BenchReport`, and a terminal histogram."""
+    from rich.table import Table
+
+    con = console()
+    m = report.model
+    con.print(f"[bold]{m.get('name')}[/] ({m.get('task')}, {m.get('placement')}) - {report.component}")
+    con.print(f"mode {report.mode}; intra-op threads {report.config['threads'] or 'ORT default'}; "
+              f"execution provider {report.execution_provider or '?'}; "
+              f"{report.config['warmup']} warm-up + {report.config['n']} timed calls")
+
+    if report.verification:
+        v = report.verification
+        con.print(f"[green]verified[/] {v.get('kind')} signature: {v.get('policy')}")
+    cs = report.cold_start
+    cold = Table(title="cold start (ms)")
+    for col in ("compile" + (" (cached)" if cs.cache_hit else ""), "instantiate", "graph load",
+                "first call", "total"):
+        cold.add_column(col, justify="right")
+    cold.add_row(*(f"{v:.2f}" for v in (cs.compile_ms, cs.instantiate_ms, cs.load_ms, cs.first_call_ms,
+                                       cs.total_ms)))
+    con.print(cold)
+
+    lat = Table(title="steady state")
+    lat.add_column("")
+    for col in ("min", "p50", "p90", "p99", "max", "mean", "stdev"):
+        lat.add_column(col, justify="right")
+
+    def row(label, s, fmt="{:.3f}") -> None:
+        if s is not None:
+            lat.add_row(label, *(fmt.format(getattr(s, k)) for k in ("min", "p50", "p90", "p99", "max",
+                                                                      "mean", "stdev")))
+
+    st = report.steady
+    row("component (ms)", st.latency_ms)
+    row("  ort run in host (ms)", st.ort_run_ms)
+    row("  host overhead (us)", st.host_overhead_us, "{:.1f}")
+    for stage, s in (st.stages_us or {}).items():
+        row(f"  guest {stage} (us)", s, "{:.0f}")
+    nat = report.native
+    if nat.available:
+        row("native onnxruntime (ms)", nat.latency_ms)
+        for stage, s in (nat.stages_us or {}).items():
+            row(f"  native {stage} (us)", s, "{:.0f}")
+    con.print(lat)
+    if nat.available:
+        con.print(f"component / native p50: [bold]{nat.ratio_p50:.3f}x[/] (onnxruntime {nat.onnxruntime_version}, "
+                  f"{nat.model})")
+    else:
+        con.print(f"[yellow]native onnxruntime skipped:[/] {nat.skipped_reason}")
+    if report.throughput is not None:
+        tp = report.throughput
+        con.print(f"throughput: {tp.concurrency} instances on {tp.concurrency} threads, {tp.calls} calls in "
+                  f"{tp.wall_s:.2f} s: [bold]{tp.qps:.1f} QPS[/], p50 {tp.latency_ms.p50:.3f} ms, "
+                  f"p99 {tp.latency_ms.p99:.3f} ms under load")
+    mem = report.memory
+    con.print(f"memory: peak RSS {_fmt_bytes(mem.peak_rss_bytes)} (process, before native), "
+              f"component linear memory {_fmt_bytes(mem.linear_memory_bytes)}")
+    if report.histogram_ms:
+        con.print(terminal_histogram(report.histogram_ms))
+    for note in report.notes:
+        con.print(f"[dim]note: {note}[/]")
+    if report.plot:
+        con.print(f"plot: {report.plot}")
+
+
+def terminal_histogram(hist: dict, width: int = 40) -> str:
+    """A text histogram of ``{"edges", "counts"}`` (ms), one bar per bin."""
+    counts, edges = hist["counts"], hist["edges"]
+    top = max(counts) or 1
+    lines = ["component latency histogram (ms):"]
+    for i, c in enumerate(counts):
+        bar = "#" * max(1 if c else 0, round(c / top * width))
+        lines.append(f"  {edges[i]:9.3f} - {edges[i + 1]:9.3f} | {bar} {c}")
+    return "\n".join(lines)
