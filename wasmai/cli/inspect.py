@@ -1,0 +1,52 @@
+"""``wasmai inspect``: what a component is (thin front over :func:`wasmai.runtime.inspect_component`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wasmai.cli._common import JSON_HELP, console, run_command
+
+
+def inspect(
+    component: Path = typer.Argument(..., help="The component (.wasm) to describe."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show a component's WIT imports/exports, metadata.info, size, sha256 and signature bundle."""
+
+    def work():
+        from wasmai.runtime import inspect_component
+
+        return inspect_component(component)
+
+    run_command(work, json_out=json_out, render=_render)
+
+
+def _render(r) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(f"[bold]{r.component}[/bold]  {r.size_bytes:,} bytes  sha256 {r.sha256}")
+    out.print("imports: " + (", ".join(r.imports) or "none"))
+    out.print("exports: " + (", ".join(r.exports) or "none"))
+    if r.info is None:
+        out.print(f"metadata.info: unavailable ({r.info_error})")
+    else:
+        i = r.info
+        out.print(f"model {i['name']} {i['version']}  task {i['task']}  placement {i['placement']}  "
+                  f"model sha256 {i['model_sha256']}  wasmai {i['wasmai_version']}")
+        table = Table(title="tensors")
+        for col in ("", "name", "type", "dims"):
+            table.add_column(col)
+        for kind in ("inputs", "outputs"):
+            for s in i[kind]:
+                table.add_row(kind[:-1], s["name"], s["ty"], str(s["dims"]))
+        out.print(table)
+        if i["labels"]:
+            out.print(f"labels: {len(i['labels'])} ({', '.join(i['labels'][:5])}{', …' if len(i['labels']) > 5 else ''})")
+        if i["preprocess"]:
+            out.print(f"preprocess: {i['preprocess']}")
+        if i["toolchain"]:
+            out.print("toolchain: " + ", ".join(f"{a} {b}" for a, b in i["toolchain"]))
+    out.print(f"signature: {r.signature}")

@@ -1,0 +1,111 @@
+"""``wasmai run``: run a component once on an image or on tensors (thin front over
+:func:`wasmai.runtime.run_component`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from wasmai.cli._common import JSON_HELP, console, run_command
+
+
+def _policy(key: Optional[Path], cert_identity: Optional[str], cert_oidc_issuer: Optional[str],
+            policy: Optional[Path]):
+    """The VerificationPolicy the flags ask for, or None. Usage errors exit 2."""
+    chosen = [name for name, v in (("--key", key), ("--cert-identity", cert_identity),
+                                   ("--policy", policy)) if v is not None]
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"give only one of {', '.join(chosen)}")
+    if (cert_identity is None) != (cert_oidc_issuer is None):
+        raise typer.BadParameter("--cert-identity and --cert-oidc-issuer go together")
+    if not chosen:
+        return None
+    from wasmai.errors import WasmaiError
+
+    try:
+        from wasmai.sign import VerificationPolicy
+    except ImportError as exc:
+        raise WasmaiError(f"signature verification is unavailable ({exc})") from None
+    if policy is not None:
+        return VerificationPolicy.from_file(policy)
+    if key is not None:
+        return VerificationPolicy(key=key)
+    return VerificationPolicy(cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer)
+
+
+def run(
+    component: Path = typer.Argument(..., help="The component (.wasm) to run."),
+    image: Optional[Path] = typer.Option(None, "--image", help="PNG or JPEG for an image-classifier component."),
+    input_: Optional[list[str]] = typer.Option(None, "--input", help="NAME=FILE.npy for one input "
+                                               "(FILE.npy alone = by position); repeatable."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz holding the inputs by name."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to show for an image."),
+    graph: Optional[list[str]] = typer.Option(None, "--graph", help="NAME=FILE.onnx for wasi-nn "
+                                              "load-by-name; repeatable."),
+    allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback", help="Run a gpu/tpu "
+                                               "execution target on the CPU when no such provider exists."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Verify first: public key (PEM) of the signer."),
+    cert_identity: Optional[str] = typer.Option(None, "--cert-identity", help="Verify first: Sigstore "
+                                                "signer identity (with --cert-oidc-issuer)."),
+    cert_oidc_issuer: Optional[str] = typer.Option(None, "--cert-oidc-issuer", help="Sigstore OIDC issuer."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Verify first: a verification policy file."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Signature bundle (default: beside the component)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show timings and host details."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Run a component once: top-k predictions for an image, or output tensors for inputs.
+
+    With --key, --cert-identity/--cert-oidc-issuer or --policy the signature is verified
+    before the component is compiled or instantiated, and a failed check refuses to run.
+    """
+    if image is not None and (input_ or inputs is not None):
+        raise typer.BadParameter("give --image or --input/--inputs, not both")
+    if image is None and not input_ and inputs is None:
+        raise typer.BadParameter("give --image, --input NAME=FILE.npy or --inputs FILE.npz")
+
+    def work():
+        from wasmai.runtime import load_input_arrays, parse_graph_options, run_component
+
+        arrays = None if image is not None else load_input_arrays(input_ or [], inputs)
+        return run_component(component, image=image, inputs=arrays, top_k=top_k,
+                             graphs=parse_graph_options(graph or []),
+                             allow_target_fallback=allow_target_fallback, timeout_s=timeout,
+                             policy=_policy(key, cert_identity, cert_oidc_issuer, policy), bundle=bundle)
+
+    run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
+
+
+def _render(result, verbose: bool) -> None:
+    from rich.table import Table
+
+    out = console()
+    if result.signature is not None:
+        out.print("[green]signature verified[/green]")
+    if result.predictions is not None:
+        table = Table(title=f"{result.model} — top {len(result.predictions)}")
+        table.add_column("label")
+        table.add_column("index", justify="right")
+        table.add_column("score", justify="right")
+        for p in result.predictions:
+            table.add_row(p.label, str(p.index), f"{p.score:.4f}")
+    else:
+        table = Table(title=f"{result.model} — outputs")
+        for col in ("name", "dtype", "shape", "min", "max", "mean", "values"):
+            table.add_column(col, justify="right" if col in ("min", "max", "mean") else "left")
+        for o in result.outputs or []:
+            vals = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in o.values)
+            table.add_row(o.name, o.dtype, str(list(o.shape)), f"{o.min:.4g}", f"{o.max:.4g}",
+                          f"{o.mean:.4g}", vals)
+    out.print(table)
+    if verbose:
+        cache = "cached load" if result.cache_hit else "cold compile"
+        out.print(f"component {result.component} sha256 {result.sha256[:16]}…")
+        out.print(f"{cache} {result.compile_ms:.1f} ms, instantiate {result.instantiate_ms:.1f} ms, "
+                  f"load {result.load_ms:.1f} ms, call {result.call_ms:.2f} ms "
+                  f"(onnxruntime run {result.ort_run_ms:.2f} ms on {result.execution_provider})")
+        if result.guest_timings_us:
+            out.print("guest: " + ", ".join(f"{k} {v} µs" for k, v in result.guest_timings_us.items()))
+        out.print(f"linear memory {result.linear_memory_bytes / 2**20:.1f} MiB")

