@@ -38,6 +38,7 @@ def bench(
     allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback",
                                                help="Let the host fall back to CPU if the requested "
                                                "execution target is unavailable."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a latency histogram PNG (needs "
                                         "matplotlib: pip install 'wasmai[plot]')."),
     key: Optional[Path] = typer.Option(None, "--key", help="Verify first: signed with this public key (PEM).",
@@ -97,7 +98,7 @@ def bench(
             threads=threads, native=native, model=model, top_k=top_k,
             graphs=parse_assignments(graph, "--graph") or None,
             allow_target_fallback=allow_target_fallback, policy=verify_policy, bundle=bundle, plot=plot,
-            progress=progress)
+            timeout_s=timeout, progress=progress)
 
     run_command(work, json_out=json_out, render=render)
 
