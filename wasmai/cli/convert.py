@@ -42,7 +42,7 @@ def convert(
     atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default depends on --quantize)."),
     rtol: Optional[float] = typer.Option(None, "--rtol", help="Relative tolerance (default depends on --quantize)."),
     min_top1: Optional[float] = typer.Option(None, "--min-top1-agreement",
-                                             help="Classifiers: minimum top-1 agreement 0..1 (default 0.8 for int8)."),
+                                             help="Classifiers: minimum top-1 agreement 0..1 (default 0.7 for int8, unchecked otherwise)."),
     fail_on_mismatch: bool = typer.Option(True, "--fail-on-mismatch/--no-fail-on-mismatch",
                                           help="Exit 1 and write nothing when validation fails."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset for the PyTorch export."),
@@ -124,7 +124,9 @@ class _progress:
             self._p.update(tid, completed=1, description=f"[green]✓[/] {step}: {detail}")
             self._p.stop_task(tid)
         else:
+            self._p.start_task(tid)
             self._p.update(tid, completed=1, description=f"[dim]- {step}: {detail}")
+            self._p.stop_task(tid)
 
     def __exit__(self, *exc):
         return self._p.__exit__(*exc)
