@@ -1,0 +1,301 @@
+//! Image classification around the model: PNG/JPEG bytes -> input tensor -> predictions.
+//!
+//! Preprocessing follows the manifest's `[preprocess]` table (`model::PREPROCESS`):
+//! 1. decode PNG or JPEG with the `image` crate and convert to 8-bit RGB (alpha is dropped,
+//!    16-bit samples are scaled to 8 bits, grey is replicated);
+//! 2. if `resize_shorter = S`: resize so the shorter side is S pixels, the longer side
+//!    `round(longer * S / shorter)` (halves round up), with the Triangle (bilinear) filter;
+//! 3. centre crop `crop_height x crop_width`, top-left at `((w - cw) / 2, (h - ch) / 2)`
+//!    (integer division); an image smaller than the crop is an error;
+//! 4. channels in RGB or BGR order; channel `c` (in that order) becomes
+//!    `(x - mean[c]) / std[c]` with x in 0..=255;
+//! 5. NCHW `[1, 3, H, W]` or NHWC `[1, H, W, 3]`, fp32 (or fp16 if the model input is fp16).
+
+use std::cell::Cell;
+use std::io::Cursor;
+use std::time::Instant;
+
+use image::imageops::{self, FilterType};
+use image::{ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::bindings::exports::wasmai::inference::image_classification::{Prediction, Timings};
+use crate::bindings::wasmai::inference::types::{Error, Tensor};
+use crate::model;
+use crate::nn;
+use crate::spec::{Color, Dim, Layout, Preprocess, Ty};
+
+/// Largest accepted image side, in pixels (decoder limit).
+pub const MAX_SIDE: u32 = 16384;
+/// Largest decoder allocation and largest resized image, in bytes.
+pub const MAX_ALLOC: u64 = 256 * 1024 * 1024;
+
+// The model must look like an image classifier: checked when the crate compiles.
+const fn input_fits(pre: Preprocess) -> bool {
+    if model::INPUTS.len() != 1 {
+        return false;
+    }
+    let input = model::INPUTS[0];
+    if input.dims.len() != 4 {
+        return false;
+    }
+    let (c, h, w) = match pre.layout {
+        Layout::Nchw => (input.dims[1], input.dims[2], input.dims[3]),
+        Layout::Nhwc => (input.dims[3], input.dims[1], input.dims[2]),
+    };
+    let channels_ok = matches!(c, Dim::Fixed(3) | Dim::Dynamic(_));
+    let h_ok = match h {
+        Dim::Fixed(n) => n == pre.crop_height,
+        Dim::Dynamic(_) => true,
+    };
+    let w_ok = match w {
+        Dim::Fixed(n) => n == pre.crop_width,
+        Dim::Dynamic(_) => true,
+    };
+    let ty_ok = matches!(input.ty, Ty::Fp32 | Ty::Fp16);
+    channels_ok && h_ok && w_ok && ty_ok
+}
+
+const PRE: Preprocess = match model::PREPROCESS {
+    Some(pre) => pre,
+    None => panic!("the image-classification template needs a [preprocess] table in the manifest"),
+};
+const _: () = assert!(
+    input_fits(PRE),
+    "the image-classification template needs one fp32/fp16 input shaped [N, 3, crop_height, crop_width] (NCHW) or [N, crop_height, crop_width, 3] (NHWC)"
+);
+const _: () = assert!(!model::OUTPUTS.is_empty(), "the model has no outputs");
+
+thread_local! {
+    static TIMINGS: Cell<Timings> = const { Cell::new(Timings {
+        decode_us: 0,
+        preprocess_us: 0,
+        inference_us: 0,
+        postprocess_us: 0,
+    }) };
+}
+
+fn micros(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Decode PNG or JPEG bytes to 8-bit RGB.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, Error> {
+    if bytes.is_empty() {
+        return Err(Error::BadImage("empty image".to_string()));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::BadImage(format!("cannot read image: {e}")))?;
+    match reader.format() {
+        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
+        _ => return Err(Error::BadImage("not a PNG or JPEG image".to_string())),
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let image = reader
+        .decode()
+        .map_err(|e| Error::BadImage(format!("cannot decode image: {e}")))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(Error::BadImage("image has no pixels".to_string()));
+    }
+    Ok(image.into_rgb8())
+}
+
+/// Resize so the shorter side is `shorter` pixels, aspect ratio kept (Triangle filter).
+fn resize_shorter(image: RgbImage, shorter: u32) -> Result<RgbImage, Error> {
+    let (w, h) = (image.width() as u64, image.height() as u64);
+    let s = shorter as u64;
+    // round(long * s / short), halves up, at least 1 pixel.
+    let scale = |long: u64, short: u64| ((2 * long * s + short) / (2 * short)).max(1);
+    let (nw, nh) = if w <= h { (s, scale(h, w)) } else { (scale(w, h), s) };
+    if nw * nh * 3 > MAX_ALLOC || nw > u32::MAX as u64 || nh > u32::MAX as u64 {
+        return Err(Error::BadImage(format!(
+            "a {w}x{h} image resized to shorter side {s} would be {nw}x{nh}, too large"
+        )));
+    }
+    if (nw, nh) == (w, h) {
+        return Ok(image);
+    }
+    Ok(imageops::resize(&image, nw as u32, nh as u32, FilterType::Triangle))
+}
+
+/// Resize, centre crop, reorder channels, normalize and lay out a decoded image as the
+/// model's input tensor.
+pub fn to_tensor(image: RgbImage) -> Result<Tensor, Error> {
+    let image = match PRE.resize_shorter {
+        Some(s) => resize_shorter(image, s)?,
+        None => image,
+    };
+    let (w, h) = image.dimensions();
+    let (cw, ch) = (PRE.crop_width, PRE.crop_height);
+    if cw > w || ch > h {
+        return Err(Error::BadImage(format!(
+            "image is {w}x{h} (after resizing), smaller than the {cw}x{ch} crop"
+        )));
+    }
+    let crop = imageops::crop_imm(&image, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+    let order: [usize; 3] = match PRE.color {
+        Color::Rgb => [0, 1, 2],
+        Color::Bgr => [2, 1, 0],
+    };
+    let (cw, ch) = (cw as usize, ch as usize);
+    let mut values = vec![0f32; 3 * cw * ch];
+    for (x, y, pixel) in crop.enumerate_pixels() {
+        let (x, y) = (x as usize, y as usize);
+        for (c, &src) in order.iter().enumerate() {
+            let v = (pixel.0[src] as f32 - PRE.mean[c]) / PRE.std[c];
+            let index = match PRE.layout {
+                Layout::Nchw => (c * ch + y) * cw + x,
+                Layout::Nhwc => (y * cw + x) * 3 + c,
+            };
+            values[index] = v;
+        }
+    }
+    let input = model::INPUTS[0];
+    let data: Vec<u8> = match input.ty {
+        Ty::Fp16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let dimensions = match PRE.layout {
+        Layout::Nchw => vec![1, 3, ch as u32, cw as u32],
+        Layout::Nhwc => vec![1, ch as u32, cw as u32, 3],
+    };
+    let tensor = Tensor {
+        name: input.name.to_string(),
+        ty: input.ty.to_wit(),
+        dimensions,
+        data,
+    };
+    nn::check_tensor(&input, &tensor)?;
+    Ok(tensor)
+}
+
+/// `image-classification.preprocess`.
+pub fn preprocess(bytes: &[u8]) -> Result<Tensor, Error> {
+    to_tensor(decode(bytes)?)
+}
+
+/// Scores of the first batch row of a float tensor, as f32.
+fn scores(tensor: &Tensor) -> Result<Vec<f32>, Error> {
+    let ty = Ty::from_wit(tensor.ty);
+    let size = ty.size();
+    let count = tensor
+        .dimensions
+        .iter()
+        .try_fold(1usize, |acc, d| acc.checked_mul(*d as usize));
+    if count.and_then(|n| n.checked_mul(size)) != Some(tensor.data.len()) {
+        return Err(Error::BadInput(format!(
+            "output {:?}: {} bytes do not match its shape {:?}",
+            tensor.name,
+            tensor.data.len(),
+            tensor.dimensions
+        )));
+    }
+    let classes = tensor.dimensions.last().copied().unwrap_or(1) as usize;
+    if classes == 0 {
+        return Err(Error::BadInput(format!("output {:?} has no classes", tensor.name)));
+    }
+    let row = &tensor.data[..classes * size];
+    let chunks = row.chunks_exact(size);
+    let values: Vec<f32> = match ty {
+        Ty::Fp32 => chunks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Ty::Fp16 => chunks.map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Ty::Bf16 => chunks.map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Ty::Fp64 => chunks
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        other => {
+            return Err(Error::BadInput(format!(
+                "output {:?} is {}, expected floating-point scores",
+                tensor.name,
+                other.name()
+            )))
+        }
+    };
+    Ok(values)
+}
+
+/// Numerically stable softmax.
+fn softmax(values: &mut [f32]) {
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in values.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    if sum > 0.0 && sum.is_finite() {
+        for v in values.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+/// `image-classification.postprocess`: the model's first output (by name, else the first
+/// tensor), first batch row, softmax if the manifest says so, best `top_k` first (ties by
+/// lower index).
+pub fn postprocess(outputs: &[Tensor], top_k: u32) -> Result<Vec<Prediction>, Error> {
+    let wanted = model::OUTPUTS[0].name;
+    let tensor = outputs
+        .iter()
+        .find(|t| t.name == wanted)
+        .or_else(|| outputs.first())
+        .ok_or_else(|| Error::BadInput("no output tensors".to_string()))?;
+    let mut values = scores(tensor)?;
+    if model::SOFTMAX {
+        softmax(&mut values);
+    }
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    order.truncate(top_k as usize);
+    Ok(order
+        .into_iter()
+        .map(|i| Prediction {
+            label: model::LABELS
+                .get(i)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| i.to_string()),
+            index: i as u32,
+            score: values[i],
+        })
+        .collect())
+}
+
+/// `image-classification.classify`: decode, preprocess, infer and postprocess, timing each
+/// stage with `std::time::Instant` (microseconds; see `last_timings`).
+pub fn classify(bytes: &[u8], top_k: u32) -> Result<Vec<Prediction>, Error> {
+    let mut timings = Timings {
+        decode_us: 0,
+        preprocess_us: 0,
+        inference_us: 0,
+        postprocess_us: 0,
+    };
+    let result = (|| {
+        let start = Instant::now();
+        let image = decode(bytes)?;
+        timings.decode_us = micros(start);
+        let start = Instant::now();
+        let input = to_tensor(image)?;
+        timings.preprocess_us = micros(start);
+        let start = Instant::now();
+        let outputs = nn::infer(vec![input])?;
+        timings.inference_us = micros(start);
+        let start = Instant::now();
+        let predictions = postprocess(&outputs, top_k)?;
+        timings.postprocess_us = micros(start);
+        Ok(predictions)
+    })();
+    TIMINGS.with(|t| t.set(timings));
+    result
+}
+
+/// `image-classification.last-timings`: the stages of the last `classify` call (zeros for
+/// stages that did not run).
+pub fn last_timings() -> Timings {
+    TIMINGS.with(|t| t.get())
+}

@@ -1,0 +1,221 @@
+//! wasi-nn plumbing: the graph is loaded lazily once and its execution context reused;
+//! input tensors are checked against the manifest before they reach the host; wasi-nn errors
+//! become `error::backend` carrying the wasi-nn error-code name and the host's message.
+
+use std::cell::RefCell;
+
+use crate::bindings::wasi::nn::errors::{Error as NnError, ErrorCode};
+use crate::bindings::wasi::nn::graph::{self, Graph, GraphEncoding};
+use crate::bindings::wasi::nn::inference::GraphExecutionContext;
+use crate::bindings::wasi::nn::tensor::Tensor as NnTensor;
+use crate::bindings::wasmai::inference::types::{BackendError, Error, Tensor};
+use crate::model;
+use crate::spec::{Dim, Placement, Spec, Ty};
+
+/// A loaded graph and its execution context. Fields drop in declaration order, so the
+/// context is released before the graph it belongs to.
+struct Loaded {
+    context: GraphExecutionContext,
+    _graph: Graph,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+}
+
+/// The wasi-nn error-code case name, as written in wasi-nn.wit.
+pub fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidArgument => "invalid-argument",
+        ErrorCode::InvalidEncoding => "invalid-encoding",
+        ErrorCode::Timeout => "timeout",
+        ErrorCode::RuntimeError => "runtime-error",
+        ErrorCode::UnsupportedOperation => "unsupported-operation",
+        ErrorCode::TooLarge => "too-large",
+        ErrorCode::NotFound => "not-found",
+        ErrorCode::Security => "security",
+        ErrorCode::Unknown => "unknown",
+    }
+}
+
+fn backend(err: NnError) -> Error {
+    Error::Backend(BackendError {
+        code: code_name(err.code()).to_string(),
+        message: err.data(),
+    })
+}
+
+fn open() -> Result<Loaded, Error> {
+    let graph = match model::PLACEMENT {
+        Placement::Embedded(bytes) => {
+            graph::load(&[bytes], GraphEncoding::Onnx, model::DEVICE.to_nn())
+        }
+        Placement::ByName(name) => graph::load_by_name(name),
+    }
+    .map_err(backend)?;
+    let context = graph.init_execution_context().map_err(backend)?;
+    Ok(Loaded { context, _graph: graph })
+}
+
+/// `model.load`: load the graph and create the execution context unless already done.
+pub fn load() -> Result<(), Error> {
+    STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        if state.is_none() {
+            *state = Some(open()?);
+        }
+        Ok(())
+    })
+}
+
+/// `model.release`: drop the execution context and the graph.
+pub fn release() {
+    STATE.with(|state| drop(state.borrow_mut().take()));
+}
+
+fn shape_text(dims: &[u32]) -> String {
+    let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn spec_shape_text(spec: &Spec) -> String {
+    let parts: Vec<String> = spec
+        .dims
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => n.to_string(),
+            Dim::Dynamic(name) => (*name).to_string(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Check one tensor against its spec: type, rank, fixed axes and byte length.
+pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
+    let ty = Ty::from_wit(tensor.ty);
+    if ty != spec.ty {
+        return Err(Error::BadInput(format!(
+            "input {:?}: type {} but the model takes {}",
+            spec.name,
+            ty.name(),
+            spec.ty.name()
+        )));
+    }
+    let fits = tensor.dimensions.len() == spec.dims.len()
+        && spec.dims.iter().zip(&tensor.dimensions).all(|(d, n)| match d {
+            Dim::Fixed(want) => want == n,
+            Dim::Dynamic(_) => *n > 0,
+        });
+    if !fits {
+        return Err(Error::BadInput(format!(
+            "input {:?}: shape {} does not match the model's {}",
+            spec.name,
+            shape_text(&tensor.dimensions),
+            spec_shape_text(spec)
+        )));
+    }
+    let expected = tensor
+        .dimensions
+        .iter()
+        .try_fold(ty.size(), |acc, d| acc.checked_mul(*d as usize));
+    match expected {
+        Some(n) if n == tensor.data.len() => Ok(()),
+        Some(n) => Err(Error::BadInput(format!(
+            "input {:?}: {} data bytes, shape {} of {} needs {}",
+            spec.name,
+            tensor.data.len(),
+            shape_text(&tensor.dimensions),
+            ty.name(),
+            n
+        ))),
+        None => Err(Error::BadInput(format!(
+            "input {:?}: shape {} is too large",
+            spec.name,
+            shape_text(&tensor.dimensions)
+        ))),
+    }
+}
+
+/// Order the given tensors like the model's inputs: by name, or by position when every
+/// name is empty. Every model input must be given exactly once.
+fn match_inputs(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+    let specs = model::INPUTS;
+    if inputs.len() != specs.len() {
+        return Err(Error::BadInput(format!(
+            "got {} input tensors, the model takes {} ({})",
+            inputs.len(),
+            specs.len(),
+            specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let positional = inputs.iter().all(|t| t.name.is_empty());
+    let mut slots: Vec<Option<Tensor>> = (0..specs.len()).map(|_| None).collect();
+    for (position, tensor) in inputs.into_iter().enumerate() {
+        let index = if positional {
+            position
+        } else {
+            specs.iter().position(|s| s.name == tensor.name).ok_or_else(|| {
+                Error::BadInput(format!(
+                    "unknown input {:?} (the model takes {})",
+                    tensor.name,
+                    specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                ))
+            })?
+        };
+        if slots[index].is_some() {
+            return Err(Error::BadInput(format!("input {:?} given twice", specs[index].name)));
+        }
+        slots[index] = Some(tensor);
+    }
+    let mut ordered = Vec::with_capacity(specs.len());
+    for (spec, slot) in specs.iter().zip(slots) {
+        let tensor = slot.ok_or_else(|| Error::BadInput(format!("missing input {:?}", spec.name)))?;
+        check_tensor(spec, &tensor)?;
+        ordered.push(tensor);
+    }
+    Ok(ordered)
+}
+
+/// `model.infer`: check the inputs, load the graph if needed, run `compute` with the tensors
+/// named like the model's inputs, return the outputs in model order (host order if the host
+/// names them differently).
+pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+    let ordered = match_inputs(inputs)?;
+    load()?;
+    let named: Vec<(String, NnTensor)> = model::INPUTS
+        .iter()
+        .zip(&ordered)
+        .map(|(spec, t)| {
+            let tensor = NnTensor::new(&t.dimensions, spec.ty.to_nn(), &t.data);
+            (spec.name.to_string(), tensor)
+        })
+        .collect();
+    drop(ordered);
+    let outputs = STATE.with(|state| {
+        let state = state.borrow();
+        let loaded = state
+            .as_ref()
+            .ok_or_else(|| Error::Internal("graph not loaded".to_string()))?;
+        loaded.context.compute(named).map_err(backend)
+    })?;
+    let mut tensors: Vec<Tensor> = outputs
+        .into_iter()
+        .map(|(name, t)| Tensor {
+            name,
+            ty: Ty::from_nn(t.ty()).to_wit(),
+            dimensions: t.dimensions(),
+            data: t.data(),
+        })
+        .collect();
+    let positions: Option<Vec<usize>> = model::OUTPUTS
+        .iter()
+        .map(|spec| tensors.iter().position(|t| t.name == spec.name))
+        .collect();
+    if let Some(positions) = positions {
+        if positions.len() == tensors.len() {
+            let mut slots: Vec<Option<Tensor>> = tensors.into_iter().map(Some).collect();
+            tensors = positions.iter().filter_map(|&i| slots[i].take()).collect();
+        }
+    }
+    Ok(tensors)
+}
