@@ -22,6 +22,7 @@ A second build of the same inputs reuses the cached component (``cached=True``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -35,7 +36,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from wasmai import WASI_NN_VERSION, WIT_PACKAGE, __version__
 from wasmai.errors import ToolchainError, WasmaiError
@@ -410,6 +411,7 @@ def build(
     by_name: str | None = None,
     device: str = "cpu",
     emit_crate: str | os.PathLike[str] | None = None,
+    rebuild: bool = False,
     progress: ProgressFn | None = None,
 ) -> BuildResult | CrateResult:
     """Build ``model`` (an ONNX file) into a wasi:nn guest component.
@@ -419,7 +421,9 @@ def build(
     ``by_name`` switches from embedding the ONNX bytes (at most :data:`EMBED_LIMIT_BYTES`) to
     ``wasi:nn/graph.load-by-name(by_name)``; ``device`` is the wasi-nn execution target for
     embedded graphs. ``emit_crate`` writes the rendered crate there and returns a
-    :class:`CrateResult` without compiling. ``progress`` receives cargo's stderr lines.
+    :class:`CrateResult` without compiling. ``rebuild`` ignores an earlier build of the same
+    inputs: the crate is rendered afresh and recompiled (dependencies stay cached).
+    ``progress`` receives cargo's stderr lines.
 
     Raises :class:`WasmaiError` for bad input (missing model, bad manifest, oversized embed,
     unsupported target), :class:`ToolchainError` for a missing tool and
@@ -493,6 +497,8 @@ def build(
     out_path = Path(output) if output is not None else default_output(model_path, target)
     cached_file = crate_dir / "out" / f"{target}-{profile}.wasm"
 
+    if rebuild and crate_dir.exists():
+        shutil.rmtree(crate_dir)
     cached = cached_file.is_file()
     if cached:
         say(f"reusing the component built earlier from identical inputs ({crate_dir})")
@@ -626,6 +632,31 @@ def cargo_environment(tc) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def target_lock(say: ProgressFn | None = None) -> Iterator[None]:
+    """Hold the exclusive lock on the shared guest target dir (``.wasmai-build.lock`` in it).
+
+    Every guest crate writes its artifact to the same ``CARGO_TARGET_DIR``; holding this lock
+    from ``cargo component build`` until the artifact is copied out keeps another build from
+    replacing it in between. Anything else that runs cargo in that target dir takes it too.
+    """
+    from wasmai import toolchain as tc_mod
+
+    target_dir = tc_mod.guest_target_dir()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with open(target_dir / ".wasmai-build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if say is not None:
+                say("waiting for another wasmai build to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _compile(crate_dir: Path, tmpl: Template, target: str, profile: str, env: dict[str, str], tc,
              say: ProgressFn) -> tuple[bytes, list[str], list[str]]:
     """Run cargo component build under the target-dir lock; return the output bytes and its
@@ -639,12 +670,11 @@ def _compile(crate_dir: Path, tmpl: Template, target: str, profile: str, env: di
     if profile == "release":
         cmd.append("--release")
     log_path = crate_dir / "build.log"
-    with open(target_dir / ".wasmai-build.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say("waiting for another wasmai build to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with target_lock(say):
+        # Every crate dir builds a package of the same name into the same target dir, so the
+        # artifact file is shared: a crate cargo considers fresh may find another crate's build
+        # there. Touching lib.rs makes cargo recompile this crate (dependencies stay cached).
+        os.utime(crate_dir / "src" / "lib.rs")
         lines = _run_streaming(cmd, env, crate_dir, say, log_path)
         artifact_dir = target_dir / CARGO_TARGET / profile
         stem = tmpl.crate.replace("-", "_")

@@ -37,6 +37,8 @@ def build(
     emit_crate: Optional[Path] = typer.Option(
         None, "--emit-crate", metavar="DIR",
         help="Write the generated Rust crate to DIR and stop (build it with cargo component build)."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Ignore an earlier build of the same inputs; compile the crate again."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Build an ONNX model into a WebAssembly component (wasm32-wasip2) that runs it through wasi:nn."""
@@ -51,10 +53,11 @@ def build(
         if json_out:
             return build_fn(model, manifest=manifest, task=task, output=output, target=target,
                             release=release, by_name=by_name, device=target_device, emit_crate=emit_crate,
-                            progress=_error_echo())
+                            rebuild=rebuild, progress=_error_echo())
         return _with_progress(lambda say: build_fn(
             model, manifest=manifest, task=task, output=output, target=target, release=release,
-            by_name=by_name, device=target_device, emit_crate=emit_crate, progress=say))
+            by_name=by_name, device=target_device, emit_crate=emit_crate, rebuild=rebuild,
+            progress=say))
 
     run_command(work, json_out=json_out, render=_render)
 

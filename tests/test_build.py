@@ -1,0 +1,262 @@
+"""``wasmai build``: real components built by the real toolchain (cargo-component, wasm-tools).
+
+The session fixtures ``tensor_component`` and ``classifier_component`` (tests/conftest.py) build
+the two templates once; the tests here check their WIT, rebuild them from other working
+directories and cache folders (bit-identical), and drive the CLI's failure paths.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import onnx_factory
+from wasmai import WASI_NN_VERSION
+from wasmai import build as wb
+from wasmai.manifest import Manifest
+
+CLI = [sys.executable, "-c", "from wasmai.cli import main; main()"]
+NN_IMPORTS = [f"wasi:nn/{i}@{WASI_NN_VERSION}" for i in ("graph", "inference", "tensor", "errors")]
+
+
+def wasmai(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess (real exit code, stdout and stderr)."""
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                               **(env or {})})
+
+
+def component_wit(path: Path) -> str:
+    proc = subprocess.run(["wasm-tools", "component", "wit", str(path)], capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single ``error: ...`` line of a failed command (no traceback)."""
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------- fast checks
+
+
+def test_templates_are_discovered_from_folders():
+    templates = wb.list_templates()
+    assert {"tensor", "image-classification"} <= set(templates)
+    ic = templates["image-classification"]
+    assert ic.world == "image-classifier" and ic.base == "tensor" and "preprocess" in ic.requires
+    assert f"wasmai:inference/image-classification@0.1.0" in ic.check_exports
+    files = wb._template_files(ic)
+    # base files come through, the folder's own lib.rs overrides the base one
+    assert files["src/nn.rs"].parent.parent.name == "tensor"
+    assert files["src/lib.rs"].parent.parent.name == "image-classification"
+    assert (templates["tensor"].path / "Cargo.lock").is_file() and (ic.path / "Cargo.lock").is_file()
+
+
+def test_render_rejects_unknown_placeholders_and_escapes_strings():
+    assert wb.render_text("a {{ x }} b", {"x": "1"}, "t") == "a 1 b"
+    with pytest.raises(wb.WasmaiError, match="unknown placeholder"):
+        wb.render_text("{{ nope }}", {"x": "1"}, "t")
+    assert wb._rust_str('a"b\\c\nd\x01é') == '"a\\"b\\\\c\\nd\\u{1}é"'
+
+
+def test_derive_manifest_reads_the_graph(tmp_path):
+    path = onnx_factory.save(onnx_factory.mlp(), tmp_path / "net.onnx")
+    man = wb.derive_manifest(path)
+    assert man.task == "tensor" and man.name == "net"
+    assert [(s.name, s.dtype, s.shape) for s in man.inputs] == [("x", "fp32", ["batch", 16])]
+    assert [(s.name, s.dtype, s.shape) for s in man.outputs] == [("y", "fp32", ["batch", 4])]
+    assert len(man.sha256) == 64
+
+
+def test_missing_model_is_one_error_line(tmp_path):
+    line = one_error_line(wasmai("build", str(tmp_path / "nope.onnx")))
+    assert "model not found" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_manifest_is_one_error_line(tmp_path):
+    model = onnx_factory.save(onnx_factory.mlp(), tmp_path / "m.onnx")
+    (tmp_path / "m.toml").write_text("[model\nname = ")
+    assert "cannot read manifest" in one_error_line(wasmai("build", str(model)))
+    (tmp_path / "m.toml").write_text('[model]\nname = "m"\ntask = "tensor"\nonnx = "m.onnx"\n'
+                                     '[[inputs]]\nname = "x"\ndtype = "float99"\nshape = [1]\n')
+    assert "unknown dtype" in one_error_line(wasmai("build", str(model)))
+    other = tmp_path / "other.toml"
+    assert "manifest not found" in one_error_line(wasmai("build", str(model), "--manifest", str(other)))
+    assert not (tmp_path / "m.wasm").exists()
+
+
+def test_manifest_must_match_the_model(tmp_path):
+    model = onnx_factory.save(onnx_factory.mlp(), tmp_path / "m.onnx")
+    man = wb.derive_manifest(model)
+    man.sha256 = "0" * 64
+    man.save(tmp_path / "m.toml")
+    assert "does not match its manifest" in one_error_line(wasmai("build", str(model)))
+    man = wb.derive_manifest(model)
+    man.inputs[0].name = "not_x"
+    man.save(tmp_path / "m.toml")
+    assert "do not match the ONNX graph" in one_error_line(wasmai("build", str(model)))
+
+
+def test_image_task_needs_preprocess(tmp_path):
+    model = onnx_factory.save(onnx_factory.cnn_classifier(), tmp_path / "c.onnx")
+    line = one_error_line(wasmai("build", str(model), "--task", "image-classification"))
+    assert "needs a [preprocess] table" in line
+    assert "no template for task 'speech'" in one_error_line(wasmai("build", str(model), "--task", "speech"))
+
+
+def test_too_large_to_embed_points_to_by_name(tmp_path):
+    big = tmp_path / "big.onnx"
+    with open(big, "wb") as fh:  # sparse: no disk space used
+        fh.truncate(wb.EMBED_LIMIT_BYTES + 1)
+    line = one_error_line(wasmai("build", str(big)))
+    assert "256 MiB" in line and "--by-name" in line
+    assert not (tmp_path / "big.wasm").exists()
+
+
+def test_unsupported_target_says_why(tmp_path):
+    model = onnx_factory.save(onnx_factory.mlp(), tmp_path / "m.onnx")
+    line = one_error_line(wasmai("build", str(model), "--target", "wasm32-unknown-unknown"))
+    assert "not supported" in line and "Instant" in line
+    assert "unknown target" in one_error_line(wasmai("build", str(model), "--target", "x86_64"))
+
+
+# ------------------------------------------------------------------------ built components
+
+
+def test_tensor_component_imports_wasi_nn_and_exports_the_model(tensor_component):
+    component, onnx_path, manifest = tensor_component
+    subprocess.run(["wasm-tools", "validate", str(component)], check=True)
+    wit = component_wit(component)
+    for name in NN_IMPORTS:
+        assert f"import {name};" in wit
+    assert "export wasmai:inference/metadata@0.1.0;" in wit
+    assert "export wasmai:inference/model@0.1.0;" in wit
+    assert "image-classification" not in wit
+    # embedded: the ONNX bytes are inside the component
+    assert onnx_path.read_bytes() in component.read_bytes()
+    assert manifest.task == "tensor"
+
+
+def test_classifier_component_exports_image_classification(classifier_component):
+    component, onnx_path, manifest = classifier_component
+    subprocess.run(["wasm-tools", "validate", str(component)], check=True)
+    wit = component_wit(component)
+    for name in NN_IMPORTS:
+        assert f"import {name};" in wit
+    for name in ("metadata", "model", "image-classification"):
+        assert f"export wasmai:inference/{name}@0.1.0;" in wit
+    # the guest times its stages with std::time::Instant -> WASI monotonic clock
+    assert "import wasi:clocks/monotonic-clock@" in wit
+    assert manifest.preprocess is not None and manifest.labels
+
+
+def test_cached_build_is_reused(tensor_component, tmp_path):
+    _, onnx_path, _ = tensor_component
+    result = wb.build(onnx_path, output=tmp_path / "again.wasm")
+    assert result.cached and result.build_seconds < 20
+    assert (tmp_path / "again.wasm").read_bytes() == tensor_component[0].read_bytes()
+    assert result.sha256 == wb.hashlib.sha256(tensor_component[0].read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_cold_builds_in_two_cwds_and_caches_are_bit_identical(tmp_path, tensor_component):
+    """Two builds from scratch (separate cache roots, so separate target dirs and crate paths)
+    started from two working directories give the same bytes, and the same as the fixture."""
+    _, onnx_path, _ = tensor_component
+    outputs = []
+    for name in ("a", "b"):
+        cwd = tmp_path / f"cwd-{name}"
+        cwd.mkdir()
+        proc = wasmai("build", str(onnx_path), "-o", "out.wasm", "--json", cwd=cwd,
+                      env={"WASMAI_CACHE_DIR": str(tmp_path / f"cache-{name}")})
+        assert proc.returncode == 0, proc.stderr
+        assert '"cached": false' in proc.stdout
+        outputs.append((cwd / "out.wasm").read_bytes())
+    assert outputs[0] == outputs[1] == tensor_component[0].read_bytes()
+
+
+@pytest.mark.slow
+def test_classifier_rebuild_from_another_cwd_is_bit_identical(classifier_component, tmp_path):
+    component, onnx_path, _ = classifier_component
+    proc = wasmai("build", str(onnx_path), "--rebuild", "-o", "re.wasm", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert '"cached": false' in proc.stdout
+    assert (tmp_path / "re.wasm").read_bytes() == component.read_bytes()
+
+
+@pytest.mark.slow
+def test_by_name_does_not_embed_the_model(tensor_component, tmp_path):
+    _, onnx_path, _ = tensor_component
+    result = wb.build(onnx_path, by_name="mlp-v1", output=tmp_path / "named.wasm")
+    data = result.output.read_bytes()
+    assert result.placement == "by-name:mlp-v1"
+    assert onnx_path.read_bytes() not in data and b"mlp-v1" in data
+    assert set(NN_IMPORTS) <= set(result.imports)
+
+
+@pytest.mark.slow
+def test_wasip1_target_is_the_core_module(tensor_component, tmp_path):
+    _, onnx_path, _ = tensor_component
+    result = wb.build(onnx_path, target="wasm32-wasip1", output=tmp_path / "core.wasm")
+    data = result.output.read_bytes()
+    assert data[:8] == b"\0asm\x01\0\0\0"  # core module, version 1
+    subprocess.run(["wasm-tools", "validate", str(result.output)], check=True)
+    assert set(NN_IMPORTS) <= set(result.imports)
+    assert "wasi_snapshot_preview1" in result.imports  # not adapted
+    assert "wasmai:inference/model@0.1.0" in result.exports
+
+
+@pytest.mark.slow
+def test_emitted_crate_compiles(tensor_component, tmp_path):
+    _, onnx_path, _ = tensor_component
+    crate = tmp_path / "crate"
+    proc = wasmai("build", str(onnx_path), "--emit-crate", str(crate), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert (crate / "Cargo.lock").is_file() and (crate / "model.onnx").is_file()
+    model_rs = (crate / "src" / "model.rs").read_text()
+    assert "{{" not in model_rs and 'pub const NAME: &str = "mlp";' in model_rs
+    from wasmai import toolchain
+
+    tc = toolchain.detect()
+    env = wb.cargo_environment(tc)
+    with wb.target_lock():
+        build = subprocess.run([tc.cargo or "cargo", "component", "build", "--release", "--locked"], cwd=crate,
+                               env=env, capture_output=True, text=True, timeout=1800)
+        assert build.returncode == 0, build.stderr
+        artifact = toolchain.guest_target_dir() / "wasm32-wasip1" / "release" / "wasmai_tensor_model.wasm"
+        shutil.copyfile(artifact, tmp_path / "emitted.wasm")
+    wit = component_wit(tmp_path / "emitted.wasm")
+    assert "export wasmai:inference/model@0.1.0;" in wit
+    # a second emit into the same folder is allowed, an unrelated non-empty folder is not
+    assert wasmai("build", str(onnx_path), "--emit-crate", str(crate)).returncode == 0
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x").write_text("x")
+    assert "not empty" in one_error_line(wasmai("build", str(onnx_path), "--emit-crate", str(tmp_path / "junk")))
+
+
+@pytest.mark.slow
+def test_cargo_errors_are_shown_not_a_traceback(classifier_component, tmp_path):
+    """A manifest whose crop disagrees with the model input fails the template's compile-time
+    check: the compiler's error block is shown, then one ``error:`` line, exit 1, no output."""
+    _, onnx_path, manifest = classifier_component
+    bad = Manifest.load(manifest.base_dir / f"{onnx_path.stem}.toml")
+    bad.preprocess.crop = (30, 30)
+    bad.onnx = str(onnx_path)
+    bad.save(tmp_path / "bad.toml")
+    proc = wasmai("build", str(onnx_path), "--manifest", str(tmp_path / "bad.toml"), "-o", str(tmp_path / "x.wasm"))
+    assert proc.returncode == 1
+    assert "error[E0080]" in proc.stderr and "src/vision.rs" in proc.stderr
+    assert "image-classification template needs one fp32/fp16 input" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cargo component build failed")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.wasm").exists()
