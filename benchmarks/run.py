@@ -175,13 +175,13 @@ def convert_model(m: ModelDef, precision: str, rebuild: bool) -> tuple[Path, Pat
 
 def build_component(onnx: Path, task: str, rebuild: bool) -> Path:
     """A component from ``onnx`` with template ``task`` via ``wasmai.build`` (cached in .work/)."""
-    from wasmai import build as b
+    from wasmai.build import build
 
     dest = onnx.with_name(f"{onnx.stem}.{task}.wasm")
     if dest.is_file() and not rebuild:
         return dest
     log(f"build {dest.name}")
-    b.build(b.BuildOptions(model=onnx, output=dest, task=task))
+    build(onnx, task=task, output=dest)
     return dest
 
 
@@ -320,6 +320,18 @@ def markdown(doc: dict) -> str:
     for t in doc["targets"]:
         lines.append(f"| {t['target']} | {t['measured']} | {verdict(t['ok'])} |")
     lines += ["", "Models: " + "; ".join(f"{m['name']}: {m['note']}" for m in doc["models"]) + ".", ""]
+    vals = []
+    for r in doc["tensor"]:
+        v = r["validation"]
+        if r["precision"] != "int8":
+            continue
+        part = f"{r['model']}: max abs diff {fmt(v['max_abs_diff'], '.4f')}"
+        if v.get("top1_agreement") is not None:
+            part += f", top-1 agreement {v['top1_agreement']:.2f} on the sample photos"
+        vals.append(part)
+    if vals:
+        lines += ["int8 models against their fp32 reference (validated by wasmai.convert): " + "; ".join(vals) + ".",
+                  ""]
     if doc.get("notes"):
         lines += [f"- {n}" for n in doc["notes"]] + [""]
     return "\n".join(lines)
@@ -411,7 +423,13 @@ def main(argv: list[str] | None = None) -> int:
                 inputs = random_inputs([InputSpec("input", "fp32", list(m.input_shape))], seed=0)
                 npz = WORK / f"{m.name}-input.npz"
                 np.savez(npz, **inputs)
+                from wasmai.manifest import Manifest
+
+                val = Manifest.load(_toml).validation
                 row = {"key": key, "model": m.name, "precision": precision, "onnx": str(onnx),
+                       "validation": {"passed": val.get("passed"), "top1_agreement": val.get("top1_agreement"),
+                                      "max_abs_diff": max((o.get("max_abs_diff", 0.0) for o in val.get("outputs", [])),
+                                                          default=None)},
                        "onnx_bytes": onnx.stat().st_size, "component_bytes": wasm.stat().st_size, "threads": []}
                 for threads in (1, 0):
                     log(f"{m.name} {precision} tensor template, threads {threads or 'default'}: {args.reps} x {n}")
