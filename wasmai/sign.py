@@ -553,24 +553,27 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _identity_token(raw: str | None, trust: Any) -> Any:
-    from sigstore.oidc import IdentityError, IdentityToken, Issuer, detect_credential
+    from sigstore import oidc
 
+    if not raw:
+        try:
+            raw = oidc.detect_credential()
+        except Exception as exc:  # noqa: BLE001 - IdentityError from the CI-specific detectors
+            raise WasmaiError(f"ambient OIDC credential detection failed: {_first_line(exc)} "
+                              "(GitHub Actions needs `permissions: id-token: write`)") from None
+    if not raw:
+        if not sys.stdin.isatty():
+            raise WasmaiError("no identity token: pass --identity-token (or SIGSTORE_IDENTITY_TOKEN), "
+                              "run in CI with OIDC enabled (GitHub Actions: permissions id-token: write), "
+                              "or sign with --key")
+        try:
+            return oidc.Issuer(trust.signing_config.get_oidc_url()).identity_token()
+        except Exception as exc:  # noqa: BLE001 - OAuth flow errors (IssuerError, requests)
+            raise WasmaiError(f"cannot get an identity token interactively: {_first_line(exc)}") from None
     try:
-        if not raw:
-            raw = detect_credential()
-        if not raw:
-            if not sys.stdin.isatty():
-                raise WasmaiError("no identity token: pass --identity-token (or SIGSTORE_IDENTITY_TOKEN), "
-                                  "run in CI with OIDC enabled (GitHub Actions: permissions id-token: write), "
-                                  "or sign with --key")
-            return Issuer(trust.signing_config.get_oidc_url()).identity_token()
-        return IdentityToken(raw)
-    except WasmaiError:
-        raise
-    except IdentityError as exc:
+        return oidc.IdentityToken(raw)
+    except Exception as exc:  # noqa: BLE001 - IdentityError wraps jwt errors
         raise WasmaiError(f"identity token rejected: {_first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - OAuth flow errors (IssuerError, requests)
-        raise WasmaiError(f"cannot get an identity token: {_first_line(exc)}") from None
 
 
 def _sign_keyless(component: Path, target: Path, raw_token: str | None,
