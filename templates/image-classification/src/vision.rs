@@ -111,7 +111,7 @@ fn resize_shorter(image: RgbImage, shorter: u32) -> Result<RgbImage, Error> {
     // round(long * s / short), halves up, at least 1 pixel.
     let scale = |long: u64, short: u64| ((2 * long * s + short) / (2 * short)).max(1);
     let (nw, nh) = if w <= h { (s, scale(h, w)) } else { (scale(w, h), s) };
-    if nw * nh * 3 > MAX_ALLOC || nw > u32::MAX as u64 || nh > u32::MAX as u64 {
+    if nw.saturating_mul(nh).saturating_mul(3) > MAX_ALLOC {
         return Err(Error::BadImage(format!(
             "a {w}x{h} image resized to shorter side {s} would be {nw}x{nh}, too large"
         )));
@@ -198,10 +198,11 @@ fn scores(tensor: &Tensor) -> Result<Vec<f32>, Error> {
         )));
     }
     let classes = tensor.dimensions.last().copied().unwrap_or(1) as usize;
-    if classes == 0 {
-        return Err(Error::BadInput(format!("output {:?} has no classes", tensor.name)));
-    }
-    let row = &tensor.data[..classes * size];
+    let row_bytes = classes
+        .checked_mul(size)
+        .filter(|&n| n > 0 && n <= tensor.data.len())
+        .ok_or_else(|| Error::BadInput(format!("output {:?} has no scores", tensor.name)))?;
+    let row = &tensor.data[..row_bytes];
     let chunks = row.chunks_exact(size);
     let values: Vec<f32> = match ty {
         Ty::Fp32 => chunks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
