@@ -183,6 +183,55 @@ def test_torch_export_dynamic_batch_and_onnx_carried_through(mlp_fp32, models_py
     np.testing.assert_allclose(_ort_run(out2, {"x": x})[0], expect, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace is deprecated, still a valid input
+def test_weights_state_dict_and_torchscript_file(models_py, tmp_path):
+    model = _torch_model(models_py, "mlp")
+    torch.manual_seed(1234)  # weights different from the callable's own seed-0 initialisation
+    other = _torch_model(models_py, "mlp")
+    for p in other.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    weights = tmp_path / "w.pt"
+    torch.save(other.state_dict(), weights)
+    x = np.random.default_rng(3).standard_normal((1, 4, 64)).astype(np.float32)
+    with torch.no_grad():
+        expect_other = other(torch.from_numpy(x)).numpy()
+        expect_default = model(torch.from_numpy(x)).numpy()
+    assert np.abs(expect_other - expect_default).max() > 1e-3  # the weights matter
+
+    out = tmp_path / "w.onnx"
+    res = run_cli("convert", "--torch", f"{models_py}:mlp", "--weights", weights, "--input", "x=1x4x64", "-o", out)
+    assert res.exit_code == 0, res.stderr
+    np.testing.assert_allclose(_ort_run(out, {"x": x})[0], expect_other, atol=1e-5, rtol=1e-4)
+    assert Manifest.load(out.with_suffix(".toml")).provenance["weights_sha256"] == sha256_file(weights)
+
+    scripted = tmp_path / "mlp.pt"
+    torch.jit.trace(other, torch.from_numpy(x)).save(str(scripted))
+    out2 = tmp_path / "ts.onnx"
+    res = run_cli("convert", "--torch", scripted, "--input", "x=1x4x64", "-o", out2)
+    assert res.exit_code == 0, res.stderr
+    np.testing.assert_allclose(_ort_run(out2, {"x": x})[0], expect_other, atol=1e-5, rtol=1e-4)
+
+    # a state dict that does not fit the module
+    bad = tmp_path / "bad.pt"
+    torch.save({"nope.weight": torch.zeros(2)}, bad)
+    res = run_cli("convert", "--torch", f"{models_py}:mlp", "--weights", bad, "--input", "x=1x4x64",
+                  "-o", tmp_path / "out" / "x.onnx")
+    assert_one_line_error(res, "state dict does not fit")
+    assert files_in(tmp_path / "out") == []
+
+
+def test_fp16_io_is_reported_as_wasmtime_incompatible(mlp_fp32, tmp_path):
+    src, _ = mlp_fp32
+    res = run_cli("convert", "--onnx", src, "--quantize", "fp16", "--fp16-io", "-o", tmp_path / "h.onnx", "--json")
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    hosts = result["report"]["wasi_nn"]["hosts"]
+    assert hosts["wasmtime-onnx"] == {"accepts": False, "tensor_types": ["fp32"], "rejects": ["fp16"]}
+    assert hosts["wasmai"]["accepts"] is True
+    assert [i["dtype"] for i in result["inputs"]] == ["fp16"]
+    assert any("wasmtime-onnx" in w for w in result["warnings"])
+
+
 def test_report_sections(mlp_fp32):
     _, result = mlp_fp32
     rep = result["report"]

@@ -404,7 +404,9 @@ def _torch_module(opts: ConvertOptions):
         if not path.is_file():
             raise WasmaiError(f"--torch {spec!r}: not a file; expected module:callable, file.py:callable or a TorchScript file")
         try:
-            model = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001
             raise WasmaiError(f"--torch: {path} is not a TorchScript file: {_first_line(exc)}") from None
     else:
