@@ -3,10 +3,11 @@
 //! Preprocessing follows the manifest's `[preprocess]` table (`model::PREPROCESS`):
 //! 1. decode PNG or JPEG with the `image` crate and convert to 8-bit RGB (alpha is dropped,
 //!    16-bit samples are scaled to 8 bits, grey is replicated);
-//! 2. if `resize_shorter = S`: resize so the shorter side is S pixels, the longer side
-//!    `round(longer * S / shorter)` (halves round up), with the Triangle (bilinear) filter;
-//! 3. centre crop `crop_height x crop_width`, top-left at `((w - cw) / 2, (h - ch) / 2)`
-//!    (integer division); an image smaller than the crop is an error;
+//! 2. if `resize_shorter = S`: scale both sides by `S / min(w, h)`, rounded to the nearest
+//!    pixel (halves to even, like Python's `round` in `wasmai.preprocess`), with the Triangle
+//!    (bilinear, antialiasing when shrinking) filter;
+//! 3. an image still smaller than the crop is enlarged to cover it (aspect kept), then centre
+//!    cropped to `crop_height x crop_width` at `((w - cw) / 2, (h - ch) / 2)` (integer division);
 //! 4. channels in RGB or BGR order; channel `c` (in that order) becomes
 //!    `(x - mean[c]) / std[c]` with x in 0..=255;
 //! 5. NCHW `[1, 3, H, W]` or NHWC `[1, H, W, 3]`, fp32 (or fp16 if the model input is fp16).
@@ -104,22 +105,46 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Error> {
     Ok(image.into_rgb8())
 }
 
-/// Resize so the shorter side is `shorter` pixels, aspect ratio kept (Triangle filter).
-fn resize_shorter(image: RgbImage, shorter: u32) -> Result<RgbImage, Error> {
-    let (w, h) = (image.width() as u64, image.height() as u64);
-    let s = shorter as u64;
-    // round(long * s / short), halves up, at least 1 pixel.
-    let scale = |long: u64, short: u64| ((2 * long * s + short) / (2 * short)).max(1);
-    let (nw, nh) = if w <= h { (s, scale(h, w)) } else { (scale(w, h), s) };
+/// Python's `round`: to the nearest integer, halves to even (as `wasmai.preprocess` rounds).
+fn round_half_even(x: f64) -> u64 {
+    x.round_ties_even().max(0.0) as u64
+}
+
+/// Resize to `nw x nh` (Triangle filter) unless the image already has that size.
+fn resize_to(image: RgbImage, nw: u64, nh: u64) -> Result<RgbImage, Error> {
+    let (w, h) = image.dimensions();
     if nw.saturating_mul(nh).saturating_mul(3) > MAX_ALLOC {
         return Err(Error::BadImage(format!(
-            "a {w}x{h} image resized to shorter side {s} would be {nw}x{nh}, too large"
+            "resizing the {w}x{h} image would give {nw}x{nh} pixels, too large"
         )));
     }
-    if (nw, nh) == (w, h) {
+    if (nw, nh) == (w as u64, h as u64) {
         return Ok(image);
     }
     Ok(imageops::resize(&image, nw as u32, nh as u32, FilterType::Triangle))
+}
+
+/// Resize so the shorter side is `shorter` pixels, aspect ratio kept: both sides are scaled
+/// by `shorter / min(w, h)` and rounded like `wasmai.preprocess` (halves to even, at least 1).
+fn resize_shorter(image: RgbImage, shorter: u32) -> Result<RgbImage, Error> {
+    let (w, h) = (image.width() as f64, image.height() as f64);
+    let scale = shorter as f64 / w.min(h);
+    let nw = round_half_even(w * scale).max(1);
+    let nh = round_half_even(h * scale).max(1);
+    resize_to(image, nw, nh)
+}
+
+/// Enlarge an image smaller than the crop so that it covers it (aspect ratio kept), as
+/// `wasmai.preprocess` does.
+fn cover_crop(image: RgbImage, cw: u32, ch: u32) -> Result<RgbImage, Error> {
+    let (w, h) = image.dimensions();
+    if w >= cw && h >= ch {
+        return Ok(image);
+    }
+    let scale = (cw as f64 / w as f64).max(ch as f64 / h as f64);
+    let nw = round_half_even(w as f64 * scale).max(cw as u64);
+    let nh = round_half_even(h as f64 * scale).max(ch as u64);
+    resize_to(image, nw, nh)
 }
 
 /// Resize, centre crop, reorder channels, normalize and lay out a decoded image as the
@@ -129,13 +154,9 @@ pub fn to_tensor(image: RgbImage) -> Result<Tensor, Error> {
         Some(s) => resize_shorter(image, s)?,
         None => image,
     };
-    let (w, h) = image.dimensions();
     let (cw, ch) = (PRE.crop_width, PRE.crop_height);
-    if cw > w || ch > h {
-        return Err(Error::BadImage(format!(
-            "image is {w}x{h} (after resizing), smaller than the {cw}x{ch} crop"
-        )));
-    }
+    let image = cover_crop(image, cw, ch)?;
+    let (w, h) = image.dimensions();
     let crop = imageops::crop_imm(&image, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
     let order: [usize; 3] = match PRE.color {
         Color::Rgb => [0, 1, 2],
