@@ -13,11 +13,9 @@ import json
 import os
 import stat
 import sys
-import types
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from sigstore_standin import GITHUB_ISSUER, StandIn
@@ -64,32 +62,10 @@ def _sign_keyless(standin, component, token=None, **kw) -> ws.SignResult:
                              trust_config=standin.config_path, **kw)
 
 
-def _app() -> typer.Typer:
-    """The real wasmai app if every command module is importable, else just our three commands
-    (other stages may still be in progress in this checkout)."""
-    try:
-        from wasmai.cli import app
-
-        return app
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("wasmai.cli."):
-            raise
-    for name in [n for n in sys.modules if n == "wasmai.cli" or n.startswith("wasmai.cli.")]:
-        del sys.modules[name]
-    pkg = types.ModuleType("wasmai.cli")
-    pkg.__path__ = [str(Path(ws.__file__).parent / "cli")]
-    sys.modules["wasmai.cli"] = pkg
-    from wasmai.cli.sign import keygen, sign, verify
-
-    app = typer.Typer(pretty_exceptions_enable=False)
-    for fn in (keygen, sign, verify):
-        app.command(fn.__name__)(fn)
-    return app
-
-
 @pytest.fixture(scope="module")
 def cli():
-    app = _app()
+    from wasmai.cli import app
+
     runner = CliRunner()
 
     def invoke(*args: str):

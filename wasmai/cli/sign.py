@@ -20,6 +20,12 @@ def _quiet_sigstore() -> None:
             logger.addHandler(logging.NullHandler())
 
 
+def _plain(out):
+    """``out.print`` without rich markup (paths and identities may contain brackets)."""
+    printer = out.print
+    return lambda text: printer(text, markup=False, soft_wrap=True)
+
+
 def keygen(
     out_dir: Path = typer.Option(Path("."), "-o", "--out-dir", help="Folder for NAME.key and NAME.pub."),
     name: str = typer.Option("wasmai", "--name", help="Base file name of the key pair."),
@@ -31,6 +37,7 @@ def keygen(
 
     def render(pair) -> None:
         out = console()
+        out.print = _plain(out)
         out.print(f"private key: {pair.private_key} (0600, keep it secret)")
         out.print(f"public key:  {pair.public_key}")
         out.print(f"fingerprint: sha256:{pair.fingerprint}")
@@ -58,6 +65,7 @@ def sign(
 
     def render(res) -> None:
         out = console()
+        out.print = _plain(out)
         out.print(f"signed {res.component} (sha256 {res.digest})")
         if res.kind == "keyless":
             out.print(f"identity {res.identity} from {res.issuer}, transparency log index {res.log_index}")
@@ -112,6 +120,8 @@ def verify(
     def render(res) -> None:
         who = (f"{res.identity} ({res.issuer}), log index {res.log_index}" if res.kind == "keyless"
                else f"key sha256:{res.key_fingerprint}")
-        console().print(f"[green]verified[/] {res.component} (sha256 {res.digest}) signed by {who}")
+        from rich.markup import escape
+
+        console().print(f"[green]verified[/] {escape(f'{res.component} (sha256 {res.digest}) signed by {who}')}", soft_wrap=True)
 
     run_command(run, json_out=json_out, render=render)
