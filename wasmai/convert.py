@@ -1100,6 +1100,11 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
         inputs, outputs, opset = graph_io(base)
         if not inputs:
             raise WasmaiError("the model has no inputs")
+        if reference is not None:
+            dropped = [s.name for s in specs if s.name not in {i.name for i in inputs}]
+            if dropped:
+                raise WasmaiError(f"the model does not use input(s) {', '.join(dropped)}, so the exporter dropped "
+                                  "them; leave them out of --input")
 
         pre = _default_preprocess(opts, inputs) if opts.task == "image-classification" else None
         softmax = opts.softmax if opts.softmax is not None else opts.task == "image-classification"

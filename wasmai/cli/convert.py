@@ -100,35 +100,31 @@ def _crop_from_inputs(inputs: List[str], layout: str):
 
 
 class _progress:
-    """Rich progress display on stderr, one line per pipeline step."""
+    """Rich progress display on stderr: a line per pipeline step, added when the step starts."""
 
     def __enter__(self):
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from wasmai.convert import STEPS
-
-        self._p = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        self._p = Progress(SpinnerColumn(finished_text=" "), TextColumn("{task.description}"), TimeElapsedColumn(),
                            console=console(stderr=True), transient=False)
         self._p.__enter__()
-        self._tasks = {s: self._p.add_task(f"[dim]{s}", total=1, start=False) for s in STEPS}
+        self._tasks: dict[str, int] = {}
+        self._running: str | None = None
         return self._event
 
     def _event(self, step: str, event: str, detail: str) -> None:
-        tid = self._tasks.get(step)
-        if tid is None:
-            return
         if event == "start":
-            self._p.start_task(tid)
-            self._p.update(tid, description=f"{step} ...")
+            self._tasks[step] = self._p.add_task(f"{step} ...", total=1)
+            self._running = step
         elif event == "done":
-            self._p.update(tid, completed=1, description=f"[green]✓[/] {step}: {detail}")
-            self._p.stop_task(tid)
+            self._p.update(self._tasks[step], completed=1, description=f"[green]✓[/] {step}: {detail}")
+            self._running = None
         else:
-            self._p.start_task(tid)
-            self._p.update(tid, completed=1, description=f"[dim]- {step}: {detail}")
-            self._p.stop_task(tid)
+            self._p.add_task(f"[dim]- {step}: {detail}", total=1, completed=1)
 
     def __exit__(self, *exc):
+        if exc[0] is not None and self._running is not None:
+            self._p.update(self._tasks[self._running], completed=1, description=f"[red]✗[/] {self._running}")
         return self._p.__exit__(*exc)
 
 
