@@ -627,3 +627,12 @@ def test_key_tampered_component_and_payload_digest(component, tmp_path):
     bundle.write_text(json.dumps(doc))
     with pytest.raises(VerificationError, match="^signature invalid"):
         ws.verify_component(component, ws.VerificationPolicy(key=pair.public_key))
+
+
+def test_key_sign_through_symlink(component, tmp_path):
+    pair = ws.keygen(tmp_path / "keys")
+    link = tmp_path / "link.wasm"
+    link.symlink_to(component)
+    res = ws.sign_component(link, key=pair.private_key)
+    assert res.bundle == tmp_path / "link.wasm.sigstore.json" and link.is_symlink()
+    assert ws.verify_component(component, ws.VerificationPolicy(key=pair.public_key), bundle=res.bundle).verified

@@ -518,11 +518,11 @@ def _sign_with_key(component: Path, key_path: Path, target: Path) -> SignResult:
         with atomic_path(target) as tmp:
             config = ms.signing.Config().set_hashing_config(_file_hashing(ms))
             config.use_elliptic_key_signer(private_key=key_path, password=password.encode() if password else None)
-            config.sign(component, tmp)
+            config.sign(component.resolve(), tmp)  # resolved: model-signing refuses symlinks
             signed = _key_payload(json.loads(tmp.read_text(encoding="utf-8")), target)["digest"]
             if signed != digest:
                 raise WasmaiError(f"{component} changed while it was being signed; try again")
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise WasmaiError(f"cannot sign {component}: {exc}") from None
     return SignResult(component=component, bundle=target, kind="key", digest=digest,
                       key_fingerprint=key_fingerprint(private_key.public_key()))
@@ -653,7 +653,7 @@ def _verify_with_key(component: Path, where: Path, doc: dict[str, Any], digest: 
     try:
         # model-signing prints compatibility warnings on stdout; keep stdout for --json.
         with contextlib.redirect_stdout(io.StringIO()):
-            config.verify(component, where)
+            config.verify(component.resolve(), where)
     except Exception as exc:  # noqa: BLE001 - InvalidSignature, ValueError, protobuf/JSON errors
         if payload["digest"] != digest:
             raise VerificationError(f"digest mismatch: {component} has sha256 {digest}, "
