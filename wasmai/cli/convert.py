@@ -120,7 +120,7 @@ class _progress:
             self._p.update(self._tasks[step], completed=1, description=f"[green]✓[/] {step}: {detail}")
             self._running = None
         else:
-            self._p.add_task(f"[dim]- {step}: {detail}", total=1, completed=1)
+            self._p.update(self._p.add_task(f"[dim]- {step}: {detail}", total=1), completed=1)
 
     def __exit__(self, *exc):
         if exc[0] is not None and self._running is not None:
