@@ -636,3 +636,11 @@ def test_key_sign_through_symlink(component, tmp_path):
     res = ws.sign_component(link, key=pair.private_key)
     assert res.bundle == tmp_path / "link.wasm.sigstore.json" and link.is_symlink()
     assert ws.verify_component(component, ws.VerificationPolicy(key=pair.public_key), bundle=res.bundle).verified
+
+
+def test_policy_file_with_trust_only_completed_by_options(tmp_path):
+    f = tmp_path / "policy.toml"
+    f.write_text('trusted_root = "root.json"\noffline = true\n')
+    p = ws.policy_from_options(policy=f, cert_identity="a@b", cert_oidc_issuer="https://x")
+    assert p == ws.VerificationPolicy(cert_identity="a@b", cert_oidc_issuer="https://x",
+                                      trusted_root=tmp_path / "root.json", offline=True)

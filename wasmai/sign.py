@@ -131,6 +131,12 @@ class VerificationPolicy:
         ``[policy]`` table); relative paths are relative to the file. Raises
         :class:`WasmaiError` if the file is unreadable, has unknown keys or wrong types, or the
         policy is invalid (see :meth:`validate`)."""
+        policy = cls._read(path)
+        policy.validate()
+        return policy
+
+    @classmethod
+    def _read(cls, path: str | os.PathLike[str]) -> "VerificationPolicy":
         path = Path(path)
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -153,9 +159,7 @@ class VerificationPolicy:
             if name in _PATH_FIELDS:
                 value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
             values[name] = value
-        policy = cls(**values)
-        policy.validate()
-        return policy
+        return cls(**values)
 
     def validate(self) -> None:
         """Check that exactly one identity policy is given and options agree. Raises
@@ -230,7 +234,7 @@ def policy_from_options(*, key: str | os.PathLike[str] | None = None, cert_ident
     given = {k: v for k, v in explicit.items() if v}
     if policy is None and not given:
         return None
-    result = VerificationPolicy.from_file(policy) if policy is not None else VerificationPolicy()
+    result = VerificationPolicy._read(policy) if policy is not None else VerificationPolicy()
     for name, value in given.items():
         setattr(result, name, value)
     result.validate()
