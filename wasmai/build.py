@@ -31,14 +31,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from wasmai import WASI_NN_VERSION, WIT_PACKAGE, __version__
+from wasmai import WIT_PACKAGE, __version__
+from wasmai._atomic import write_bytes, write_text
 from wasmai.errors import ToolchainError, WasmaiError
 from wasmai.manifest import (
     ONNX_TO_TENSOR_TYPE,
@@ -201,18 +201,12 @@ def _load_onnx(onnx_path: Path):
         raise WasmaiError(f"{onnx_path} is not a readable ONNX model: {exc}") from None
 
 
-def _uses_external_data(onnx_path: Path) -> bool:
-    import onnx
-
-    model = _load_onnx(onnx_path)
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-
-
 # --------------------------------------------------------------------------------- rendering
 
 
 def _rust_str(text: str) -> str:
     """A Rust string literal for ``text`` (quotes, backslashes and control characters escaped)."""
+    text = str(text)
     out = ['"']
     for ch in text:
         if ch in ('"', "\\"):
@@ -333,8 +327,6 @@ def _write_crate(files: dict[str, bytes], dest: Path) -> None:
         if path.is_file() and path.read_bytes() == data:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        from wasmai._atomic import write_bytes
-
         write_bytes(path, data)
 
 
@@ -435,9 +427,10 @@ def build(
         raise WasmaiError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
     if target == "wasm32-unknown-unknown":
         raise WasmaiError(
-            "target wasm32-unknown-unknown is not supported for wasi-nn guests: its std has no clock "
-            "(std::time::Instant::now panics, and the guests time every stage) and no WASI to report "
-            "errors through; use wasm32-wasip2 (a component) or wasm32-wasip1 (the core module)")
+            "target wasm32-unknown-unknown is not supported: Rust's std there has no clock "
+            "(std::time::Instant::now panics, and the image guests time their stages with it) and wasmai "
+            "builds and tests its guests for WASI only; use wasm32-wasip2 (a component, runs on any "
+            "component host with wasi-nn) or wasm32-wasip1 (the core module)")
     if device not in DEVICES:
         raise WasmaiError(f"unknown target device {device!r} (choose from {', '.join(DEVICES)})")
     model_path = Path(model)
@@ -465,11 +458,13 @@ def build(
     man.sha256 = actual_sha
     _check_graph(model_path, man, embedded=placement == "embedded")
 
+    source = (str(manifest) if manifest is not None else
+              manifest_for(model_path).name if manifest_for(model_path).is_file() else
+              f"derived from {model_path.name}")
     tmpl = load_template(task or man.task)
     for need in tmpl.requires:
         if need == "preprocess" and man.preprocess is None:
-            raise WasmaiError(f"task {tmpl.name} needs a [preprocess] table in the manifest "
-                              f"({man.base_dir / (man.name + '.toml') if manifest is None else manifest})")
+            raise WasmaiError(f"task {tmpl.name} needs a [preprocess] table in the manifest ({source})")
         if need not in ("preprocess",):
             raise WasmaiError(f"template {tmpl.name}: unknown requirement {need!r} in template.toml")
     man = dataclasses.replace(man, task=tmpl.name)
@@ -479,9 +474,6 @@ def build(
     tc = tc_mod.detect()
     versions = tc.versions()
     profile = "release" if release else "debug"
-    source = (Path(manifest).name if manifest is not None else
-              manifest_for(model_path).name if manifest_for(model_path).is_file() else
-              f"derived from {model_path.name}")
     values = render_values(man, placement=placement, device=device, toolchain=versions, manifest_source=source)
     files = render_crate(tmpl, values, model_path if placement == "embedded" else None)
 
@@ -507,11 +499,7 @@ def build(
     else:
         _write_crate(files, crate_dir)
         data, imports, exports = _compile(crate_dir, tmpl, target, profile, env, tc, say)
-        from wasmai._atomic import write_bytes
-
         write_bytes(cached_file, data)
-    from wasmai._atomic import write_bytes
-
     write_bytes(out_path, data)
     return BuildResult(
         output=out_path.resolve(), size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
@@ -522,12 +510,13 @@ def build(
 
 
 def _read_manifest(model_path: Path, manifest: str | os.PathLike[str] | None) -> Manifest:
-    if manifest is not None:
-        return Manifest.load(manifest)
-    beside = manifest_for(model_path)
-    if beside.is_file():
-        return Manifest.load(beside)
-    return derive_manifest(model_path)
+    path = Path(manifest) if manifest is not None else manifest_for(model_path)
+    if manifest is None and not path.is_file():
+        return derive_manifest(model_path)
+    try:
+        return Manifest.load(path)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise WasmaiError(f"manifest {path}: malformed value: {exc}") from None
 
 
 def _check_graph(model_path: Path, man: Manifest, *, embedded: bool) -> None:
@@ -605,8 +594,6 @@ def _rustc_shim(rustc: str) -> Path:
     (root / "lib" / "rustlib" / CARGO_TARGET).mkdir(parents=True, exist_ok=True)
     path = root / "bin" / "rustc"
     if not path.is_file() or path.read_text() != script:
-        from wasmai._atomic import write_text
-
         write_text(path, script)
     path.chmod(0o755)
     return root / "bin"
