@@ -63,6 +63,10 @@ ONNX_TO_TENSOR_TYPE: dict[int, str] = {1: "fp32", 2: "u8", 6: "i32", 7: "i64", 1
 
 TASKS = ("tensor", "image-classification")
 
+#: Largest model (bytes of the .onnx file) that ``wasmai build`` embeds in the component's data
+#: section; larger models must be loaded by the host from a file at run time. 256 MiB.
+EMBED_LIMIT_BYTES = 256 * 1024 * 1024
+
 
 @dataclass
 class TensorSpec:
