@@ -143,3 +143,14 @@ def random_input(dtype: str, shape: Sequence[int], seed: int = 0) -> np.ndarray:
         return rng.integers(info.min, info.max, size=shape, dtype=info.dtype, endpoint=True)
     np_dtype = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64}[dtype]
     return (rng.standard_normal(shape) * 100).astype(np_dtype)
+
+
+def identity_all_types(shape: Sequence[int | str] = (2, 3)) -> onnx.ModelProto:
+    """Seven Identity nodes, one per wasi-nn type: inputs ``x_<dtype>`` -> outputs ``y_<dtype>``
+    (in :data:`DTYPES` order). One component built from it round-trips every tensor type."""
+    nodes, inputs, outputs = [], [], []
+    for dtype, t in ONNX_TYPES.items():
+        nodes.append(helper.make_node("Identity", [f"x_{dtype}"], [f"y_{dtype}"]))
+        inputs.append(helper.make_tensor_value_info(f"x_{dtype}", t, list(shape)))
+        outputs.append(helper.make_tensor_value_info(f"y_{dtype}", t, list(shape)))
+    return _model(helper.make_graph(nodes, "identity_all_types", inputs, outputs), "identity all types")

@@ -367,7 +367,7 @@ impl GraphInner {
             .map_err(|_| NnError::new(ErrorCode::RuntimeError, "the graph's session is poisoned by an earlier panic"))?;
         let start = Instant::now();
         let outputs = session
-            .run(SessionInputs::ValueMap(values))
+            .run(SessionInputs::<'_, '_, 0>::ValueMap(values))
             .map_err(|e| NnError::new(ErrorCode::RuntimeError, format!("ONNX Runtime run failed: {e}")))?;
         let ort_run_ns = start.elapsed().as_nanos() as u64;
 

@@ -13,26 +13,17 @@ from wasmai.cli._common import JSON_HELP, console, run_command
 
 def _policy(key: Optional[Path], cert_identity: Optional[str], cert_oidc_issuer: Optional[str],
             policy: Optional[Path]):
-    """The VerificationPolicy the flags ask for, or None. Usage errors exit 2."""
-    chosen = [name for name, v in (("--key", key), ("--cert-identity", cert_identity),
-                                   ("--policy", policy)) if v is not None]
-    if len(chosen) > 1:
-        raise typer.BadParameter(f"give only one of {', '.join(chosen)}")
-    if (cert_identity is None) != (cert_oidc_issuer is None):
-        raise typer.BadParameter("--cert-identity and --cert-oidc-issuer go together")
-    if not chosen:
+    """The VerificationPolicy the flags ask for (wasmai.sign.policy_from_options), or None."""
+    if key is None and cert_identity is None and cert_oidc_issuer is None and policy is None:
         return None
     from wasmai.errors import WasmaiError
 
     try:
-        from wasmai.sign import VerificationPolicy
+        from wasmai.sign import policy_from_options
     except ImportError as exc:
         raise WasmaiError(f"signature verification is unavailable ({exc})") from None
-    if policy is not None:
-        return VerificationPolicy.from_file(policy)
-    if key is not None:
-        return VerificationPolicy(key=key)
-    return VerificationPolicy(cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer)
+    return policy_from_options(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                               policy=policy)
 
 
 def run(

@@ -1,0 +1,269 @@
+"""The native wasi-nn host (wasmai._host) and `wasmai run` / `wasmai inspect`, on real components
+built from the repo templates by wasmai.build and real ONNX models from tests/onnx_factory.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnx_factory as factory
+from wasmai.errors import WasmaiError
+from wasmai.runtime import ComponentError, Host, InferenceError, Tensor
+
+pytestmark = pytest.mark.slow  # the fixtures build components with cargo-component
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """ONNX files: every dtype, an MLP (16 -> 4, dynamic batch), a narrower MLP (8 -> 4) and junk."""
+    d = tmp_path_factory.mktemp("models")
+    junk = d / "junk.onnx"
+    junk.write_bytes(b"GGUF this is not an ONNX protobuf" * 4)
+    return {
+        "all_types": factory.save(factory.identity_all_types(), d / "all_types.onnx"),
+        "mlp": factory.save(factory.mlp(), d / "mlp.onnx"),
+        "mlp8": factory.save(factory.mlp(n_in=8), d / "mlp8.onnx"),
+        "junk": junk,
+    }
+
+
+@pytest.fixture(scope="session")
+def components(models, build_component) -> dict[str, Path]:
+    """Components built by wasmai.build from templates/tensor."""
+    return {
+        "all_types": build_component(models["all_types"]),
+        "mlp_by_name": build_component(models["mlp"], by_name="mlp"),
+        "mlp_gpu": build_component(models["mlp"], device="gpu"),
+    }
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory, models) -> Host:
+    return Host(graphs={"mlp": models["mlp"]}, cache_dir=tmp_path_factory.mktemp("wasmtime-cache"))
+
+
+def _instance(host: Host, path: Path):
+    return host.instantiate(host.load_component(path))
+
+
+def test_all_seven_dtypes_round_trip_through_the_component(host, components):
+    inst = _instance(host, components["all_types"])
+    inputs = [Tensor.from_numpy(f"x_{d}", factory.random_input(d, (2, 3), seed=i), d)
+              for i, d in enumerate(factory.DTYPES)]
+    outputs = inst.infer(inputs)
+    assert [t.name for t in outputs] == [f"y_{d}" for d in factory.DTYPES]  # model order
+    for src, out in zip(inputs, outputs):
+        assert out.dtype == src.dtype and out.shape == (2, 3)
+        assert out.data == src.data, src.dtype
+    assert outputs[3].numpy().dtype == np.uint16  # bf16 as raw bits
+    stats = inst.host_stats()
+    assert stats["compute_calls"] == 1 and stats["ort_run_ns"] > 0
+    assert stats["execution_provider"] == "CPUExecutionProvider"
+    assert stats["linear_memory_bytes"] > 0
+
+
+def test_inputs_by_position_and_in_any_order(host, components):
+    inst = _instance(host, components["all_types"])
+    arrays = [factory.random_input(d, (2, 3), seed=10 + i) for i, d in enumerate(factory.DTYPES)]
+    by_position = inst.infer([Tensor.from_numpy("", a, d) for a, d in zip(arrays, factory.DTYPES)])
+    reversed_named = inst.infer([Tensor.from_numpy(f"x_{d}", a, d)
+                                 for a, d in reversed(list(zip(arrays, factory.DTYPES)))])
+    assert [t.data for t in by_position] == [t.data for t in reversed_named] == [a.tobytes() for a in arrays]
+
+
+def test_info_reports_the_manifest(host, components, models):
+    from wasmai.manifest import sha256_file
+
+    info = _instance(host, components["mlp_by_name"]).info()
+    assert info["task"] == "tensor" and info["placement"] == "by-name:mlp"
+    assert info["inputs"] == [{"name": "x", "ty": "fp32", "dims": ["batch", 16]}]
+    assert info["outputs"][0]["name"] == "y" and info["outputs"][0]["dims"][1] == 4
+    assert info["model_sha256"] == sha256_file(models["mlp"])
+
+
+def test_wrong_dims_and_byte_length_name_the_tensor(host, components):
+    inst = _instance(host, components["all_types"])
+    good = [Tensor.from_numpy(f"x_{d}", factory.random_input(d, (2, 3)), d) for d in factory.DTYPES]
+    bad_dims = list(good)
+    bad_dims[1] = Tensor.from_numpy("x_fp32", np.zeros((3, 2), np.float32))
+    with pytest.raises(InferenceError) as err:
+        inst.infer(bad_dims)
+    assert err.value.code in ("bad-input", "invalid-argument") and "x_fp32" in err.value.message
+    assert "[3, 2]" in err.value.message
+    short = list(good)
+    short[2] = Tensor("x_fp64", "fp64", (2, 3), b"\0" * 47)
+    with pytest.raises(InferenceError) as err:
+        inst.infer(short)
+    assert "x_fp64" in err.value.message and "47" in err.value.message
+    assert len(inst.infer(good)) == 7  # the instance is still usable
+
+
+def test_load_by_name_found_runs_the_registered_graph(host, components):
+    inst = _instance(host, components["mlp_by_name"])
+    x = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    (y,) = inst.infer([Tensor.from_numpy("x", x)])
+    assert y.name == "y" and y.shape == (3, 4)
+    np.testing.assert_allclose(y.numpy(), factory.mlp_reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_load_by_name_not_found(tmp_path, components):
+    inst = _instance(Host(cache_dir=tmp_path), components["mlp_by_name"])
+    with pytest.raises(InferenceError) as err:
+        inst.load()
+    assert err.value.code == "not-found" and "'mlp'" in err.value.message
+
+
+def test_host_rejects_tensors_that_do_not_fit_the_graph(tmp_path, components, models):
+    """The guest checks against its manifest (16 features); the registered graph takes 8, so
+    the host's own check must answer invalid-argument naming the tensor, expected and actual."""
+    inst = _instance(Host(graphs={"mlp": models["mlp8"]}, cache_dir=tmp_path), components["mlp_by_name"])
+    with pytest.raises(InferenceError) as err:
+        inst.infer([Tensor.from_numpy("x", np.zeros((1, 16), np.float32))])
+    assert err.value.code == "invalid-argument"
+    assert "'x'" in err.value.message and "[?, 8]" in err.value.message and "[1, 16]" in err.value.message
+
+
+def test_non_onnx_bytes_are_invalid_encoding(tmp_path, components, models):
+    inst = _instance(Host(graphs={"mlp": models["junk"]}, cache_dir=tmp_path), components["mlp_by_name"])
+    with pytest.raises(InferenceError) as err:
+        inst.load()
+    assert err.value.code == "invalid-encoding"
+
+
+def test_gpu_target_without_gpu_provider(tmp_path, components):
+    strict = Host(cache_dir=tmp_path)
+    if any(p != "CPUExecutionProvider" for p in strict.execution_providers()):
+        pytest.skip("this ONNX Runtime has a GPU execution provider")
+    with pytest.raises(InferenceError) as err:
+        _instance(strict, components["mlp_gpu"]).load()
+    assert err.value.code == "unsupported-operation" and "gpu" in err.value.message
+
+    inst = _instance(Host(cache_dir=tmp_path, allow_target_fallback=True), components["mlp_gpu"])
+    x = np.ones((1, 16), np.float32)
+    (y,) = inst.infer([Tensor.from_numpy("x", x)])
+    np.testing.assert_allclose(y.numpy(), factory.mlp_reference(x), rtol=1e-5, atol=1e-5)
+    assert "fallback" in inst.host_stats()["execution_provider"]
+
+
+def test_a_guest_trap_does_not_kill_python(tmp_path, components, models):
+    """A 64 MiB input under a 16 MiB memory limit: the guest's allocation fails and it traps."""
+    host = Host(graphs={"mlp": models["mlp"]}, cache_dir=tmp_path, memory_limit_mb=16)
+    comp = host.load_component(components["mlp_by_name"])
+    inst = host.instantiate(comp)
+    big = Tensor.from_numpy("x", np.zeros((1 << 20, 16), np.float32))
+    with pytest.raises(ComponentError) as err:
+        inst.infer([big])
+    assert err.value.code == "trap"
+    with pytest.raises(ComponentError) as err:
+        inst.infer([Tensor.from_numpy("x", np.zeros((1, 16), np.float32))])
+    assert err.value.code == "dead"
+    fresh = host.instantiate(comp)  # the host and Python carry on
+    (y,) = fresh.infer([Tensor.from_numpy("x", np.zeros((1, 16), np.float32))])
+    assert y.shape == (1, 4)
+
+
+def test_compilation_cache_cold_then_hit(tmp_path, components):
+    first = Host(cache_dir=tmp_path).load_component(components["all_types"])
+    second = Host(cache_dir=tmp_path).load_component(components["all_types"])
+    assert not first.cache_hit and second.cache_hit
+    assert first.sha256 == second.sha256
+    assert list(tmp_path.glob("*.cwasm"))
+
+
+def test_not_a_component_is_a_component_error(host, tmp_path):
+    with pytest.raises(ComponentError) as err:
+        host.load_component(b"\0asm\x01\0\0\0")  # a core module, not a component
+    assert err.value.code == "compile"
+    with pytest.raises(WasmaiError):
+        host.load_component(tmp_path / "missing.wasm")
+
+
+def test_instances_run_in_parallel_threads(host, components):
+    comp = host.load_component(components["mlp_by_name"])
+    instances = [host.instantiate(comp) for _ in range(4)]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            x = np.full((2, 16), float(i), np.float32)
+            for _ in range(20):
+                (y,) = instances[i].infer([Tensor.from_numpy("x", x)])
+            results[i] = y.numpy()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        np.testing.assert_allclose(results[i], factory.mlp_reference(np.full((2, 16), float(i), np.float32)),
+                                   rtol=1e-5, atol=1e-5)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.run([sys.executable, "-m", "wasmai", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_cli_run_tensor_json(tmp_path, components, models):
+    x = np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = _cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}",
+                "--graph", f"mlp={models['mlp']}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    (out,) = doc["outputs"]
+    assert out["name"] == "y" and out["shape"] == [2, 4] and out["dtype"] == "fp32"
+    np.testing.assert_allclose(np.array(out["values"]).reshape(2, 4), factory.mlp_reference(x),
+                               rtol=1e-5, atol=1e-5)
+    assert doc["execution_provider"] == "CPUExecutionProvider" and doc["ort_run_ms"] > 0
+
+    table = _cli("run", str(components["mlp_by_name"]), "--input", str(tmp_path / "x.npy"),
+                 "--graph", f"mlp={models['mlp']}", "--verbose")
+    assert table.returncode == 0, table.stderr
+    assert "outputs" in table.stdout and "onnxruntime run" in table.stdout
+
+
+def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):
+    np.save(tmp_path / "x.npy", np.zeros((1, 16), np.float32))
+    missing = _cli("run", str(tmp_path / "nope.wasm"), "--input", f"x={tmp_path / 'x.npy'}", "--json")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("error: component not found") and "Traceback" not in missing.stderr
+    assert json.loads(missing.stdout)["exit_code"] == 1
+
+    not_found = _cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}")
+    assert not_found.returncode == 1
+    assert not_found.stderr.count("\n") == 1 and "not-found" in not_found.stderr
+
+    image_on_tensor = _cli("run", str(components["all_types"]), "--image", str(tmp_path / "x.npy"))
+    assert image_on_tensor.returncode == 1 and "tensor" in image_on_tensor.stderr
+
+    usage = _cli("run", str(components["all_types"]))
+    assert usage.returncode == 2
+
+
+def test_cli_inspect_json(components):
+    proc = _cli("inspect", str(components["mlp_by_name"]), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert any(i.startswith("wasi:nn/graph@0.2.0-rc-2024-10-28") for i in doc["imports"])
+    assert any(e.startswith("wasmai:inference/model@0.1.0") for e in doc["exports"])
+    assert doc["info"]["placement"] == "by-name:mlp" and len(doc["sha256"]) == 64
+    assert doc["signature"] is None  # no bundle beside it
+
+    bad = _cli("inspect", str(Path(__file__)), "--json")
+    assert bad.returncode == 1 and "not a WebAssembly component" in bad.stderr
