@@ -266,6 +266,9 @@ def test_quantization_modes(mode, marker_op, mlp_fp32, mlp_npz, models_py, tmp_p
         assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert result["report"]["size"]["after_bytes"] < 0.6 * result["report"]["size"]["before_bytes"]
     assert result["quantization"]["mode"] == mode
+    if mode != "fp16":  # int8 on a tensor task: no default threshold, and the result says so
+        assert result["validation"]["checks"] == "none (report only)"
+        assert any("no validation threshold" in w for w in result["warnings"])
 
     # Independent agreement with the PyTorch model on inputs that were not used for calibration.
     torch_model = _torch_model(models_py, "mlp")
@@ -348,6 +351,15 @@ def test_torch_source_errors(spec, needle, models_py, tmp_path):
     res = run_cli("convert", "--torch", spec.format(models=models_py), "--input", "x=1x8",
                   "-o", tmp_path / "out" / "x.onnx")
     assert_one_line_error(res, needle)
+    assert files_in(tmp_path / "out") == []
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("onnxscript") is not None,
+                    reason="onnxscript is installed: the dynamo exporter is available")
+def test_dynamo_exporter_without_onnxscript_is_a_clear_error(models_py, tmp_path):
+    res = run_cli("convert", "--torch", f"{models_py}:mlp", "--input", "x=1x4x64", "--exporter", "dynamo",
+                  "-o", tmp_path / "out" / "x.onnx")
+    assert_one_line_error(res, "needs onnxscript")
     assert files_in(tmp_path / "out") == []
 
 

@@ -312,6 +312,10 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
             validation = _validate(ref_out, cand_out, out_names, atol, rtol, min_top1, classifier, softmax,
                                    labels, val_names, val_source)
             validation["reference"] = ref_kind
+            if atol is None and rtol is None and (min_top1 is None or not classifier):
+                validation["checks"] = "none (report only)"
+                warn.append(f"no validation threshold applies to --quantize {opts.quantize} on a tensor task; "
+                            "pass --atol/--rtol to enforce one")
             summary = [f"{o['name']}: max abs {o['max_abs_diff']:.3g}" for o in validation["outputs"]]
             if "top1_agreement" in validation:
                 summary.append(f"top-1 agreement {validation['top1_agreement']:.2f}")
