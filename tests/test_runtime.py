@@ -235,7 +235,7 @@ def test_cli_run_tensor_json(tmp_path, components, models):
     table = _cli("run", str(components["mlp_by_name"]), "--input", str(tmp_path / "x.npy"),
                  "--graph", f"mlp={models['mlp']}", "--verbose")
     assert table.returncode == 0, table.stderr
-    assert "outputs" in table.stdout and "onnxruntime run" in table.stdout
+    assert "outputs" in table.stdout and "CPUExecutionProvider" in table.stdout and "cold compile" not in table.stdout
 
 
 def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):
@@ -267,3 +267,86 @@ def test_cli_inspect_json(components):
 
     bad = _cli("inspect", str(Path(__file__)), "--json")
     assert bad.returncode == 1 and "not a WebAssembly component" in bad.stderr
+
+
+# --- image classifier (templates/image-classification) ------------------------------------------
+
+@pytest.fixture(scope="session")
+def classifier(tmp_path_factory, build_component) -> dict:
+    """A tiny CNN (10 classes, 1x3x32x32) built as an image-classifier component, plus a 32x32 PNG
+    (no resize, so the guest's preprocessing must match wasmai.preprocess exactly)."""
+    from PIL import Image
+
+    from wasmai.manifest import Manifest, Preprocess, TensorSpec, sha256_file
+
+    d = tmp_path_factory.mktemp("classifier")
+    onnx_path = factory.save(factory.cnn_classifier(), d / "cnn.onnx")
+    pre = Preprocess(crop=(32, 32), mean=[120.0, 110.0, 100.0], std=[60.0, 61.0, 62.0])
+    Manifest(name="tiny-cnn", task="image-classification", onnx="cnn.onnx", sha256=sha256_file(onnx_path),
+             inputs=[TensorSpec("input", "fp32", [1, 3, 32, 32])],
+             outputs=[TensorSpec("logits", "fp32", [1, 10])], preprocess=pre, softmax=True,
+             labels=[f"class-{i}" for i in range(10)]).save(d / "cnn.toml")
+    pixels = (np.random.default_rng(3).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(d / "image.png")
+    return {"component": build_component(onnx_path), "onnx": onnx_path, "pre": pre, "image": d / "image.png"}
+
+
+def test_classify_matches_onnxruntime_on_reference_preprocessing(host, classifier):
+    import onnxruntime as ort
+
+    from wasmai.preprocess import preprocess_image
+
+    inst = _instance(host, classifier["component"])
+    preds = inst.classify(classifier["image"].read_bytes(), top_k=3)
+    x = preprocess_image(classifier["image"], classifier["pre"])
+    logits = ort.InferenceSession(str(classifier["onnx"]), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0][0]
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    order = np.argsort(-probs)[:3]
+    assert [p.index for p in preds] == order.tolist()
+    assert [p.label for p in preds] == [f"class-{i}" for i in order]
+    np.testing.assert_allclose([p.score for p in preds], probs[order], rtol=1e-4, atol=1e-5)
+    timings = inst.last_timings()
+    assert set(timings) == {"decode_us", "preprocess_us", "inference_us", "postprocess_us"}
+    assert timings["inference_us"] > 0
+    with pytest.raises(InferenceError) as err:
+        inst.classify(b"definitely not a PNG", top_k=1)
+    assert err.value.code == "bad-image"
+
+
+def test_classify_on_a_tensor_model_is_refused(host, components):
+    with pytest.raises(ComponentError) as err:
+        _instance(host, components["all_types"]).classify(b"\x89PNG", 1)
+    assert err.value.code == "unsupported"
+
+
+def test_cli_run_image_json(classifier):
+    proc = _cli("run", str(classifier["component"]), "--image", str(classifier["image"]), "--top-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert len(doc["predictions"]) == 2 and doc["task"] == "image-classification"
+    assert doc["predictions"][0]["score"] >= doc["predictions"][1]["score"]
+    assert set(doc["guest_timings_us"]) == {"decode_us", "preprocess_us", "inference_us", "postprocess_us"}
+
+
+# --- signature policy: verify before running -----------------------------------------------------
+
+def test_cli_run_verifies_the_signature_before_running(tmp_path, components, models):
+    from wasmai.sign import keygen, sign_component
+
+    keys = keygen(tmp_path / "keys")
+    comp = tmp_path / "signed.wasm"
+    comp.write_bytes(components["mlp_by_name"].read_bytes())
+    signed = sign_component(comp, key=keys.private_key)
+    np.save(tmp_path / "x.npy", np.ones((1, 16), np.float32))
+    args = ["--input", f"x={tmp_path / 'x.npy'}", "--graph", f"mlp={models['mlp']}", "--key", str(keys.public_key)]
+    ok = _cli("run", str(comp), *args, "--json")
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["signature"] and doc["outputs"][0]["shape"] == [1, 4]
+
+    # Same bundle, other (valid, runnable) component bytes: refused by verification, never run.
+    comp.write_bytes(components["mlp_gpu"].read_bytes())
+    tampered = _cli("run", str(comp), *args, "--bundle", str(signed.bundle), "--json")
+    assert tampered.returncode == 1
+    assert tampered.stderr.startswith("error: ") and tampered.stderr.count("\n") == 1
+    assert "outputs" not in json.loads(tampered.stdout)
