@@ -321,3 +321,63 @@ pub fn classify(bytes: &[u8], top_k: u32) -> Result<Vec<Prediction>, Error> {
 pub fn last_timings() -> Timings {
     TIMINGS.with(|t| t.get())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Native unit tests (`cargo test` on the host target; wasi-nn is not called).
+
+    use super::*;
+
+    fn tensor(ty: Ty, dimensions: Vec<u32>, values: &[f32]) -> Tensor {
+        Tensor {
+            name: model::OUTPUTS[0].name.to_string(),
+            ty: ty.to_wit(),
+            dimensions,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    #[test]
+    fn junk_and_empty_bytes_are_bad_images() {
+        assert!(matches!(preprocess(b""), Err(Error::BadImage(_))));
+        assert!(matches!(preprocess(b"GIF89a not a png"), Err(Error::BadImage(_))));
+        assert!(matches!(preprocess(b"\x89PNG\r\n\x1a\n truncated"), Err(Error::BadImage(_))));
+    }
+
+    #[test]
+    fn postprocess_ranks_and_checks_its_input() {
+        let n = match model::OUTPUTS[0].dims.last() {
+            Some(Dim::Fixed(n)) => *n as usize,
+            _ => 4,
+        };
+        let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let best = postprocess(&[tensor(Ty::Fp32, vec![1, n as u32], &values)], 2).unwrap();
+        assert_eq!(best.len(), 2.min(n));
+        assert_eq!(best[0].index as usize, n - 1);
+        if model::SOFTMAX {
+            let all = postprocess(&[tensor(Ty::Fp32, vec![1, n as u32], &values)], n as u32).unwrap();
+            let sum: f32 = all.iter().map(|p| p.score).sum();
+            assert!((sum - 1.0).abs() < 1e-5);
+        }
+        let short = Tensor { data: vec![0; 3], ..tensor(Ty::Fp32, vec![1, n as u32], &values) };
+        assert!(matches!(postprocess(&[short], 1), Err(Error::BadInput(_))));
+        assert!(matches!(postprocess(&[], 1), Err(Error::BadInput(_))));
+        let empty = tensor(Ty::Fp32, vec![0, n as u32], &[]);
+        assert!(matches!(postprocess(&[empty], 1), Err(Error::BadInput(_))));
+    }
+
+    /// With `WASMAI_VISION_IMAGE=<png/jpeg>` and `WASMAI_VISION_OUT=<file>`, writes the input
+    /// tensor's bytes for that image (used by wasmai's tests to compare with wasmai.preprocess).
+    #[test]
+    fn preprocess_image_file() {
+        let (Ok(image), Ok(out)) = (
+            std::env::var("WASMAI_VISION_IMAGE"),
+            std::env::var("WASMAI_VISION_OUT"),
+        ) else {
+            return;
+        };
+        let bytes = std::fs::read(image).unwrap();
+        let tensor = preprocess(&bytes).unwrap();
+        std::fs::write(out, &tensor.data).unwrap();
+    }
+}
