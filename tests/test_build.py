@@ -328,7 +328,7 @@ def test_guest_preprocessing_matches_python_reference(classifier_component, tmp_
                              env={**native_env, "WASMAI_VISION_IMAGE": str(png), "WASMAI_VISION_OUT": str(out)},
                              capture_output=True, text=True, timeout=1800)
         assert run.returncode == 0, run.stdout + run.stderr
-        assert "test result: ok. 3 passed" in run.stdout
+        assert "test result: ok." in run.stdout and " 0 failed" in run.stdout
         guest = np.frombuffer(out.read_bytes(), dtype="<f4").reshape(1, 3, 32, 32)
         reference = preprocess_image(png, manifest.preprocess)
         assert reference.shape == guest.shape

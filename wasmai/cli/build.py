@@ -25,7 +25,7 @@ def build(
     target: str = typer.Option(
         "wasm32-wasip2", "--target",
         help="wasm32-wasip2 (component), wasm32-wasip1 (core module without the WASI adapter) or "
-             "wasm32-unknown-unknown (refused: no clock or WASI for a wasi-nn guest)."),
+             "wasm32-unknown-unknown (refused: Rust's std there has no clock)."),
     release: bool = typer.Option(True, "--release/--debug", help="Cargo profile."),
     embed: bool = typer.Option(
         False, "--embed", help="Embed the ONNX bytes in the component (the default; at most 256 MiB)."),

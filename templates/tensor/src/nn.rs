@@ -219,3 +219,73 @@ pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
     }
     Ok(tensors)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Native unit tests of the input checks (`cargo test`; wasi-nn is not called).
+
+    use super::*;
+
+    /// A valid tensor for `spec` (dynamic axes = 1).
+    fn valid(spec: &Spec) -> Tensor {
+        let dimensions: Vec<u32> = spec
+            .dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => *n,
+                Dim::Dynamic(_) => 1,
+            })
+            .collect();
+        let len = dimensions.iter().map(|&d| d as usize).product::<usize>() * spec.ty.size();
+        Tensor {
+            name: spec.name.to_string(),
+            ty: spec.ty.to_wit(),
+            dimensions,
+            data: vec![0; len],
+        }
+    }
+
+    fn all_valid() -> Vec<Tensor> {
+        model::INPUTS.iter().map(valid).collect()
+    }
+
+    #[test]
+    fn valid_inputs_pass_by_name_and_by_position() {
+        assert_eq!(match_inputs(all_valid()).unwrap().len(), model::INPUTS.len());
+        let mut reversed = all_valid();
+        reversed.reverse();
+        let ordered = match_inputs(reversed).unwrap();
+        for (spec, t) in model::INPUTS.iter().zip(&ordered) {
+            assert_eq!(t.name, spec.name);
+        }
+        let unnamed: Vec<Tensor> = all_valid()
+            .into_iter()
+            .map(|t| Tensor { name: String::new(), ..t })
+            .collect();
+        assert!(match_inputs(unnamed).is_ok());
+    }
+
+    #[test]
+    fn bad_inputs_are_bad_input_errors() {
+        if model::INPUTS.is_empty() {
+            return;
+        }
+        let bad = |inputs: Vec<Tensor>| matches!(match_inputs(inputs), Err(Error::BadInput(_)));
+        let mut extra = all_valid();
+        extra.push(valid(&model::INPUTS[0]));
+        assert!(bad(extra));
+        let mut unknown = all_valid();
+        unknown[0].name = "no-such-input".to_string();
+        assert!(bad(unknown));
+        let mut short = all_valid();
+        short[0].data.pop();
+        assert!(bad(short));
+        let mut wrong_type = all_valid();
+        let other = if model::INPUTS[0].ty == Ty::U8 { Ty::I64 } else { Ty::U8 };
+        wrong_type[0].ty = other.to_wit();
+        assert!(bad(wrong_type));
+        let mut wrong_rank = all_valid();
+        wrong_rank[0].dimensions.push(1);
+        assert!(bad(wrong_rank));
+    }
+}
