@@ -350,3 +350,22 @@ def test_cli_run_verifies_the_signature_before_running(tmp_path, components, mod
     assert tampered.returncode == 1
     assert tampered.stderr.startswith("error: ") and tampered.stderr.count("\n") == 1
     assert "outputs" not in json.loads(tampered.stdout)
+
+
+def test_timeout_interrupts_a_long_guest_call(tmp_path, classifier):
+    """Decoding and resizing a 3000x3000 PNG inside the guest takes far longer than 10 ms."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.fromarray((np.random.default_rng(4).random((3000, 3000, 3)) * 255).astype(np.uint8)).save(big)
+    host = Host(cache_dir=tmp_path, timeout_s=0.01)
+    comp = host.load_component(classifier["component"])
+    with pytest.raises(ComponentError) as err:
+        host.instantiate(comp).classify(big.read_bytes(), 1)
+    assert err.value.code == "timeout" and "timed out" in str(err.value)
+    # A call that fits in the budget still works on a fresh instance of the same host.
+    patient = Host(cache_dir=tmp_path, timeout_s=30)
+    ok = patient.instantiate(patient.load_component(classifier["component"]))
+    assert len(ok.classify(classifier["image"].read_bytes(), 1)) == 1
+    with pytest.raises(ComponentError, match="another Host"):
+        patient.instantiate(comp)

@@ -169,8 +169,9 @@ class Component:
     """A compiled component. ``compile_ms`` is the Cranelift compile time, or the time to load
     the cached compilation when ``cache_hit``; ``sha256`` is the component's hex digest."""
 
-    def __init__(self, native: Any, path: Path | None) -> None:
+    def __init__(self, native: Any, path: Path | None, host: "Host") -> None:
         self._native = native
+        self._host = host
         self.path = path
         self.compile_ms: float = native.compile_ms
         self.cache_hit: bool = native.cache_hit
@@ -291,10 +292,14 @@ class Host:
             except OSError as exc:
                 raise WasmaiError(f"cannot read {path}: {exc}") from None
         with _mapped_errors():
-            return Component(self._native.load_component(data), path)
+            return Component(self._native.load_component(data), path, self)
 
     def instantiate(self, component: Component) -> Instance:
-        """A new Store and instance of ``component`` (no export is called)."""
+        """A new Store and instance of ``component`` (no export is called). The component must
+        come from this Host's :meth:`load_component` (compiled code is tied to its Engine)."""
+        if component._host is not self:
+            raise ComponentError("the component was loaded by another Host; load it with this one",
+                                 "instantiate")
         with _mapped_errors():
             return Instance(self._native.instantiate(component._native))
 

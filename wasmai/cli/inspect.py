@@ -49,4 +49,12 @@ def _render(r) -> None:
             out.print(f"preprocess: {i['preprocess']}")
         if i["toolchain"]:
             out.print("toolchain: " + ", ".join(f"{a} {b}" for a, b in i["toolchain"]))
-    out.print(f"signature: {r.signature}")
+    sig = r.signature
+    if sig is None:
+        out.print("signature: no bundle")
+    elif isinstance(sig, dict) and "kind" in sig:
+        who = sig.get("identity") or sig.get("key_hint") or sig.get("error") or ""
+        match = {True: "digest matches", False: "DIGEST MISMATCH"}.get(sig.get("digest_matches"), "")
+        out.print(f"signature: {sig['kind']} bundle {sig.get('bundle', '')} {who} {match} (not verified; use wasmai verify)")
+    else:
+        out.print(f"signature: {sig}")
