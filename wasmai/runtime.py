@@ -142,27 +142,39 @@ def onnxruntime_library() -> Path:
     return max(candidates, key=lambda p: len(p.name))
 
 
+_HOST_MODULE: Any = None
+
+
 def _native():
-    try:
-        from wasmai import _host
-    except ImportError as exc:
-        raise ComponentError(
-            f"the native host wasmai._host is not built ({exc}); run `pip install -e .` "
-            "or `maturin develop --release` in the repository", "native") from None
-    return _host
+    """The native module wasmai._host (imported once). Raises ComponentError if not built."""
+    global _HOST_MODULE
+    if _HOST_MODULE is None:
+        try:
+            from wasmai import _host
+        except ImportError as exc:
+            raise ComponentError(
+                f"the native host wasmai._host is not built ({exc}); run `pip install -e .` "
+                "or `maturin develop --release` in the repository", "native") from None
+        _HOST_MODULE = _host
+    return _HOST_MODULE
+
+
+def _converted(exc: BaseException) -> WasmaiError:
+    """The native HostError(kind, code, message) as ComponentError / InferenceError."""
+    kind, code, message = (list(exc.args) + ["", "", ""])[:3]
+    if kind == "inference":
+        return InferenceError(str(code), str(message))
+    return ComponentError(str(message), str(code))
 
 
 @contextlib.contextmanager
 def _mapped_errors() -> Iterator[None]:
-    """Turn the native HostError(kind, code, message) into ComponentError / InferenceError."""
+    """Turn the native HostError into ComponentError / InferenceError (for non-hot paths)."""
     host = _native()
     try:
         yield
     except host.HostError as exc:
-        kind, code, message = (list(exc.args) + ["", "", ""])[:3]
-        if kind == "inference":
-            raise InferenceError(str(code), str(message)) from None
-        raise ComponentError(str(message), str(code)) from None
+        raise _converted(exc) from None
 
 
 class Component:
@@ -187,6 +199,7 @@ class Instance:
 
     def __init__(self, native: Any) -> None:
         self._native = native
+        self._error = _native().HostError
         #: Milliseconds to instantiate (new Store, WASI context, instance, export lookup).
         self.instantiate_ms: float = native.instantiate_ms
 
@@ -205,18 +218,22 @@ class Instance:
     def infer(self, inputs: Sequence[Tensor]) -> list[Tensor]:
         """``model.infer``: inputs matched by name (position when names are empty); returns the
         outputs in model order with their real types. Raises InferenceError / ComponentError."""
-        raw = [(t.name, t.dtype, [int(d) for d in t.shape], bytes(t.data)) for t in inputs]
-        with _mapped_errors():
+        raw = [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
+        try:
             out = self._native.infer(raw)
-        return [Tensor(name=n, dtype=d, shape=tuple(s), data=b) for n, d, s, b in out]
+        except self._error as exc:
+            raise _converted(exc) from None
+        return [Tensor(n, d, tuple(s), b) for n, d, s, b in out]
 
     def classify(self, image: bytes, top_k: int = 5) -> list[Prediction]:
         """``image-classification.classify``: PNG/JPEG bytes -> the ``top_k`` best predictions.
         Raises ComponentError ``unsupported`` for tensor-model components."""
         if top_k < 1:
             raise WasmaiError(f"top-k must be at least 1, not {top_k}")
-        with _mapped_errors():
-            preds = self._native.classify(bytes(image), int(top_k))
+        try:
+            preds = self._native.classify(image if type(image) is bytes else bytes(image), int(top_k))
+        except self._error as exc:
+            raise _converted(exc) from None
         return [Prediction(label=l, index=i, score=s) for l, i, s in preds]
 
     def last_timings(self) -> dict[str, int]:
@@ -229,8 +246,10 @@ class Instance:
         """``ort_run_ns`` (wall time of the last ONNX Runtime ``run`` inside the host, ns),
         ``compute_calls``, ``execution_provider`` (of the last compute) and
         ``linear_memory_bytes`` (largest linear memory of the instance, bytes)."""
-        with _mapped_errors():
-            return dict(self._native.host_stats())
+        try:
+            return self._native.host_stats()
+        except self._error as exc:
+            raise _converted(exc) from None
 
     def release(self) -> None:
         """``model.release()``: drop the guest's graph and execution context."""
