@@ -60,6 +60,19 @@ def sample_image(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tcomp(tensor_component) -> Path:
+    """The tensor-template component (onnx_factory.mlp: x [batch, 16] fp32 -> y [batch, 4]),
+    with its model and manifest beside it."""
+    return tensor_component[0]
+
+
+@pytest.fixture(scope="module")
+def icomp(classifier_component) -> Path:
+    """The image-classification component (tiny CNN, 32x32 crop), model and manifest beside it."""
+    return classifier_component[0]
+
+
 def _unsigned() -> list[str]:
     """No signature policy option: bench runs unverified (and says so)."""
     return []
@@ -82,11 +95,15 @@ def test_summarize_uses_linear_interpolation_percentiles():
         summarize([])
 
 
-def test_histogram_counts_every_sample():
+def test_histogram_counts_every_sample_and_keeps_outliers_apart():
     samples = [0.1 * i for i in range(37)]
     h = histogram(samples, bins=5)
-    assert len(h["edges"]) == 6 and sum(h["counts"]) == 37
-    assert h["edges"][0] == pytest.approx(0.0) and h["edges"][-1] == pytest.approx(3.6)
+    assert len(h["edges"]) == 6 and sum(h["counts"]) + h["above"] == 37
+    assert h["edges"][0] == pytest.approx(0.0)
+    assert h["edges"][-1] == pytest.approx(summarize(samples).p99)
+    spiky = [1.0] * 99 + [500.0]
+    h = histogram(spiky, bins=4)
+    assert h["above"] == 1 and sum(h["counts"]) == 99 and h["edges"][-1] < 500
 
 
 def test_random_inputs_follow_specs_and_dims():
@@ -111,8 +128,8 @@ def test_parse_assignments_rejects_items_without_equals():
 # ---------------------------------------------------------------------------------- tensor component
 
 
-def test_bench_tensor_component_json_schema(tensor_component):
-    code, doc, out = _bench(str(tensor_component), "--random", "-n", "7", "--warmup", "2", "--json",
+def test_bench_tensor_component_json_schema(tcomp):
+    code, doc, out = _bench(str(tcomp), "--random", "-n", "7", "--warmup", "2", "--json",
                             *_unsigned())
     assert code == 0, out
     assert set(doc) == TOP_KEYS
@@ -136,15 +153,15 @@ def test_bench_tensor_component_json_schema(tensor_component):
     assert doc["throughput"] is None
     assert doc["memory"]["peak_rss_bytes"] > 0
     assert doc["memory"]["linear_memory_bytes"] > 0
-    assert sum(doc["histogram_ms"]["counts"]) == 7
+    assert sum(doc["histogram_ms"]["counts"]) + doc["histogram_ms"]["above"] == 7
     nat = doc["native"]
     assert nat["available"] is True, nat["skipped_reason"]
     _check_stats(nat["latency_ms"], 7)
     assert nat["ratio_p50"] == pytest.approx(steady["latency_ms"]["p50"] / nat["latency_ms"]["p50"])
 
 
-def test_bench_concurrency_two_reports_throughput(tensor_component):
-    code, doc, out = _bench(str(tensor_component), "--random", "-n", "5", "--warmup", "1", "--concurrency", "2",
+def test_bench_concurrency_two_reports_throughput(tcomp):
+    code, doc, out = _bench(str(tcomp), "--random", "-n", "5", "--warmup", "1", "--concurrency", "2",
                             "--threads", "1", "--no-native", "--json", *_unsigned())
     assert code == 0, out
     tp = doc["throughput"]
@@ -155,9 +172,9 @@ def test_bench_concurrency_two_reports_throughput(tensor_component):
     assert doc["native"] == {**doc["native"], "available": False, "skipped_reason": "--no-native"}
 
 
-def test_bench_input_files_and_rich_table(tensor_component, tmp_path):
+def test_bench_input_files_and_rich_table(tcomp, tmp_path):
     # Take the component's own input spec from a --random run, then feed the same tensors from files.
-    code, doc, out = _bench(str(tensor_component), "--random", "-n", "2", "--warmup", "0", "--no-native",
+    code, doc, out = _bench(str(tcomp), "--random", "-n", "2", "--warmup", "0", "--no-native",
                             "--json", *_unsigned())
     assert code == 0, out
     rng = np.random.default_rng(3)
@@ -166,7 +183,7 @@ def test_bench_input_files_and_rich_table(tensor_component, tmp_path):
         arrays[spec["name"]] = rng.standard_normal(spec["shape"]).astype(spec["dtype"])
     npz = tmp_path / "in.npz"
     np.savez(npz, **arrays)
-    code, doc2, out = _bench(str(tensor_component), "--inputs", str(npz), "-n", "3", "--warmup", "1", "--json",
+    code, doc2, out = _bench(str(tcomp), "--inputs", str(npz), "-n", "3", "--warmup", "1", "--json",
                              *_unsigned())
     assert code == 0, out
     assert doc2["config"]["inputs"] == doc["config"]["inputs"] and doc2["config"]["random"] is False
@@ -174,20 +191,25 @@ def test_bench_input_files_and_rich_table(tensor_component, tmp_path):
     for name, arr in arrays.items():
         np.save(tmp_path / f"{name}.npy", arr)
         args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
-    code, _, out = _bench(str(tensor_component), *args, "-n", "4", "--warmup", "1", *_unsigned())
+    code, _, out = _bench(str(tcomp), *args, "-n", "4", "--warmup", "1", *_unsigned())
     assert code == 0, out
-    assert "cold start" in out and "steady state" in out and "p99" in out
+    assert "cold start" in out and "steady state" in out and "p99" in out and "host overhead" in out
     assert "component / native p50" in out
     assert "latency histogram" in out
 
 
-def test_bench_dim_with_random(tensor_component):
-    code, doc, out = _bench(str(tensor_component), "--random", "-n", "1", "--warmup", "0", "--no-native", "--json",
+def test_bench_dim_sets_dynamic_axes_with_random(tcomp):
+    code, doc, out = _bench(str(tcomp), "--random", "-n", "1", "--warmup", "0", "--no-native", "--json",
                             *_unsigned())
-    dynamic = [d for d in doc["config"]["inputs"][0]["shape"]]
     assert code == 0, out
-    code, _, out = _bench(str(tensor_component), "--random", "--dim", "nosuchaxis=2", "-n", "1", *_unsigned())
-    assert code == 1 and "no dynamic axis" in out, (out, dynamic)
+    assert doc["config"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 16]}]  # batch -> 1
+    code, doc, out = _bench(str(tcomp), "--random", "--dim", "batch=3", "-n", "2", "--warmup", "0", "--json",
+                            *_unsigned())
+    assert code == 0, out
+    assert doc["config"]["inputs"][0]["shape"] == [3, 16]
+    assert doc["native"]["available"] is True
+    code, _, out = _bench(str(tcomp), "--random", "--dim", "nosuchaxis=2", "-n", "1", *_unsigned())
+    assert code == 1 and "no dynamic axis" in out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -199,35 +221,35 @@ def test_bench_dim_with_random(tensor_component):
     (["--inputs", "/nonexistent/in.npz"], "cannot read --inputs"),
     (["--input", "nosuchinput=/nonexistent/x.npy"], "cannot read --input"),
 ])
-def test_bench_bad_input_exits_1_with_one_error_line(tensor_component, args, message):
-    result = runner.invoke(app, ["bench", str(tensor_component), *args, *_unsigned()])
+def test_bench_bad_input_exits_1_with_one_error_line(tcomp, args, message):
+    result = runner.invoke(app, ["bench", str(tcomp), *args, *_unsigned()])
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1]
     assert sum(line.startswith("error:") for line in lines) == 1
 
 
-def test_bench_wrong_input_name_and_missing_component(tensor_component, tmp_path):
+def test_bench_wrong_input_name_and_missing_component(tcomp, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 1), np.float32))
-    code, _, out = _bench(str(tensor_component), "--input", f"nosuchinput={tmp_path / 'x.npy'}", "-n", "1",
+    code, _, out = _bench(str(tcomp), "--input", f"nosuchinput={tmp_path / 'x.npy'}", "-n", "1",
                           *_unsigned())
     assert code == 1 and "unknown input" in out
     code, _, out = _bench(str(tmp_path / "missing.wasm"), "--random", *_unsigned())
     assert code == 1 and "component not found" in out
-    code, doc, out = _bench(str(tensor_component), "--image", str(tmp_path / "x.npy"), "--json", *_unsigned())
+    code, doc, out = _bench(str(tcomp), "--image", str(tmp_path / "x.npy"), "--json", *_unsigned())
     assert code == 1 and doc["exit_code"] == 1
 
 
-def test_bench_native_model_must_match(tensor_component, tmp_path):
+def test_bench_native_model_must_match(tcomp, tmp_path):
     other = tmp_path / "other.onnx"
     other.write_bytes(b"not the model")
-    code, _, out = _bench(str(tensor_component), "--random", "-n", "1", "--model", str(other), *_unsigned())
+    code, _, out = _bench(str(tcomp), "--random", "-n", "1", "--model", str(other), *_unsigned())
     assert code == 1 and "not the model this component was built from" in out
 
 
-def test_bench_native_skipped_is_said_when_model_absent(tensor_component, tmp_path):
+def test_bench_native_skipped_is_said_when_model_absent(tcomp, tmp_path):
     alone = tmp_path / "alone.wasm"
-    alone.write_bytes(Path(tensor_component).read_bytes())
+    alone.write_bytes(Path(tcomp).read_bytes())
     code, doc, out = _bench(str(alone), "--random", "-n", "2", "--warmup", "0", "--json", *_unsigned())
     assert code == 0, out
     assert doc["native"]["available"] is False and "pass --model" in doc["native"]["skipped_reason"]
@@ -237,9 +259,9 @@ def test_bench_native_skipped_is_said_when_model_absent(tensor_component, tmp_pa
     assert code == 1 and "--native" in out
 
 
-def test_bench_plot(tensor_component, tmp_path):
+def test_bench_plot(tcomp, tmp_path):
     png = tmp_path / "lat.png"
-    code, doc, out = _bench(str(tensor_component), "--random", "-n", "5", "--warmup", "0", "--plot", str(png),
+    code, doc, out = _bench(str(tcomp), "--random", "-n", "5", "--warmup", "0", "--plot", str(png),
                             "--json", *_unsigned())
     try:
         import matplotlib  # noqa: F401
@@ -253,8 +275,8 @@ def test_bench_plot(tensor_component, tmp_path):
 # ---------------------------------------------------------------------------------- image component
 
 
-def test_bench_image_component_classify_stages(classifier_component, sample_image):
-    code, doc, out = _bench(str(classifier_component), "--image", str(sample_image), "-n", "3", "--warmup", "1",
+def test_bench_image_component_classify_stages(icomp, sample_image):
+    code, doc, out = _bench(str(icomp), "--image", str(sample_image), "-n", "3", "--warmup", "1",
                             "--top-k", "3", "--json", *_unsigned())
     assert code == 0, out
     assert doc["mode"] == "classify" and doc["model"]["task"] == "image-classification"
@@ -271,15 +293,15 @@ def test_bench_image_component_classify_stages(classifier_component, sample_imag
     _check_stats(nat["latency_ms"], 3)
 
 
-def test_bench_image_component_random_tensors_and_table(classifier_component, sample_image):
-    code, doc, out = _bench(str(classifier_component), "--random", "-n", "2", "--warmup", "0", "--json",
+def test_bench_image_component_random_tensors_and_table(icomp, sample_image):
+    code, doc, out = _bench(str(icomp), "--random", "-n", "2", "--warmup", "0", "--json",
                             *_unsigned())
     assert code == 0, out
     assert doc["mode"] == "infer" and doc["steady"]["stages_us"] is None
-    code, _, out = _bench(str(classifier_component), "--image", str(sample_image), "-n", "2", "--warmup", "0",
+    code, _, out = _bench(str(icomp), "--image", str(sample_image), "-n", "2", "--warmup", "0",
                           *_unsigned())
     assert code == 0, out
-    assert "guest preprocess (us)" in out and "native preprocess (us)" in out
+    assert "guest preprocess" in out and "native preprocess" in out
 
 
 def test_summary_stats_dataclass_fields_match_json_keys():

@@ -90,11 +90,19 @@ def summarize(samples: list[float] | np.ndarray) -> Stats:
                  stdev=float(a.std(ddof=1)) if a.size > 1 else 0.0)
 
 
-def histogram(samples: list[float], bins: int = 12) -> dict[str, list[float]]:
-    """``numpy.histogram`` of ``samples`` with ``bins`` equal-width bins between min and max:
-    ``{"edges": [bins + 1 values], "counts": [bins values]}`` in the samples' unit."""
-    counts, edges = np.histogram(np.asarray(samples, dtype=np.float64), bins=bins)
-    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+def histogram(samples: list[float], bins: int = 12) -> dict[str, Any]:
+    """Histogram of ``samples`` with ``bins`` equal-width bins from the minimum to the p99
+    (``numpy.histogram``); the few samples above the p99 are counted in ``above`` rather than
+    stretching every bin. Returns ``{"edges": [bins + 1], "counts": [bins], "above": int}`` in
+    the samples' unit."""
+    a = np.asarray(samples, dtype=np.float64)
+    lo = float(a.min())
+    hi = float(np.percentile(a, 99, method=PERCENTILE_METHOD))
+    if hi <= lo:
+        hi = float(a.max()) if a.max() > lo else lo + 1e-9
+    counts, edges = np.histogram(a[a <= hi], bins=bins, range=(lo, hi))
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
+            "above": int((a > hi).sum())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +190,7 @@ class BenchReport:
     throughput: Throughput | None = None
     verification: dict[str, Any] | None = None
     execution_provider: str | None = None
-    histogram_ms: dict[str, list[float]] | None = None
+    histogram_ms: dict[str, Any] | None = None
     plot: str | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -112,6 +112,18 @@ def _progress():
     return say
 
 
+def _num(v: float) -> str:
+    """At most 6 characters for values below 100000: 4-5 significant digits."""
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:.0f}"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 10:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
 def _fmt_bytes(n: int | None) -> str:
     if n is None:
         return "-"
@@ -141,28 +153,37 @@ def render(report) -> None:
                                        cs.total_ms)))
     con.print(cold)
 
-    lat = Table(title="steady state")
-    lat.add_column("")
-    for col in ("min", "p50", "p90", "p99", "max", "mean", "stdev"):
-        lat.add_column(col, justify="right")
+    from rich import box
 
-    def row(label, s, fmt="{:.3f}") -> None:
+    cols = ("min", "p50", "p90", "p99", "max", "mean", "stdev")
+
+    def table(title: str) -> Table:
+        t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+        t.add_column("", no_wrap=True)
+        for col in cols:
+            t.add_column(col, justify="right", no_wrap=True)
+        return t
+
+    def row(t: Table, label: str, s, _fmt: str = "") -> None:
         if s is not None:
-            lat.add_row(label, *(fmt.format(getattr(s, k)) for k in ("min", "p50", "p90", "p99", "max",
-                                                                      "mean", "stdev")))
+            t.add_row(label, *(_num(getattr(s, k)) for k in cols))
 
     st = report.steady
-    row("component (ms)", st.latency_ms)
-    row("  ort run in host (ms)", st.ort_run_ms)
-    row("  host overhead (us)", st.host_overhead_us, "{:.1f}")
-    for stage, s in (st.stages_us or {}).items():
-        row(f"  guest {stage} (us)", s, "{:.0f}")
     nat = report.native
+    lat = table(f"steady state: latency per {report.mode} call (ms)")
+    row(lat, "component", st.latency_ms, "{:.3f}")
+    row(lat, "  ORT run in host", st.ort_run_ms, "{:.3f}")
     if nat.available:
-        row("native onnxruntime (ms)", nat.latency_ms)
-        for stage, s in (nat.stages_us or {}).items():
-            row(f"  native {stage} (us)", s, "{:.0f}")
+        row(lat, "native onnxruntime", nat.latency_ms, "{:.3f}")
     con.print(lat)
+    parts = table("per call (us); host overhead = call time - ORT run in host")
+    row(parts, "host overhead", st.host_overhead_us, "{:.1f}")
+    for stage, s in (st.stages_us or {}).items():
+        row(parts, f"guest {stage}", s, "{:.0f}")
+    for stage, s in ((nat.stages_us or {}).items() if nat.available else ()):
+        row(parts, f"native {stage}", s, "{:.0f}")
+    if parts.row_count:
+        con.print(parts)
     if nat.available:
         con.print(f"component / native p50: [bold]{nat.ratio_p50:.3f}x[/] (onnxruntime {nat.onnxruntime_version}, "
                   f"{nat.model})")
@@ -192,4 +213,6 @@ def terminal_histogram(hist: dict, width: int = 40) -> str:
     for i, c in enumerate(counts):
         bar = "#" * max(1 if c else 0, round(c / top * width))
         lines.append(f"  {edges[i]:9.3f} - {edges[i + 1]:9.3f} | {bar} {c}")
+    if hist.get("above"):
+        lines.append(f"  {'above':>9} > {edges[-1]:9.3f} (p99) | {hist['above']}")
     return "\n".join(lines)
