@@ -404,10 +404,18 @@ impl NativeInstance {
         let host = &self.host;
         py.detach(|| {
             guarded(|| {
-                let mut inner = self
-                    .inner
-                    .try_lock()
-                    .map_err(|_| err("component", "busy", "this instance is in use by another thread (use one instance per thread)"))?;
+                let mut inner = match self.inner.try_lock() {
+                    Ok(guard) => guard,
+                    // Poisoned by a host panic: `dead` is already set, so the next check refuses.
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        return Err(err(
+                            "component",
+                            "busy",
+                            "this instance is in use by another thread (use one instance per thread)",
+                        ))
+                    }
+                };
                 if let Some(reason) = &inner.dead {
                     return Err(err(
                         "component",
@@ -533,7 +541,11 @@ impl NativeInstance {
     /// image-classification.classify(image, top_k) -> [(label, index, score)].
     fn classify(&self, py: Python<'_>, image: &Bound<'_, PyBytes>, top_k: u32) -> PyResult<Vec<(String, u32, f32)>> {
         let bytes = image.as_bytes().to_vec();
-        if self.inner.lock().map(|i| i.classifier.is_none()).unwrap_or(false) {
+        let is_classifier = match self.inner.lock() {
+            Ok(i) => i.classifier.is_some(),
+            Err(p) => p.into_inner().classifier.is_some(),
+        };
+        if !is_classifier {
             return Err(err(
                 "component",
                 "unsupported",
@@ -563,7 +575,7 @@ impl NativeInstance {
 
     /// Host-side statistics of this instance.
     fn host_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let inner = self.inner.lock().map_err(|_| err("component", "dead", "instance poisoned"))?;
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let data = inner.store.data();
         let d = PyDict::new(py);
         d.set_item("ort_run_ns", data.stats.ort_run_ns)?;
