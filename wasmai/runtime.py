@@ -388,7 +388,7 @@ def load_input_arrays(inputs: Sequence[str] = (), npz: str | os.PathLike | None 
 
     arrays: dict[str, Any] = {}
     for spec in inputs:
-        name, sep, path = spec.rpartition("=")
+        name, sep, path = spec.partition("=")
         if not sep:
             name, path = str(len(arrays)), spec
         try:

@@ -49,8 +49,8 @@ def run(
 ) -> None:
     """Run a component once: top-k predictions for an image, or output tensors for inputs.
 
-    With --key, --cert-identity/--cert-oidc-issuer or --policy the signature is verified
-    before the component is compiled or instantiated, and a failed check refuses to run.
+    With --key, --cert-identity/--cert-oidc-issuer or --policy the signature is verified first;
+    a failed check refuses to compile or instantiate the component.
     """
     if image is not None and (input_ or inputs is not None):
         raise typer.BadParameter("give --image or --input/--inputs, not both")
