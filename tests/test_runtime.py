@@ -232,6 +232,12 @@ def test_cli_run_tensor_json(tmp_path, components, models):
                                rtol=1e-5, atol=1e-5)
     assert doc["execution_provider"] == "CPUExecutionProvider" and doc["ort_run_ms"] > 0
 
+    np.savez(tmp_path / "inputs.npz", x=x)
+    via_npz = _cli("run", str(components["mlp_by_name"]), "--inputs", str(tmp_path / "inputs.npz"),
+                   "--graph", f"mlp={models['mlp']}", "--json")
+    assert via_npz.returncode == 0, via_npz.stderr
+    assert json.loads(via_npz.stdout)["outputs"][0]["values"] == out["values"]
+
     table = _cli("run", str(components["mlp_by_name"]), "--input", str(tmp_path / "x.npy"),
                  "--graph", f"mlp={models['mlp']}", "--verbose")
     assert table.returncode == 0, table.stderr
@@ -251,6 +257,10 @@ def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):
 
     image_on_tensor = _cli("run", str(components["all_types"]), "--image", str(tmp_path / "x.npy"))
     assert image_on_tensor.returncode == 1 and "tensor" in image_on_tensor.stderr
+
+    no_graph_file = _cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}",
+                         "--graph", f"mlp={tmp_path / 'missing.onnx'}")
+    assert no_graph_file.returncode == 1 and "file not found" in no_graph_file.stderr
 
     usage = _cli("run", str(components["all_types"]))
     assert usage.returncode == 2
