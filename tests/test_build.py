@@ -391,3 +391,43 @@ def test_built_components_run_on_the_wasmai_host(tensor_component, classifier_co
     with pytest.raises(InferenceError) as junk:
         clf.classify(b"junk", 3)
     assert junk.value.code == "bad-image"
+
+
+@pytest.mark.slow
+def test_fp16_classifier_takes_and_returns_fp16(classifier_component, tmp_path):
+    """An fp16 model (fp16 input and logits): the guest writes the input tensor as fp16 and
+    reads fp16 scores; the top-3 match ONNX Runtime on the fp16 reference input."""
+    pytest.importorskip("wasmai._host", reason="the native host (maturin develop) is not built")
+    import io
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnxconverter_common import float16
+    from PIL import Image
+
+    from wasmai.manifest import TensorSpec, sha256_file
+    from wasmai.preprocess import preprocess_image
+    from wasmai.runtime import Host
+
+    _, _, base = classifier_component
+    path = tmp_path / "cnn16.onnx"
+    onnx.save(float16.convert_float_to_float16(onnx_factory.cnn_classifier(), keep_io_types=False), str(path))
+    man = Manifest(name="cnn16", task="image-classification", onnx=path.name, sha256=sha256_file(path),
+                   inputs=[TensorSpec("input", "fp16", [1, 3, 32, 32])],
+                   outputs=[TensorSpec("logits", "fp16", [1, 10])],
+                   preprocess=base.preprocess, softmax=True, labels=base.labels)
+    man.save(tmp_path / "cnn16.toml")
+    result = wb.build(path)
+    host = Host()
+    clf = host.instantiate(host.load_component(result.output))
+    rgb = (np.random.default_rng(3).random((45, 60, 3)) * 255).astype(np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, "PNG")
+    predictions = clf.classify(png.getvalue(), top_k=3)
+    x = preprocess_image(Image.fromarray(rgb), man.preprocess).astype(np.float16)
+    logits = ort.InferenceSession(str(path)).run(None, {"input": x})[0][0].astype(np.float32)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    assert [p.index for p in predictions] == list(np.argsort(-probs)[:3])
+    assert np.allclose([p.score for p in predictions], np.sort(probs)[::-1][:3], atol=5e-3)
