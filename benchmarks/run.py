@@ -292,8 +292,8 @@ def markdown(doc: dict) -> str:
              "same process, per repetition, then the median.", "",
              "## Tensor template vs native ONNX Runtime vs onnxruntime-web", "",
              "| model | prec | threads | native p50 ms | component p50 ms | ratio | host overhead p50 us | "
-             "ort-web p50 ms (1 thr) | web / component | compile ms | cached load+inst ms |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "ort-web p50 ms (1 thr) | web / component | component MiB | compile ms | cached load+inst ms |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in doc["tensor"]:
         for t in row["threads"]:
             web = row.get("ort_web") if t["threads"] == 1 else None
@@ -302,7 +302,7 @@ def markdown(doc: dict) -> str:
                 f"| {row['model']} | {row['precision']} | {t['threads'] or 'default'} | {fmt(t['native_p50_ms'])} | "
                 f"{fmt(t['component_p50_ms'])} | {fmt(t['ratio_p50'])} | {fmt(t['host_overhead_p50_us'], '.1f')} | "
                 f"{fmt(web['p50_ms']) if web else '-'} | {fmt(speedup, '.2f', 'x')} | "
-                f"{fmt(t['compile_ms'], '.0f')} | {fmt(t['cached_load_instantiate_ms'], '.2f')} |")
+                f"{row['component_bytes'] / (1 << 20):.1f} | {fmt(t['compile_ms'], '.0f')} | {fmt(t['cached_load_instantiate_ms'], '.2f')} |")
     if doc["image"]:
         lines += ["", "## Image-classification template (EfficientNet-Lite0, `classify` on chelsea.png)", "",
                   "| prec | threads | classify p50 ms | native p50 ms | ratio | guest decode / preprocess / inference / "
