@@ -133,13 +133,13 @@ def _read_template(toml_path: Path) -> Template:
         raise WasmaiError(f"bad template {toml_path}: {exc}") from None
 
 
-def _template_files(tmpl: Template) -> dict[str, Path]:
+def _template_files(tmpl: Template, _chain: tuple[str, ...] = ()) -> dict[str, Path]:
     """Relative path -> source file: the base template's files overridden by this one's."""
     files: dict[str, Path] = {}
     if tmpl.base:
-        if tmpl.base == tmpl.name:
-            raise WasmaiError(f"template {tmpl.name!r} names itself as its base")
-        files.update(_template_files(load_template(tmpl.base)))
+        if tmpl.base in (*_chain, tmpl.name):
+            raise WasmaiError(f"template {tmpl.name!r}: circular base {' -> '.join((*_chain, tmpl.name, tmpl.base))}")
+        files.update(_template_files(load_template(tmpl.base), (*_chain, tmpl.name)))
     for path in sorted(tmpl.path.rglob("*")):
         rel = path.relative_to(tmpl.path).as_posix()
         if path.is_file() and rel != "template.toml" and not _ignored(rel):
