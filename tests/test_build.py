@@ -54,7 +54,7 @@ def test_templates_are_discovered_from_folders():
     assert {"tensor", "image-classification"} <= set(templates)
     ic = templates["image-classification"]
     assert ic.world == "image-classifier" and ic.base == "tensor" and "preprocess" in ic.requires
-    assert f"wasmai:inference/image-classification@0.1.0" in ic.check_exports
+    assert "wasmai:inference/image-classification@0.1.0" in ic.check_exports
     files = wb._template_files(ic)
     # base files come through, the folder's own lib.rs overrides the base one
     assert files["src/nn.rs"].parent.parent.name == "tensor"

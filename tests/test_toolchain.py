@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -32,10 +30,12 @@ def test_detect_finds_a_complete_guest_toolchain():
 @pytest.mark.slow
 def test_minimal_guest_component_builds_validates_and_exports_add(repo_root, tmp_path):
     """Build tests/guests/adder with the real `cargo component build` and check the component."""
+    from wasmai.build import cargo_environment
+
     tc = detect()
     crate = tmp_path / "adder"
     shutil.copytree(repo_root / "tests" / "guests" / "adder", crate)
-    env = {**os.environ, **tc.cargo_env(), "CARGO_TARGET_DIR": str(guest_target_dir())}
+    env = cargo_environment(tc)  # the very environment `wasmai build` uses
     proc = subprocess.run([tc.cargo or "cargo", "component", "build", "--release"], cwd=crate, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from wasmai import WIT_PACKAGE, __version__
-from wasmai._atomic import write_bytes, write_text
+from wasmai._atomic import write_bytes
 from wasmai.errors import ToolchainError, WasmaiError
 from wasmai.manifest import (
     ONNX_TO_TENSOR_TYPE,
@@ -571,34 +571,6 @@ def _remap_flags() -> list[str]:
     return flags
 
 
-_SHIM = """#!/bin/sh
-# Written by wasmai build (wasmai/build.py). cargo-component {version} asks the `rustc` on
-# PATH (not $RUSTC) for its sysroot and requires <sysroot>/lib/rustlib/wasm32-wasip1, which a
-# -Zbuild-std toolchain does not have (std is compiled from source by cargo). This wrapper
-# answers that single query with its own folder (which has that directory) and runs $RUSTC
-# for everything else.
-if [ "$#" -eq 2 ] && [ "$1" = "--print" ] && [ "$2" = "sysroot" ]; then
-    echo "{root}"
-    exit 0
-fi
-exec "${{RUSTC:-{rustc}}}" "$@"
-"""
-
-
-def _rustc_shim(rustc: str) -> Path:
-    """A folder whose ``bin/rustc`` satisfies cargo-component's sysroot check (build-std mode)."""
-    from wasmai import toolchain as tc_mod
-
-    root = tc_mod.cache_dir() / "rustc-shim"
-    script = _SHIM.format(version=tc_mod.CARGO_COMPONENT_VERSION, root=root, rustc=rustc)
-    (root / "lib" / "rustlib" / CARGO_TARGET).mkdir(parents=True, exist_ok=True)
-    path = root / "bin" / "rustc"
-    if not path.is_file() or path.read_text() != script:
-        write_text(path, script)
-    path.chmod(0o755)
-    return root / "bin"
-
-
 def cargo_environment(tc) -> dict[str, str]:
     """The full environment for ``cargo component build``: ``os.environ`` without any
     RUSTFLAGS overrides, plus ``tc.cargo_env()``, the path remapping, the shared
@@ -614,8 +586,6 @@ def cargo_environment(tc) -> dict[str, str]:
     env["CARGO_TARGET_DIR"] = str(tc_mod.guest_target_dir())
     env["CARGO_TERM_COLOR"] = "never"
     env["CARGO_TERM_PROGRESS_WHEN"] = "never"
-    if tc.mode == "build-std":
-        env["PATH"] = str(_rustc_shim(env.get("RUSTC", "rustc"))) + os.pathsep + env.get("PATH", "")
     return env
 
 

@@ -50,6 +50,34 @@ def guest_target_dir() -> Path:
     return cache_dir() / "guest-target"
 
 
+_SHIM = """#!/bin/sh
+# Written by wasmai (wasmai/toolchain.py). cargo-component {version} asks the `rustc` on
+# PATH (not $RUSTC) for its sysroot and requires <sysroot>/lib/rustlib/wasm32-wasip1, which a
+# -Zbuild-std toolchain does not have (std is compiled from source by cargo). This wrapper
+# answers that single query with its own folder (which has that directory) and runs $RUSTC
+# for everything else.
+if [ "$#" -eq 2 ] && [ "$1" = "--print" ] && [ "$2" = "sysroot" ]; then
+    echo "{root}"
+    exit 0
+fi
+exec "${{RUSTC:-{rustc}}}" "$@"
+"""
+
+
+def _rustc_shim(rustc: str) -> Path:
+    """A folder whose ``bin/rustc`` satisfies cargo-component's sysroot check (build-std mode)."""
+    from wasmai._atomic import write_text
+
+    root = cache_dir() / "rustc-shim"
+    script = _SHIM.format(version=CARGO_COMPONENT_VERSION, root=root, rustc=rustc)
+    (root / "lib" / "rustlib" / GUEST_TARGET).mkdir(parents=True, exist_ok=True)
+    path = root / "bin" / "rustc"
+    if not path.is_file() or path.read_text() != script:
+        write_text(path, script)
+    path.chmod(0o755)
+    return root / "bin"
+
+
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> str | None:
     """stdout of ``cmd`` stripped, or None if it cannot run or fails."""
     try:
@@ -96,10 +124,12 @@ class Toolchain:
 
     def cargo_env(self) -> dict[str, str]:
         """Environment variables ``cargo component build`` needs on top of ``os.environ``
-        (empty in rustup mode). Constant across builds so that cargo's caches stay valid."""
+        (empty in rustup mode). Constant across builds so that cargo's caches stay valid.
+        In build-std mode ``PATH`` starts with the rustc shim (see :func:`_rustc_shim`)."""
         if self.mode != "build-std":
             return {}
         return {
+            "PATH": str(_rustc_shim(str(DEBIAN_RUSTC))) + os.pathsep + os.environ.get("PATH", ""),
             "RUSTC": str(DEBIAN_RUSTC),
             "RUSTC_BOOTSTRAP": "1",
             "CARGO_UNSTABLE_BUILD_STD": "std,panic_abort",
