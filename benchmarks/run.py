@@ -286,7 +286,8 @@ def markdown(doc: dict) -> str:
              f"{', '.join(f'{x:.2f}' for x in doc['loadavg_end'])}.",
              "",
              f"Each figure: median over {doc['config']['reps']} repetitions of the p50 of "
-             f"{doc['config']['n_cnn']} (CNNs) / {doc['config']['n_mlp']} (MLP) timed calls after "
+             f"{doc['config']['n_cnn']} (CNNs; {doc['config']['n_web']} in onnxruntime-web) / {doc['config']['n_mlp']} "
+             f"(MLP) timed calls after "
              f"{doc['config']['warmup']} warm-up calls. \"default\" threads = ONNX Runtime's default intra-op "
              "pool (one thread per physical core). Ratios are component / native measured back to back in the "
              "same process, per repetition, then the median.", "",
@@ -437,9 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                                          threads=threads, native=True, model=onnx, cache_dir=cache)
                     row["threads"].append(summarize_tensor(reports))
                 if not args.no_web:
-                    log(f"{m.name} {precision} onnxruntime-web: {args.reps} x {n}")
-                    row["ort_web"] = ort_web(onnx, inputs, args.reps, n if key == "mlp" else args.n_web,
-                                            args.warmup)
+                    n_web = n if key == "mlp" else args.n_web
+                    log(f"{m.name} {precision} onnxruntime-web: {args.reps} x {n_web}")
+                    row["ort_web"] = ort_web(onnx, inputs, args.reps, n_web, args.warmup)
                 doc["tensor"].append(row)
                 if m.task == "image-classification":
                     img_wasm = build_component(onnx, "image-classification", args.rebuild)
