@@ -244,6 +244,8 @@ def summarize_tensor(reports: list) -> dict:
         "compile_ms": med(r.cold_start.compile_ms for r in misses) if misses else None,
         "cached_load_instantiate_ms": med(r.cold_start.compile_ms + r.cold_start.instantiate_ms for r in hits)
         if hits else None,
+        "cached_load_ms": med(r.cold_start.compile_ms for r in hits) if hits else None,
+        "instantiate_ms": med(r.cold_start.instantiate_ms for r in reports),
         "graph_load_ms": med(r.cold_start.load_ms for r in reports),
         "linear_memory_bytes": reports[-1].memory.linear_memory_bytes,
         "peak_rss_bytes": max(r.memory.peak_rss_bytes for r in reports),

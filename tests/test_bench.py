@@ -306,3 +306,29 @@ def test_bench_image_component_random_tensors_and_table(icomp, sample_image):
 
 def test_summary_stats_dataclass_fields_match_json_keys():
     assert {f for f in Stats.__dataclass_fields__} == STAT_KEYS
+
+
+# ---------------------------------------------------------------------------------- signature policy
+
+
+def test_bench_verifies_the_signature_before_instantiating(tcomp, tmp_path):
+    from wasmai.sign import keygen, sign_component
+
+    signed = tmp_path / "signed.wasm"
+    signed.write_bytes(Path(tcomp).read_bytes())
+    pair = keygen(tmp_path / "keys", "bench")
+    sign_component(signed, key=pair.private_key)
+    code, doc, out = _bench(str(signed), "--random", "-n", "2", "--warmup", "0", "--no-native",
+                            "--key", str(pair.public_key), "--json")
+    assert code == 0, out
+    assert doc["verification"]["verified"] is True and doc["verification"]["kind"] == "key"
+    assert doc["verification"]["key_fingerprint"] == pair.fingerprint
+    code, _, out = _bench(str(signed), "--random", "-n", "2", "--warmup", "0", "--no-native",
+                          "--key", str(pair.public_key))
+    assert code == 0 and "verified" in out
+    # Tampered bytes that would not even compile: the signature check must fail first.
+    signed.write_bytes(signed.read_bytes() + b"\x00tampered")
+    code, _, out = _bench(str(signed), "--random", "-n", "2", "--key", str(pair.public_key))
+    assert code == 1
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "digest mismatch" in errors[0] and "compiling" not in out, out
