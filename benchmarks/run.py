@@ -291,8 +291,8 @@ def markdown(doc: dict) -> str:
              f"{doc['config']['n_cnn']} (CNNs; {doc['config']['n_web']} in onnxruntime-web) / {doc['config']['n_mlp']} "
              f"(MLP) timed calls after "
              f"{doc['config']['warmup']} warm-up calls. \"default\" threads = ONNX Runtime's default intra-op "
-             "pool (one thread per physical core). Ratios are component / native measured back to back in the "
-             "same process, per repetition, then the median.", "",
+             "pool (one thread per physical core). Ratios are component / native p50 within each repetition (both "
+             "in the same process, their calls interleaved in 5 alternating blocks), then the median.", "",
              "## Tensor template vs native ONNX Runtime vs onnxruntime-web", "",
              "| model | prec | threads | native p50 ms | component p50 ms | ratio | host overhead p50 us | "
              "ort-web p50 ms (1 thr) | web / component | component MiB | compile ms | cached load+inst ms |",

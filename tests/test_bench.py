@@ -119,6 +119,14 @@ def test_random_inputs_follow_specs_and_dims():
         random_inputs(specs, {"height": 3})
 
 
+def test_rounds_split_calls_into_alternating_blocks():
+    from wasmai.bench import _rounds
+
+    assert _rounds(7, 5) == [2, 2, 1, 1, 1]
+    assert _rounds(2, 5) == [1, 1]
+    assert _rounds(10, 1) == [10]
+
+
 def test_parse_assignments_rejects_items_without_equals():
     assert parse_assignments(["a=1", "b=x=y"], "--dim") == {"a": "1", "b": "x=y"}
     with pytest.raises(WasmaiError, match="NAME=VALUE"):

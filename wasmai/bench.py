@@ -15,12 +15,14 @@ What is measured (all wall-clock times from :func:`time.perf_counter_ns`):
   each driven by its own thread (calls release the GIL), each doing ``n`` calls after its warm-up;
   QPS = total calls / wall time from the common start (a barrier) to the last call's end.
 * **memory**: the process's peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``, KiB on
-  Linux) read after the component phases and before the native model is loaded, and the
-  instance's linear memory size (``host_stats()["linear_memory_bytes"]``).
+  Linux) read after the component's cold start and warm-up, before the native session exists
+  (``peak_rss_bytes``), and again at the end (``peak_rss_bytes_end``); the instance's linear
+  memory (``host_stats()["linear_memory_bytes"]``).
 * **native**: the same ONNX file in ``onnxruntime.InferenceSession`` (CPU execution provider, the
-  same intra-op thread count) on the same inputs, in the same process, after the component phases
-  (never interleaved, so that neither side's idle ONNX Runtime thread pool competes with the
-  other). ``ratio_p50`` = component p50 / native p50. For image components the native side is
+  same intra-op thread count) on the same inputs, in the same process. Both sides are warmed up,
+  then the ``n`` timed calls of each run in :data:`NATIVE_ROUNDS` alternating blocks (component
+  block, native block, ...; never overlapping), so that a change of load on the machine affects
+  both alike. ``ratio_p50`` = component p50 / native p50. For image components the native side is
   :mod:`wasmai.preprocess` (Pillow + numpy) + ONNX Runtime + softmax/top-k in numpy, timed per
   stage like the guest's ``last_timings``.
 
@@ -49,6 +51,10 @@ from wasmai.manifest import TENSOR_TYPES, Manifest
 
 #: numpy.percentile method used for every percentile in the report (Hyndman & Fan definition 7).
 PERCENTILE_METHOD = "linear"
+#: The steady-state calls are split into this many blocks, alternating component and native
+#: (component block, native block, ...), so that a change of load on the machine during the
+#: run affects both sides alike.
+NATIVE_ROUNDS = 5
 #: Image pipeline stages, in order, as in the guest's ``last-timings`` record.
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 
@@ -151,8 +157,9 @@ class Throughput:
 
 @dataclass
 class Memory:
-    """Peak resident set size of this process after the component phases (bytes; includes the
-    Python interpreter, wasmtime and ONNX Runtime), and the instance's linear memory (bytes)."""
+    """Peak resident set size of this process (bytes; includes the Python interpreter, wasmtime and
+    ONNX Runtime) after the component's cold start and warm-up, before the native session is
+    created, and at the end of the run; the instance's linear memory (bytes)."""
 
     peak_rss_bytes: int
     linear_memory_bytes: int | None
@@ -389,29 +396,33 @@ class _Workload:
             inst.infer(self.tensors)
 
 
-def _timed_calls(inst, work: _Workload, warmup: int, n: int, *, collect: bool = True
-                 ) -> tuple[list[int], list[int], dict[str, list[int]]]:
-    """``warmup`` untimed calls, then ``n`` timed ones. Returns per-call wall ns, ort_run ns and
-    (classify) the guest's per-stage us."""
-    for _ in range(warmup):
-        work.call(inst)
-    wall: list[int] = []
-    ort: list[int] = []
-    stages: dict[str, list[int]] = {s: [] for s in STAGES}
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        work.call(inst)
-        wall.append(clock() - t0)
-        if collect:
+class _ComponentRunner:
+    """Timed calls on one instance; per call: wall ns, the host's ``ort_run_ns`` and (classify)
+    the guest's per-stage microseconds."""
+
+    def __init__(self, inst, work: _Workload) -> None:
+        self.inst, self.work = inst, work
+        self.wall: list[int] = []
+        self.ort: list[int] = []
+        self.stages: dict[str, list[int]] = {s: [] for s in STAGES}
+
+    def warmup(self, k: int) -> None:
+        for _ in range(k):
+            self.work.call(self.inst)
+
+    def block(self, k: int) -> None:
+        inst, work, clock = self.inst, self.work, time.perf_counter_ns
+        for _ in range(k):
+            t0 = clock()
+            work.call(inst)
+            self.wall.append(clock() - t0)
             stats = inst.host_stats()
             if stats.get("ort_run_ns") is not None:
-                ort.append(int(stats["ort_run_ns"]))
+                self.ort.append(int(stats["ort_run_ns"]))
             if work.mode == "classify":
                 timings = inst.last_timings()
                 for s in STAGES:
-                    stages[s].append(int(timings.get(f"{s}_us", 0)))
-    return wall, ort, stages
+                    self.stages[s].append(int(timings.get(f"{s}_us", 0)))
 
 
 def _throughput(host, component, work: _Workload, concurrency: int, warmup: int, n: int) -> Throughput:
@@ -466,59 +477,80 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _native(model: Path, work: _Workload, info: dict[str, Any], threads: int, warmup: int, n: int,
-            preprocess=None, softmax: bool = True) -> Native:
-    import onnxruntime as ort
+class _NativeRunner:
+    """The same model in ``onnxruntime.InferenceSession`` (CPU EP, ``threads`` intra-op threads).
+    Tensor mode: ``session.run`` on the same arrays. Classify mode: Pillow decode,
+    :func:`wasmai.preprocess.preprocess_image`, ``session.run``, softmax + top-k in numpy, each
+    stage timed (microseconds) like the guest's ``last_timings``."""
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
-    clock = time.perf_counter_ns
-    stages: dict[str, list[int]] | None = None
-    if work.mode == "classify":
-        from PIL import Image
+    def __init__(self, model: Path, work: _Workload, threads: int, preprocess=None, softmax: bool = True) -> None:
+        import onnxruntime as ort
 
-        from wasmai.preprocess import preprocess_image
+        self.model = model
+        self.version = ort.__version__
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        clock = time.perf_counter_ns
+        self.wall: list[int] = []
+        self.stages: dict[str, list[int]] | None = None
+        if work.mode == "classify":
+            from PIL import Image
 
-        in_name = sess.get_inputs()[0].name
-        stages = {s: [] for s in STAGES}
+            from wasmai.preprocess import preprocess_image
 
-        def call() -> None:
+            in_name = sess.get_inputs()[0].name
+            stages = self.stages = {s: [] for s in STAGES}
+
+            def call() -> None:
+                t0 = clock()
+                with Image.open(io.BytesIO(work.image)) as img:
+                    rgb = img.convert("RGB")
+                t1 = clock()
+                x = preprocess_image(rgb, preprocess)
+                t2 = clock()
+                logits = sess.run(None, {in_name: x})[0].reshape(-1).astype(np.float32)
+                t3 = clock()
+                scores = _softmax(logits) if softmax else logits
+                top = np.argsort(-scores, kind="stable")[: work.top_k]
+                _ = [(int(i), float(scores[i])) for i in top]
+                t4 = clock()
+                for s, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                    stages[s].append(dt // 1000)
+        else:
+            feed = dict(work.arrays)
+
+            def call() -> None:
+                sess.run(None, feed)
+
+        self._call = call
+
+    def warmup(self, k: int) -> None:
+        for _ in range(k):
+            self._call()
+        if self.stages is not None:
+            for v in self.stages.values():
+                v.clear()
+
+    def block(self, k: int) -> None:
+        call, clock = self._call, time.perf_counter_ns
+        for _ in range(k):
             t0 = clock()
-            with Image.open(io.BytesIO(work.image)) as img:
-                rgb = img.convert("RGB")
-            t1 = clock()
-            x = preprocess_image(rgb, preprocess)
-            t2 = clock()
-            logits = sess.run(None, {in_name: x})[0].reshape(-1).astype(np.float32)
-            t3 = clock()
-            scores = _softmax(logits) if softmax else logits
-            top = np.argsort(-scores, kind="stable")[: work.top_k]
-            _ = [(int(i), float(scores[i])) for i in top]
-            t4 = clock()
-            for s, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                stages[s].append(dt // 1000)
-    else:
-        feed = dict(work.arrays)
+            call()
+            self.wall.append(clock() - t0)
 
-        def call() -> None:
-            sess.run(None, feed)
+    def report(self) -> Native:
+        samples = [_ms(x) for x in self.wall]
+        return Native(available=True, model=str(self.model), onnxruntime_version=self.version,
+                      latency_ms=summarize(samples),
+                      stages_us={s: summarize(v) for s, v in self.stages.items()} if self.stages else None,
+                      samples_ms=samples)
 
-    for _ in range(warmup):
-        call()
-    if stages is not None:
-        for s in STAGES:
-            stages[s].clear()
-    wall = []
-    for _ in range(n):
-        t0 = clock()
-        call()
-        wall.append(clock() - t0)
-    samples = [_ms(x) for x in wall]
-    return Native(available=True, model=str(model), onnxruntime_version=ort.__version__,
-                  latency_ms=summarize(samples),
-                  stages_us={s: summarize(v) for s, v in stages.items()} if stages else None,
-                  samples_ms=samples)
+
+def _rounds(n: int, rounds: int) -> list[int]:
+    """``n`` calls split into ``rounds`` blocks as equal as possible (no empty block)."""
+    rounds = max(1, min(rounds, n))
+    return [n // rounds + (1 if i < n % rounds else 0) for i in range(rounds)]
 
 
 def bench(component: str | os.PathLike[str], *, image: str | os.PathLike[str] | None = None,
@@ -608,21 +640,52 @@ def bench(component: str | os.PathLike[str], *, image: str | os.PathLike[str] | 
                      instantiate_ms=instantiate_ms, load_ms=load_ms, first_call_ms=first_ms,
                      total_ms=compile_ms + instantiate_ms + load_ms + first_ms)
 
+    notes: list[str] = []
+    comp_runner = _ComponentRunner(inst, work)
     say(f"steady state: {warmup} warm-up + {n} calls")
-    wall, ort_ns, stages = _timed_calls(inst, work, warmup, n)
+    comp_runner.warmup(warmup)
+    memory = Memory(peak_rss_bytes=peak_rss_bytes(), linear_memory_bytes=None)
+
+    native_runner = None
+    native_report = Native(available=False, skipped_reason="--no-native")
+    if native is not False:
+        found, reason = find_native_model(path, str(info.get("model_sha256", "")), model)
+        if found is None:
+            if native:
+                raise WasmaiError(f"--native: {reason}")
+            native_report = Native(available=False, skipped_reason=reason)
+        else:
+            pre, softmax = (None, True)
+            if work.mode == "classify":
+                pre, softmax = _preprocess_from_info(info, found, path)
+            native_runner = _NativeRunner(found, work, threads, preprocess=pre, softmax=softmax)
+            native_runner.warmup(warmup)
+
+    blocks = _rounds(n, NATIVE_ROUNDS if native_runner is not None else 1)
+    if native_runner is not None:
+        say(f"component and native onnxruntime in {len(blocks)} alternating blocks")
+    for size in blocks:
+        comp_runner.block(size)
+        if native_runner is not None:
+            native_runner.block(size)
+
+    wall, ort_ns = comp_runner.wall, comp_runner.ort
     samples = [_ms(x) for x in wall]
     steady = Steady(latency_ms=summarize(samples), samples_ms=samples)
-    notes: list[str] = []
     if len(ort_ns) == len(wall) and ort_ns:
         steady.ort_run_ms = summarize([_ms(x) for x in ort_ns])
         steady.host_overhead_us = summarize([(w - o) / 1e3 for w, o in zip(wall, ort_ns)])
     else:
         notes.append("the host did not report ort_run_ns; host overhead not computed")
     if work.mode == "classify":
-        steady.stages_us = {s: summarize(v) for s, v in stages.items()}
+        steady.stages_us = {s: summarize(v) for s, v in comp_runner.stages.items()}
+    if native_runner is not None:
+        native_report = native_runner.report()
+        native_report.ratio_p50 = steady.latency_ms.p50 / native_report.latency_ms.p50
     hstats = inst.host_stats()
     execution_provider = hstats.get("execution_provider")
     linear = hstats.get("linear_memory_bytes")
+    memory.linear_memory_bytes = int(linear) if linear is not None else None
     inst.release()
 
     tp = None
@@ -632,24 +695,7 @@ def bench(component: str | os.PathLike[str], *, image: str | os.PathLike[str] | 
         if threads != 1:
             notes.append(f"throughput: each of the {concurrency} instances uses ONNX Runtime's intra-op "
                          f"pool ({threads or 'default'} threads); --threads 1 gives one core per instance")
-    memory = Memory(peak_rss_bytes=peak_rss_bytes(), linear_memory_bytes=int(linear) if linear is not None else None)
-
-    native_report = Native(available=False, skipped_reason="--no-native")
-    if native is not False:
-        found, reason = find_native_model(path, str(info.get("model_sha256", "")), model)
-        if found is None:
-            if native:
-                raise WasmaiError(f"--native: {reason}")
-            native_report = Native(available=False, skipped_reason=reason)
-        else:
-            say("native onnxruntime")
-            pre = None
-            softmax = True
-            if work.mode == "classify":
-                pre, softmax = _preprocess_from_info(info, found, path)
-            native_report = _native(found, work, info, threads, warmup, n, preprocess=pre, softmax=softmax)
-            native_report.ratio_p50 = steady.latency_ms.p50 / native_report.latency_ms.p50
-            memory.peak_rss_bytes_end = peak_rss_bytes()
+    memory.peak_rss_bytes_end = peak_rss_bytes()
 
     report = BenchReport(
         component=str(path), component_sha256=component_sha,
