@@ -344,7 +344,6 @@ def test_built_components_run_on_the_wasmai_host(tensor_component, classifier_co
     numpy reference, bad input and bad images come back as typed errors, the classifier's top-3
     matches ONNX Runtime on the Python reference preprocessing, and a --by-name build loads the
     graph the host registered under that name."""
-    pytest.importorskip("wasmai._host", reason="the native host (maturin develop) is not built")
     import io
 
     import numpy as np
@@ -397,7 +396,6 @@ def test_built_components_run_on_the_wasmai_host(tensor_component, classifier_co
 def test_fp16_classifier_takes_and_returns_fp16(classifier_component, tmp_path):
     """An fp16 model (fp16 input and logits): the guest writes the input tensor as fp16 and
     reads fp16 scores; the top-3 match ONNX Runtime on the fp16 reference input."""
-    pytest.importorskip("wasmai._host", reason="the native host (maturin develop) is not built")
     import io
 
     import numpy as np
