@@ -41,19 +41,14 @@ from wasmai import WIT_PACKAGE, __version__
 from wasmai._atomic import write_bytes
 from wasmai.errors import ToolchainError, WasmaiError
 from wasmai.manifest import (
-    ONNX_TO_TENSOR_TYPE,
-    TENSOR_TYPES,
+    EMBED_LIMIT_BYTES,
     Manifest,
     TensorSpec,
+    graph_io,
+    load_onnx,
     manifest_for,
     sha256_file,
 )
-
-#: Largest ONNX model ``--embed`` accepts, in bytes (256 MiB). The bytes become a data segment
-#: of the component and are copied into the guest's 32-bit linear memory (4 GiB at most)
-#: when wasi-nn loads them, and the host then holds its own copy; above this, ship the model
-#: beside the component and build with ``--by-name``.
-EMBED_LIMIT_BYTES = 256 * 1024 * 1024
 
 #: Targets ``--target`` accepts.
 TARGETS = ("wasm32-wasip2", "wasm32-wasip1", "wasm32-unknown-unknown")
@@ -158,47 +153,13 @@ def _ignored(rel: str) -> bool:
 def derive_manifest(onnx_path: Path) -> Manifest:
     """A ``tensor`` manifest read off an ONNX graph: inputs (initializers excluded) and outputs
     with their wasi-nn dtypes and shapes (``dim_value`` -> int, ``dim_param`` -> str, unknown
-    -> ``"d<i>"``), name = file stem, sha256 of the file.
+    -> ``"dim<i>"``), name = file stem, sha256 of the file.
 
     Raises :class:`WasmaiError` if the file is not ONNX or uses an element type wasi-nn lacks.
     """
-    model = _load_onnx(onnx_path)
-    graph = model.graph
-    initializers = {init.name for init in graph.initializer}
-
-    def specs(values) -> list[TensorSpec]:
-        out = []
-        for value in values:
-            if value.name in initializers:
-                continue
-            ttype = value.type.tensor_type
-            dtype = ONNX_TO_TENSOR_TYPE.get(ttype.elem_type)
-            if dtype is None:
-                raise WasmaiError(f"{onnx_path}: tensor {value.name!r} has ONNX element type {ttype.elem_type}, "
-                                  f"which wasi-nn cannot carry (supported: {', '.join(TENSOR_TYPES)})")
-            shape: list[int | str] = []
-            for i, dim in enumerate(ttype.shape.dim):
-                if dim.HasField("dim_value"):
-                    shape.append(int(dim.dim_value))
-                else:
-                    shape.append(dim.dim_param or f"d{i}")
-            out.append(TensorSpec(name=value.name, dtype=dtype, shape=shape))
-        return out
-
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    inputs, outputs, opset = graph_io(onnx_path)
     return Manifest(name=onnx_path.stem, task="tensor", onnx=onnx_path.name, sha256=sha256_file(onnx_path),
-                    inputs=specs(graph.input), outputs=specs(graph.output), opset=opset,
-                    base_dir=onnx_path.resolve().parent)
-
-
-def _load_onnx(onnx_path: Path):
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        return onnx.load(str(onnx_path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise WasmaiError(f"{onnx_path} is not a readable ONNX model: {exc}") from None
+                    inputs=inputs, outputs=outputs, opset=opset, base_dir=onnx_path.resolve().parent)
 
 
 # --------------------------------------------------------------------------------- rendering
@@ -523,7 +484,7 @@ def _check_graph(model_path: Path, man: Manifest, *, embedded: bool) -> None:
     """The ONNX file parses, its inputs are the manifest's, and it can be embedded."""
     import onnx
 
-    graph_model = _load_onnx(model_path)
+    graph_model = load_onnx(model_path)
     initializers = {t.name for t in graph_model.graph.initializer}
     graph_inputs = [v.name for v in graph_model.graph.input if v.name not in initializers]
     if sorted(graph_inputs) != sorted(s.name for s in man.inputs):

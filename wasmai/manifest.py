@@ -63,8 +63,10 @@ ONNX_TO_TENSOR_TYPE: dict[int, str] = {1: "fp32", 2: "u8", 6: "i32", 7: "i64", 1
 
 TASKS = ("tensor", "image-classification")
 
-#: Largest model (bytes of the .onnx file) that ``wasmai build`` embeds in the component's data
-#: section; larger models must be loaded by the host from a file at run time. 256 MiB.
+#: Largest model (bytes of the .onnx file) that ``wasmai build`` embeds in the component: the
+#: bytes become a data segment, are copied into the guest's 32-bit linear memory (4 GiB at most)
+#: when wasi-nn loads them, and the host keeps its own copy. Larger models are shipped beside the
+#: component and loaded with ``--by-name`` (wasi-nn load-by-name). 256 MiB.
 EMBED_LIMIT_BYTES = 256 * 1024 * 1024
 
 
@@ -208,6 +210,46 @@ class Manifest:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise WasmaiError(f"cannot read manifest {path}: {exc}") from None
         return cls.from_dict(doc, base_dir=path.resolve().parent)
+
+
+def load_onnx(path: str | os.PathLike[str]):
+    """``onnx.load`` without external data. Raises :class:`WasmaiError` (one line) if the file is
+    missing or not a readable ONNX model."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise WasmaiError(f"{path} is not a readable ONNX model: {exc}") from None
+
+
+def graph_io(path: str | os.PathLike[str]) -> tuple[list[TensorSpec], list[TensorSpec], int | None]:
+    """Graph inputs (initializers excluded) and outputs of an ONNX file as :class:`TensorSpec`
+    (dims with ``dim_value`` -> int, ``dim_param`` -> its name, unknown -> ``"dim<i>"``), and the
+    default-domain opset. Raises :class:`WasmaiError` for unreadable files and for element types
+    wasi-nn cannot carry (see :data:`ONNX_TO_TENSOR_TYPE`)."""
+    import onnx
+
+    model = load_onnx(path)
+    inits = {i.name for i in model.graph.initializer}
+
+    def spec(vi) -> TensorSpec:
+        tt = vi.type.tensor_type
+        dtype = ONNX_TO_TENSOR_TYPE.get(tt.elem_type)
+        if dtype is None:
+            raise WasmaiError(f"tensor {vi.name!r} has ONNX element type "
+                              f"{onnx.TensorProto.DataType.Name(tt.elem_type)}, which wasi-nn cannot carry "
+                              f"(supported: {', '.join(TENSOR_TYPES)})")
+        shape: list[int | str] = []
+        for i, d in enumerate(tt.shape.dim):
+            shape.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or f"dim{i}"))
+        return TensorSpec(vi.name, dtype, shape)
+
+    ins = [spec(v) for v in model.graph.input if v.name not in inits]
+    outs = [spec(v) for v in model.graph.output]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return ins, outs, opset
 
 
 def manifest_for(onnx_path: str | os.PathLike[str]) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 
 from wasmai.errors import WasmaiError
 # EMBED_LIMIT_BYTES lives in wasmai.manifest (build reads it without numpy); re-exported here.
-from wasmai.manifest import EMBED_LIMIT_BYTES, ONNX_TO_TENSOR_TYPE, TENSOR_TYPES, Preprocess, TensorSpec  # noqa: F401
+from wasmai.manifest import EMBED_LIMIT_BYTES, TENSOR_TYPES, Preprocess, TensorSpec, graph_io  # noqa: F401
 
 #: ONNX opset used by the PyTorch export. 17 is the first opset with LayerNormalization as a
 #: standard op (transformer exports stay compact), it is implemented by every ONNX Runtime
@@ -255,35 +255,6 @@ def _ort_type_to_tensor_type(ort_type: str) -> str:
     if np_name is None:
         raise WasmaiError(f"tensor type {ort_type} has no wasi-nn equivalent (fp16 fp32 fp64 bf16 u8 i32 i64)")
     return "bf16" if inner == "bfloat16" else _NUMPY_TO_TENSOR_TYPE[np_name]
-
-
-def graph_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], int | None]:
-    """Graph inputs (initializers excluded) and outputs of an ONNX file as :class:`TensorSpec`
-    (dims with ``dim_value`` -> int, ``dim_param`` -> its name, unknown -> ``"dim<i>"``), and the
-    default-domain opset. Raises :class:`WasmaiError` for element types wasi-nn cannot carry."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-
-    def spec(vi) -> TensorSpec:
-        tt = vi.type.tensor_type
-        dtype = ONNX_TO_TENSOR_TYPE.get(tt.elem_type)
-        if dtype is None:
-            raise WasmaiError(f"tensor {vi.name!r} has ONNX element type "
-                              f"{onnx.TensorProto.DataType.Name(tt.elem_type)}, which wasi-nn cannot carry")
-        shape: list[int | str] = []
-        for i, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value"):
-                shape.append(int(d.dim_value))
-            else:
-                shape.append(d.dim_param or f"dim{i}")
-        return TensorSpec(vi.name, dtype, shape)
-
-    ins = [spec(v) for v in model.graph.input if v.name not in inits]
-    outs = [spec(v) for v in model.graph.output]
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return ins, outs, opset
 
 
 def _op_domains(path: Path) -> list[str]:
