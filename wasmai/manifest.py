@@ -203,13 +203,18 @@ class Manifest:
     def load(cls, path: str | os.PathLike[str]) -> "Manifest":
         """Read a manifest file. Raises :class:`WasmaiError` if unreadable or invalid."""
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise WasmaiError(f"manifest not found: {path}") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise WasmaiError(f"cannot read manifest {path}: {exc}") from None
-        return cls.from_dict(doc, base_dir=path.resolve().parent)
+        return cls.from_dict(read_toml(path, "manifest"), base_dir=path.resolve().parent)
+
+
+def read_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """Parse a TOML file. Raises :class:`WasmaiError` (``<what> not found: ...`` or
+    ``cannot read <what> ...``) if it is missing, unreadable or not valid TOML."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WasmaiError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise WasmaiError(f"cannot read {what} {path}: {exc}") from None
 
 
 def load_onnx(path: str | os.PathLike[str]):

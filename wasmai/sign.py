@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,13 +136,10 @@ class VerificationPolicy:
 
     @classmethod
     def _read(cls, path: str | os.PathLike[str]) -> "VerificationPolicy":
+        from wasmai.manifest import read_toml
+
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise WasmaiError(f"policy file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise WasmaiError(f"cannot read policy file {path}: {exc}") from None
+        doc = read_toml(path, "policy file")
         if isinstance(doc.get("policy"), dict) and len(doc) == 1:
             doc = doc["policy"]
         known = {f.name for f in dataclasses.fields(cls)}
