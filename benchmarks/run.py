@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["seconds"] = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
     if max(doc["machine"]["loadavg_start"][0], doc["loadavg_end"][0]) > 0.5 * (os.cpu_count() or 1):
         doc["notes"].append("the machine was busy during this run (load average above half the CPU count): "
-                            "absolute figures are noisy; ratios measured back to back are more robust")
+                            "absolute figures are noisy; the ratios (component and native interleaved) are more robust")
     doc["targets"] = targets(doc)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = started.strftime("%Y-%m-%d")
