@@ -177,6 +177,25 @@ def test_compilation_cache_cold_then_hit(tmp_path, components):
     assert list(tmp_path.glob("*.cwasm"))
 
 
+def test_file_cache_follows_the_file_not_its_path(tmp_path, components):
+    """A cached load skips reading the file, so it must notice when the file at a path changes:
+    overwriting it with another component gives that component's digest and behaviour."""
+    import hashlib
+
+    cache = tmp_path / "cache"
+    path = tmp_path / "model.wasm"
+    path.write_bytes(components["all_types"].read_bytes())
+    first = Host(cache_dir=cache).load_component(path)
+    again = Host(cache_dir=cache).load_component(path)
+    assert again.cache_hit and again.sha256 == first.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    path.write_bytes(components["mlp_by_name"].read_bytes())
+    host = Host(cache_dir=cache)
+    replaced = host.load_component(path)
+    assert replaced.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() != first.sha256
+    info = host.instantiate(replaced).info()
+    assert info["placement"] == "by-name:mlp"
+
+
 def test_not_a_component_is_a_component_error(host, tmp_path):
     with pytest.raises(ComponentError) as err:
         host.load_component(b"\0asm\x01\0\0\0")  # a core module, not a component

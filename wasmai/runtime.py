@@ -299,19 +299,15 @@ class Host:
         """Compile a component (file path or bytes), or load its cached compilation.
         Raises WasmaiError if the file is missing, ComponentError if it is not a component
         for the tensor-model / image-classifier worlds."""
-        path = None
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            data = bytes(path_or_bytes)
-        else:
-            path = Path(path_or_bytes)
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise WasmaiError(f"component not found: {path}") from None
-            except OSError as exc:
-                raise WasmaiError(f"cannot read {path}: {exc}") from None
+            with _mapped_errors():
+                return Component(self._native.load_component(bytes(path_or_bytes)), None, self)
+        path = Path(path_or_bytes)
+        if not path.is_file():
+            raise WasmaiError(f"component not found: {path}")
+        # A file's cached compilation is found from its path, size and mtime (no read, no hash).
         with _mapped_errors():
-            return Component(self._native.load_component(data), path, self)
+            return Component(self._native.load_component_file(str(path)), path, self)
 
     def instantiate(self, component: Component) -> Instance:
         """A new Store and instance of ``component`` (no export is called). The component must

@@ -207,6 +207,12 @@ impl NativeHost {
         py.detach(move || guarded(|| load_component(&inner, &bytes)))
     }
 
+    /// Load a component file (see `load_component_file`). Releases the GIL.
+    fn load_component_file(&self, py: Python<'_>, path: String) -> PyResult<NativeComponent> {
+        let inner = self.inner.clone();
+        py.detach(move || guarded(|| load_component_file(&inner, &path)))
+    }
+
     /// Create a new Store and instance of `component` (runs no export). Releases the GIL.
     fn instantiate(&self, py: Python<'_>, component: &NativeComponent) -> PyResult<NativeInstance> {
         let inner = self.inner.clone();
@@ -215,47 +221,100 @@ impl NativeHost {
 }
 
 fn load_component(host: &HostInner, bytes: &[u8]) -> PyResult<NativeComponent> {
+    load_component_timed(host, bytes, Instant::now())
+}
+
+fn load_component_timed(host: &HostInner, bytes: &[u8], start: Instant) -> PyResult<NativeComponent> {
+    let sha256 = format!("{:x}", Sha256::digest(bytes));
+    let cache_path = compiled_cache_path(host, &sha256);
+    let (component, cache_hit) = match load_cached(host, &cache_path) {
+        Some(c) => (c, true),
+        None => (compile_and_cache(host, bytes, &cache_path)?, false),
+    };
+    link(host, component, start, cache_hit, sha256)
+}
+
+/// Load a component file. Its compilation is cached by content (as `load_component`), and the
+/// file's identity (canonical path, size, mtime, inode) is mapped to its sha256 in a small stamp
+/// file, so loading an unchanged file again neither reads nor hashes it: for a component that
+/// embeds a 45 MiB model this takes the cached load from ~30 ms (read + sha256) to ~1 ms.
+fn load_component_file(host: &HostInner, path: &str) -> PyResult<NativeComponent> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+
     let start = Instant::now();
-    let mut hasher = Sha256::new();
-    hasher.update(bytes);
-    let sha256 = format!("{:x}", hasher.finalize());
+    let read_err = |e: std::io::Error| err("component", "read", format!("cannot read {path}: {e}"));
+    let file = std::fs::canonicalize(path).map_err(read_err)?;
+    let meta = std::fs::metadata(&file).map_err(read_err)?;
+    let mut id = Sha256::new();
+    id.update(file.as_os_str().as_bytes());
+    for n in [meta.len(), meta.ino(), meta.dev(), meta.mtime() as u64, meta.mtime_nsec() as u64] {
+        id.update(n.to_le_bytes());
+    }
+    let stamp = host.cache_dir.join(format!("{:x}.file", id.finalize()));
+    if let Ok(sha256) = std::fs::read_to_string(&stamp) {
+        let sha256 = sha256.trim().to_string();
+        if let Some(c) = load_cached(host, &compiled_cache_path(host, &sha256)) {
+            return link(host, c, start, true, sha256);
+        }
+    }
+    let bytes = std::fs::read(&file).map_err(read_err)?;
+    let loaded = load_component_timed(host, &bytes, start)?;
+    // Best effort, like the compilation cache.
+    let _ = write_cache_file(&stamp, loaded.sha256.as_bytes());
+    Ok(loaded)
+}
+
+/// Where the compilation of the component with hex digest `sha256` is cached: the name also
+/// covers the engine's compatibility hash and this host's version.
+fn compiled_cache_path(host: &HostInner, sha256: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
     let mut key = Sha256::new();
     key.update(sha256.as_bytes());
-    {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        host.engine.precompile_compatibility_hash().hash(&mut h);
-        key.update(h.finish().to_le_bytes());
-    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    host.engine.precompile_compatibility_hash().hash(&mut h);
+    key.update(h.finish().to_le_bytes());
     key.update(env!("CARGO_PKG_VERSION").as_bytes());
-    let cache_path = host.cache_dir.join(format!("{:x}.cwasm", key.finalize()));
+    host.cache_dir.join(format!("{:x}.cwasm", key.finalize()))
+}
 
-    let mut cache_hit = false;
-    let mut component = None;
-    if cache_path.is_file() {
-        // SAFETY: the file was written by `Component::serialize` of this same host build
-        // (the name includes the engine's compatibility hash) into our private cache folder.
-        if let Ok(c) = unsafe { Component::deserialize_file(&host.engine, &cache_path) } {
-            component = Some(c);
-            cache_hit = true;
-        }
+fn load_cached(host: &HostInner, cache_path: &std::path::Path) -> Option<Component> {
+    if !cache_path.is_file() {
+        return None;
     }
-    let component = match component {
-        Some(c) => c,
-        None => {
-            let c = Component::new(&host.engine, bytes)
-                .map_err(|e| err("component", "compile", format!("not a valid WebAssembly component: {e:#}")))?;
-            if let Ok(serialized) = c.serialize() {
-                // Best effort: a cache that cannot be written only costs the next compile.
-                let _ = std::fs::create_dir_all(&host.cache_dir).and_then(|_| {
-                    let tmp = cache_path.with_extension(format!("tmp{}", std::process::id()));
-                    std::fs::write(&tmp, &serialized)?;
-                    std::fs::rename(&tmp, &cache_path)
-                });
-            }
-            c
-        }
-    };
+    // SAFETY: the file was written by `Component::serialize` of this same host build
+    // (the name includes the engine's compatibility hash) into our private cache folder.
+    unsafe { Component::deserialize_file(&host.engine, cache_path) }.ok()
+}
+
+fn compile_and_cache(host: &HostInner, bytes: &[u8], cache_path: &std::path::Path) -> PyResult<Component> {
+    let c = Component::new(&host.engine, bytes)
+        .map_err(|e| err("component", "compile", format!("not a valid WebAssembly component: {e:#}")))?;
+    if let Ok(serialized) = c.serialize() {
+        // Best effort: a cache that cannot be written only costs the next compile.
+        let _ = write_cache_file(cache_path, &serialized);
+    }
+    Ok(c)
+}
+
+/// Write a cache file atomically (temp file in the same folder, then rename).
+fn write_cache_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Link a compiled component against this host and check it exports our worlds.
+fn link(
+    host: &HostInner,
+    component: Component,
+    start: Instant,
+    cache_hit: bool,
+    sha256: String,
+) -> PyResult<NativeComponent> {
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let pre = host.linker.instantiate_pre(&component).map_err(|e| {
         err("component", "link", format!("the component needs imports this host does not provide: {e:#}"))
