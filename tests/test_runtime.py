@@ -285,7 +285,7 @@ def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):
     assert usage.returncode == 2
 
 
-def test_cli_inspect_json(components):
+def test_cli_inspect_json(components, models):
     proc = _cli("inspect", str(components["mlp_by_name"]), "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -293,6 +293,12 @@ def test_cli_inspect_json(components):
     assert any(e.startswith("wasmai:inference/model@0.1.0") for e in doc["exports"])
     assert doc["info"]["placement"] == "by-name:mlp" and len(doc["sha256"]) == 64
     assert doc["signature"] is None  # no bundle beside it
+    sizes = doc["size_breakdown"]
+    assert sum(sizes.values()) == doc["size_bytes"] and sizes["code"] > 0
+
+    # An embedded model is counted in the data sections.
+    embedded = json.loads(_cli("inspect", str(components["all_types"]), "--json").stdout)
+    assert embedded["size_breakdown"]["data"] >= models["all_types"].stat().st_size > 0
 
     bad = _cli("inspect", str(Path(__file__)), "--json")
     assert bad.returncode == 1 and "not a WebAssembly component" in bad.stderr

