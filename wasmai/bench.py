@@ -561,13 +561,15 @@ def bench(component: str | os.PathLike[str], *, image: str | os.PathLike[str] | 
           graphs: dict[str, str] | None = None, allow_target_fallback: bool = False,
           cache_dir: str | os.PathLike[str] | None = None, policy=None, bundle=None,
           plot: str | os.PathLike[str] | None = None, timeout_s: float | None = None,
-          progress: Callable[[str], None] | None = None) -> BenchReport:
+          sandbox=None, progress: Callable[[str], None] | None = None) -> BenchReport:
     """Benchmark ``component``. See the module docstring for what is measured.
 
     ``native``: None = on when the ONNX model can be found (else skipped, with the reason in the
     report), True = required (error if not found), False = off. ``threads``: ONNX Runtime intra-op
     threads for both the host and the native session (0 = ONNX Runtime's default). ``policy`` (a
     :class:`wasmai.sign.VerificationPolicy`, or None to skip) is checked before instantiating.
+    ``sandbox`` (a :class:`wasmai.runtime.SandboxOptions`, default: deny everything) grants
+    directories/env/stdio and sets the memory, tensor and graph limits of the host.
     Raises :class:`WasmaiError` on bad input.
     """
     say = progress or (lambda _msg: None)
@@ -599,10 +601,10 @@ def bench(component: str | os.PathLike[str], *, image: str | os.PathLike[str] | 
         result = verify_component(path, policy, bundle=bundle)
         verification = _jsonable(result)
 
-    from wasmai.runtime import Host, Tensor
+    from wasmai.runtime import Host, SandboxOptions, Tensor
 
     host = Host(graphs=graphs, allow_target_fallback=allow_target_fallback, intra_op_threads=threads,
-                cache_dir=cache_dir, timeout_s=timeout_s)
+                cache_dir=cache_dir, timeout_s=timeout_s, **(sandbox or SandboxOptions()).host_kwargs())
     say("compiling component")
     clock = time.perf_counter_ns
     t0 = clock()

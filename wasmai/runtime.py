@@ -8,9 +8,14 @@ installed Python ``onnxruntime`` wheel, so Python and the host share one ONNX Ru
 calls the component's ``wasmai:inference`` exports. Tensor bytes cross the component boundary with
 memcpy and every call releases the GIL, so N instances can run on N threads.
 
-Sandbox: each :class:`Instance` has its own Store with a WASI p2 context with nothing ambient
-(no preopens, environment, arguments or network), a linear-memory limit and an optional
-timeout (epoch interruption; ONNX Runtime calls themselves are not interrupted).
+Sandbox: each :class:`Instance` has its own Store with a WASI p2 context that denies by default
+(no preopens, environment, arguments or network; stdout/stderr captured in memory), a
+linear-memory limit and an optional timeout (epoch interruption; ONNX Runtime calls themselves
+are not interrupted). A :class:`Host` can grant preopened directories (``dirs``, read-only or
+read-write), environment variables (``env``) and the process's stdout/stderr
+(``inherit_stdio``), and bound wasi-nn tensors (``max_tensor_bytes``: wasi-nn ``too-large``) and
+live wasi-nn graphs per instance (``max_graphs``: wasi-nn ``security``). :class:`SandboxOptions`
+carries these settings for :func:`run_component` and :func:`wasmai.bench.bench`.
 
 Errors: :class:`ComponentError` (compile, link, instantiate, trap, timeout) and
 :class:`InferenceError` (an ``error`` returned by the component, e.g. a wasi-nn
@@ -39,8 +44,10 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "wasmai" / "wasmtime"
 class ComponentError(WasmaiError):
     """A component could not be compiled, linked or instantiated, or it trapped or timed out.
 
-    ``code`` is a short machine-readable reason: compile, link, instantiate, trap, timeout, dead
-    (used after a trap), busy (used from two threads), unsupported, onnxruntime, host-panic.
+    ``code`` is a short machine-readable reason: compile, link, instantiate, trap, timeout,
+    memory-limit (a trap or failed instantiation after the host refused to grow linear memory),
+    dead (used after a trap), busy (used from two threads), unsupported, argument (bad
+    :meth:`Instance.call_export` arguments), config, onnxruntime, host-panic.
     """
 
     def __init__(self, message: str, code: str = "component") -> None:
@@ -258,6 +265,102 @@ class Instance:
         with _mapped_errors():
             self._native.release()
 
+    def call_export(self, name: str, *args: Any) -> Any:
+        """Call any function the component exports, for tests and diagnostics (e.g. the sandbox
+        probe in tests/guests/sandbox). ``name`` is a world-level function (``"read-file"``) or
+        ``"<interface>#<function>"``. Arguments are converted by the function's WIT types:
+        bool/int/float/str (str of one character for ``char``), list (or bytes for
+        ``list<u8>``), tuple, None or the value for ``option``, dict for ``record``, str for
+        ``enum``, and ``("ok", value)`` / ``("err", value)`` for ``result`` (value None when
+        the case has no payload). The result comes back the same way (None for no result;
+        variants as ``(case, payload)``). Raises ComponentError (``unsupported`` for an unknown
+        function or type, ``argument`` for bad arguments, trap/timeout/memory-limit as usual)."""
+        with _mapped_errors():
+            return self._native.call_export(name, *args)
+
+    def output(self) -> tuple[bytes, bytes]:
+        """The guest's captured ``(stdout, stderr)`` bytes so far (at most 64 KiB each; empty
+        when the Host has ``inherit_stdio``)."""
+        out, err = self._native.output()
+        return bytes(out), bytes(err)
+
+
+@dataclass(frozen=True)
+class Preopen:
+    """A host directory preopened in the guest at ``guest`` (read-only when ``read_only``)."""
+
+    host: Path
+    guest: str
+    read_only: bool = False
+
+    @classmethod
+    def parse(cls, value: str) -> "Preopen":
+        """``HOST::GUEST`` or ``HOST::GUEST:ro`` (the ``--dir`` syntax; ``:rw`` is accepted too).
+        Raises WasmaiError on a malformed value or when HOST is not an existing directory."""
+        host, sep, guest = value.partition("::")
+        read_only = False
+        for suffix, ro in ((":ro", True), (":rw", False)):
+            if guest.endswith(suffix):
+                guest, read_only = guest[:-len(suffix)], ro
+                break
+        if not sep or not host or not guest:
+            raise WasmaiError(f"--dir expects HOST::GUEST or HOST::GUEST:ro, got {value!r}")
+        head, colon, mode = guest.rpartition(":")
+        if colon and "/" not in mode:
+            raise WasmaiError(f"--dir {value!r}: unknown mode {mode!r} (use :ro or :rw)")
+        return cls(Path(host), guest, read_only).checked()
+
+    def checked(self) -> "Preopen":
+        """Self, if the host directory exists. Raises WasmaiError (one line) if not."""
+        if not self.host.is_dir():
+            raise WasmaiError(f"--dir: host directory not found: {self.host}")
+        if not self.guest:
+            raise WasmaiError(f"--dir {self.host}: the guest path is empty")
+        return self
+
+
+def parse_env_options(values: Sequence[str]) -> dict[str, str]:
+    """``K=V`` strings (``--env``) -> {K: V} (V may be empty or contain '=').
+    Raises WasmaiError on a missing '=' or an empty name."""
+    env: dict[str, str] = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key or "\0" in v:
+            raise WasmaiError(f"--env expects NAME=VALUE, got {v!r}")
+        env[key] = value
+    return env
+
+
+@dataclass
+class SandboxOptions:
+    """Sandbox settings for :class:`Host` as given on the command line (``wasmai run`` /
+    ``wasmai bench``): preopened directories, environment, stdio, and limits. The defaults
+    are the deny-by-default sandbox. :meth:`host_kwargs` gives the Host keyword arguments."""
+
+    dirs: list[Preopen] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    inherit_stdio: bool = False
+    memory_limit_mb: int = 4096
+    max_tensor_bytes: int | None = None
+    max_graphs: int | None = None
+
+    @classmethod
+    def from_options(cls, *, dirs: Sequence[str] = (), env: Sequence[str] = (), inherit_stdio: bool = False,
+                     max_memory_mb: int | None = None, max_tensor_bytes: int | None = None,
+                     max_graphs: int | None = None) -> "SandboxOptions":
+        """From the CLI flags (``--dir``, ``--env``, ``--inherit-stdio``, ``--max-memory``,
+        ``--max-tensor-bytes``, ``--max-graphs``). Raises WasmaiError on a bad value."""
+        return cls(dirs=[Preopen.parse(d) for d in dirs], env=parse_env_options(env),
+                   inherit_stdio=inherit_stdio,
+                   memory_limit_mb=4096 if max_memory_mb is None else max_memory_mb,
+                   max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+
+    def host_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`Host`."""
+        return {"dirs": list(self.dirs), "env": dict(self.env), "inherit_stdio": self.inherit_stdio,
+                "memory_limit_mb": self.memory_limit_mb, "max_tensor_bytes": self.max_tensor_bytes,
+                "max_graphs": self.max_graphs}
+
 
 class Host:
     """One wasmtime Engine (compilation cache on disk) + ONNX Runtime + the graph registry for
@@ -267,14 +370,28 @@ class Host:
     instance). ``allow_target_fallback`` lets a ``gpu``/``tpu`` execution target run on the CPU
     when ONNX Runtime has no such execution provider (otherwise ``unsupported-operation``).
     ``intra_op_threads`` 0 = ONNX Runtime's default. ``memory_limit_mb`` bounds each linear
-    memory (MiB); ``timeout_s`` bounds each guest call (10 ms resolution).
-    Raises :class:`WasmaiError` for a missing graph file or bad settings.
+    memory (MiB; a guest that grows past it gets -1 from ``memory.grow``, and a trap that follows
+    is ComponentError ``memory-limit``); ``timeout_s`` bounds each guest call (10 ms resolution).
+
+    Sandbox grants, all off by default: ``dirs`` preopens host directories in every instance
+    (:class:`Preopen` or ``"HOST::GUEST[:ro]"`` strings; read-only preopens refuse every
+    write), ``env`` sets guest environment variables, ``inherit_stdio`` sends guest
+    stdout/stderr to this process's (instead of the in-memory capture read by
+    :meth:`Instance.output`). Limits: ``max_tensor_bytes`` refuses any wasi-nn tensor (input
+    or output) larger than that many bytes with wasi-nn error ``too-large`` (the constructor
+    cannot fail in this wasi-nn version, so the oversized tensor's bytes are dropped there and
+    ``compute`` answers ``too-large``); ``max_graphs`` refuses ``graph.load`` /
+    ``load-by-name`` with wasi-nn error ``security`` while an instance holds that many live
+    graphs (a graph is live while its handle or an execution context of it exists).
+    Raises :class:`WasmaiError` for a missing graph file or directory, or bad settings.
     """
 
     def __init__(self, *, graphs: Mapping[str, str | os.PathLike] | None = None,
                  allow_target_fallback: bool = False, intra_op_threads: int = 0,
                  cache_dir: Path | None = None, memory_limit_mb: int = 4096,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, dirs: Sequence[Preopen | str] = (),
+                 env: Mapping[str, str] | None = None, inherit_stdio: bool = False,
+                 max_tensor_bytes: int | None = None, max_graphs: int | None = None) -> None:
         registry: list[tuple[str, str]] = []
         for name, path in (graphs or {}).items():
             if not name:
@@ -289,13 +406,25 @@ class Host:
             raise WasmaiError("memory_limit_mb must be >= 1")
         if timeout_s is not None and not timeout_s > 0:
             raise WasmaiError(f"timeout must be positive, not {timeout_s}")
+        if max_tensor_bytes is not None and max_tensor_bytes < 0:
+            raise WasmaiError(f"max-tensor-bytes must be >= 0, not {max_tensor_bytes}")
+        if max_graphs is not None and max_graphs < 0:
+            raise WasmaiError(f"max-graphs must be >= 0, not {max_graphs}")
+        self.dirs = [(Preopen.parse(d) if isinstance(d, str) else d).checked() for d in dirs]
+        self.env = dict(env or {})
+        for key, value in self.env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise WasmaiError(f"--env: invalid variable name {key!r}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.graphs = dict(registry)
         host = _native()
         with _mapped_errors():
             self._native = host.NativeHost(str(onnxruntime_library()), str(self.cache_dir), registry,
                                            bool(allow_target_fallback), int(intra_op_threads),
-                                           int(memory_limit_mb), timeout_s)
+                                           int(memory_limit_mb), timeout_s,
+                                           dirs=[(str(d.host.resolve()), d.guest, d.read_only) for d in self.dirs],
+                                           env=list(self.env.items()), inherit_stdio=bool(inherit_stdio),
+                                           max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
 
     def load_component(self, path_or_bytes: str | os.PathLike | bytes) -> Component:
         """Compile a component (file path or bytes), or load its cached compilation.
@@ -461,11 +590,12 @@ def run_component(path: str | os.PathLike, *, image: str | os.PathLike | bytes |
                   graphs: Mapping[str, str | os.PathLike] | None = None,
                   allow_target_fallback: bool = False, policy: Any = None,
                   bundle: str | os.PathLike | None = None, timeout_s: float | None = None,
-                  host: Host | None = None) -> RunResult:
+                  sandbox: SandboxOptions | None = None, host: Host | None = None) -> RunResult:
     """Run a component once: verify (when ``policy`` is given, BEFORE anything is compiled or
     instantiated), compile/load, instantiate, ``load``, then ``classify(image, top_k)`` or
     ``infer(inputs)``. ``inputs`` maps input names (or "" / "0", "1", ... for positions) to numpy
-    arrays, cast to the component's declared dtypes where safe.
+    arrays, cast to the component's declared dtypes where safe. ``sandbox`` (default: deny
+    everything, 4096 MiB memory) grants directories/env/stdio and sets limits for the Host.
 
     Returns a :class:`RunResult` (times in ms). Raises WasmaiError for bad arguments,
     VerificationError when the signature check fails, ComponentError / InferenceError from
@@ -486,7 +616,8 @@ def run_component(path: str | os.PathLike, *, image: str | os.PathLike | bytes |
                 raise WasmaiError(f"cannot read image {image}: {exc.strerror or exc}") from None
     signature = verify_before_run(path, policy, bundle) if policy is not None else None
 
-    host = host or Host(graphs=graphs, allow_target_fallback=allow_target_fallback, timeout_s=timeout_s)
+    host = host or Host(graphs=graphs, allow_target_fallback=allow_target_fallback, timeout_s=timeout_s,
+                        **(sandbox or SandboxOptions()).host_kwargs())
     comp = host.load_component(path)
     inst = host.instantiate(comp)
     info = inst.info()

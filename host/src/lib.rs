@@ -5,9 +5,12 @@
 //! export `metadata`, `model` and optionally `image-classification`, which Python calls through
 //! the classes below. Lists cross the boundary with memcpy; calls release the GIL.
 //!
-//! Sandbox: each instance gets a WASI p2 context with nothing ambient (no preopens, no env, no
-//! network, no args; stdout/stderr go to bounded in-memory pipes), a linear-memory limit through
-//! a store limiter and an optional wall-clock timeout through epoch interruption.
+//! Sandbox: each instance gets a WASI p2 context with nothing ambient by default (no preopens,
+//! no env, no network, no args; stdout/stderr go to bounded in-memory pipes), a linear-memory
+//! limit through a store limiter and an optional wall-clock timeout through epoch interruption.
+//! The host may grant preopened directories (read-write or read-only), environment variables
+//! and the process's stdout/stderr (`NativeHost::new`), and bounds wasi-nn tensor sizes and
+//! live graphs per instance (see `nn.rs`).
 //!
 //! Python-visible errors are `HostError(kind, code, message)`: kind "component" (compile,
 //! instantiate, trap, timeout, host bug) or "inference" (an `error` returned by the guest).
@@ -25,10 +28,10 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable, Type, Val};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -54,15 +57,19 @@ const TICK: Duration = Duration::from_millis(10);
 /// Bytes of guest stdout/stderr kept (the tail goes into trap messages).
 const PIPE_CAPACITY: usize = 64 * 1024;
 
-/// Linear-memory limiter that also records the largest memory size seen.
+/// Linear-memory limiter that also records the largest memory size seen and the last growth
+/// it refused (so a trap that follows can be reported as the memory limit).
 struct Limiter {
     max_bytes: usize,
     peak_bytes: usize,
+    refused_bytes: Option<usize>,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
+            // `memory.grow` returns -1: a guest may handle that; most abort (then a trap).
+            self.refused_bytes = Some(desired);
             return Ok(false);
         }
         self.peak_bytes = self.peak_bytes.max(desired);
@@ -79,7 +86,30 @@ pub struct State {
     pub(crate) table: ResourceTable,
     pub(crate) nn: Arc<nn::NnShared>,
     pub(crate) stats: nn::NnStats,
+    pub(crate) quota: nn::NnQuota,
     limiter: Limiter,
+}
+
+impl Limiter {
+    /// ", after the host refused ..." when a growth was refused since `refused_bytes` was cleared.
+    fn refusal_note(&self) -> Option<String> {
+        self.refused_bytes.map(|b| {
+            format!(
+                "the host refused to grow linear memory to {:.1} MiB (memory limit {} MiB)",
+                b as f64 / (1 << 20) as f64,
+                self.max_bytes >> 20
+            )
+        })
+    }
+}
+
+/// What a host grants every instance beyond the empty default sandbox.
+struct Grants {
+    /// (host directory, guest path, read-only) preopens.
+    dirs: Vec<(PathBuf, String, bool)>,
+    env: Vec<(String, String)>,
+    /// Guest stdout/stderr go to the process's instead of in-memory pipes.
+    inherit_stdio: bool,
 }
 
 impl WasiView for State {
@@ -98,6 +128,7 @@ struct HostInner {
     memory_limit: usize,
     timeout: Option<Duration>,
     ticker_stop: Arc<AtomicBool>,
+    grants: Grants,
 }
 
 impl Drop for HostInner {
@@ -137,8 +168,16 @@ impl NativeHost {
     /// `graphs` are (name, path) pairs for wasi-nn load-by-name; `cache_dir` holds serialized
     /// compiled components; `memory_limit_mb` bounds each linear memory; `timeout_s` bounds
     /// each guest call (epoch interruption, 10 ms resolution).
+    ///
+    /// Sandbox grants (default: none): `dirs` are (host directory, guest path, read_only)
+    /// preopens, `env` (name, value) environment variables, `inherit_stdio` sends guest
+    /// stdout/stderr to the process's. Limits: `max_tensor_bytes` bounds each wasi-nn tensor
+    /// (`too-large`), `max_graphs` the live wasi-nn graphs per instance (`security`).
     #[new]
-    #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb, timeout_s=None))]
+    #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb,
+                        timeout_s=None, dirs=Vec::new(), env=Vec::new(), inherit_stdio=false,
+                        max_tensor_bytes=None, max_graphs=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         ort_library: String,
         cache_dir: String,
@@ -147,8 +186,29 @@ impl NativeHost {
         intra_op_threads: usize,
         memory_limit_mb: usize,
         timeout_s: Option<f64>,
+        dirs: Vec<(String, String, bool)>,
+        env: Vec<(String, String)>,
+        inherit_stdio: bool,
+        max_tensor_bytes: Option<usize>,
+        max_graphs: Option<usize>,
     ) -> PyResult<Self> {
         guarded(|| {
+            let mut preopens = Vec::with_capacity(dirs.len());
+            for (host_dir, guest, read_only) in dirs {
+                let path = PathBuf::from(&host_dir);
+                if !path.is_dir() {
+                    return Err(err("component", "config", format!("--dir: host directory not found: {host_dir}")));
+                }
+                if guest.is_empty() {
+                    return Err(err("component", "config", format!("--dir {host_dir}: the guest path is empty")));
+                }
+                preopens.push((path, guest, read_only));
+            }
+            for (k, v) in &env {
+                if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                    return Err(err("component", "config", format!("--env: invalid variable {k:?}")));
+                }
+            }
             nn::init_ort(&ort_library).map_err(|m| err("component", "onnxruntime", m))?;
             let mut config = Config::new();
             config.wasm_component_model(true);
@@ -185,6 +245,8 @@ impl NativeHost {
                 graphs.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect(),
                 allow_target_fallback,
                 intra_op_threads,
+                max_tensor_bytes,
+                max_graphs,
             ));
             Ok(Self {
                 inner: Arc::new(HostInner {
@@ -195,6 +257,7 @@ impl NativeHost {
                     memory_limit: memory_limit_mb.saturating_mul(1 << 20),
                     timeout,
                     ticker_stop,
+                    grants: Grants { dirs: preopens, env, inherit_stdio },
                 }),
             })
         })
@@ -337,22 +400,47 @@ fn instantiate(host: &Arc<HostInner>, component: &NativeComponent) -> PyResult<N
     let start = Instant::now();
     let stdout = MemoryOutputPipe::new(PIPE_CAPACITY);
     let stderr = MemoryOutputPipe::new(PIPE_CAPACITY);
-    // Nothing ambient: no args, env, preopens or network; stdin is empty.
-    let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();
+    // Nothing ambient: no args or network, stdin is empty; env, preopens and the process's
+    // stdout/stderr only as granted.
+    let mut builder = WasiCtx::builder();
+    let grants = &host.grants;
+    if grants.inherit_stdio {
+        builder.inherit_stdout().inherit_stderr();
+    } else {
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+    }
+    for (k, v) in &grants.env {
+        builder.env(k, v);
+    }
+    for (dir, guest, read_only) in &grants.dirs {
+        let perms = if *read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        builder.preopened_dir(dir, guest, perms).map_err(|e| {
+            err("component", "instantiate", format!("cannot preopen {} as {guest}: {e:#}", dir.display()))
+        })?;
+    }
+    let wasi = builder.build();
     let state = State {
         wasi,
         table: ResourceTable::new(),
         nn: host.nn.clone(),
         stats: nn::NnStats::default(),
-        limiter: Limiter { max_bytes: host.memory_limit, peak_bytes: 0 },
+        quota: nn::NnQuota::default(),
+        limiter: Limiter { max_bytes: host.memory_limit, peak_bytes: 0, refused_bytes: None },
     };
     let mut store = Store::new(&host.engine, state);
     store.limiter(|s| &mut s.limiter);
     set_deadline(host, &mut store);
-    let instance = component
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| err("component", "instantiate", format!("cannot instantiate the component: {e:#}")))?;
+    let instance = component.pre.instantiate(&mut store).map_err(|e| {
+        let mut msg = format!("cannot instantiate the component: {e:#}");
+        let code = match store.data().limiter.refusal_note() {
+            Some(note) => {
+                msg.push_str(&format!(" ({note})"));
+                "memory-limit"
+            }
+            None => "instantiate",
+        };
+        err("component", code, msg)
+    })?;
     let load = |e: wasmtime::Error| err("component", "instantiate", format!("{e:#}"));
     let meta = metadata::GuestIndices::new(&component.pre).and_then(|g| g.load(&mut store, &instance)).map_err(load)?;
     let model = model::GuestIndices::new(&component.pre).and_then(|g| g.load(&mut store, &instance)).map_err(load)?;
@@ -369,7 +457,7 @@ fn instantiate(host: &Arc<HostInner>, component: &NativeComponent) -> PyResult<N
     Ok(NativeInstance {
         host: host.clone(),
         instantiate_ms,
-        inner: Mutex::new(InstanceInner { store, meta, model, classifier, stderr, dead: None }),
+        inner: Mutex::new(InstanceInner { store, instance, meta, model, classifier, stdout, stderr, dead: None }),
     })
 }
 
@@ -399,9 +487,12 @@ struct NativeComponent {
 
 struct InstanceInner {
     store: Store<State>,
+    instance: wasmtime::component::Instance,
     meta: metadata::Guest,
     model: model::Guest,
     classifier: Option<image_classification::Guest>,
+    /// Captured guest output (empty when the host inherits stdio).
+    stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     /// Set once a call trapped: the instance must not be used again.
     dead: Option<String>,
@@ -483,6 +574,7 @@ impl NativeInstance {
                     ));
                 }
                 set_deadline(host, &mut inner.store);
+                inner.store.data_mut().limiter.refused_bytes = None;
                 let result = catch_unwind(AssertUnwindSafe(|| f(&mut inner)));
                 match result {
                     Ok(Ok(v)) => Ok(v),
@@ -495,6 +587,10 @@ impl NativeInstance {
                             Some(trap) => format!("guest trapped in {what}: {trap}"),
                             None => format!("{what} failed: {}", e.root_cause()),
                         };
+                        let memory_note = inner.store.data().limiter.refusal_note();
+                        if let Some(note) = &memory_note {
+                            msg.push_str(&format!(" after {note}"));
+                        }
                         let stderr = inner.stderr.contents();
                         let text = String::from_utf8_lossy(&stderr);
                         let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -503,7 +599,13 @@ impl NativeInstance {
                             msg.push_str(&format!(" (guest stderr: {joined})"));
                         }
                         inner.dead = Some(msg.clone());
-                        let code = if msg.contains("timed out") { "timeout" } else { "trap" };
+                        let code = if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+                            "timeout"
+                        } else if memory_note.is_some() {
+                            "memory-limit"
+                        } else {
+                            "trap"
+                        };
                         Err(err("component", code, msg))
                     }
                     Err(panic) => {
@@ -647,6 +749,212 @@ impl NativeInstance {
     /// model.release().
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         self.call(py, "model.release", |i| i.model.call_release(&mut i.store))
+    }
+
+    /// Call any exported function by name, with arguments converted from Python by the
+    /// function's WIT parameter types and the result converted back (None when it has none);
+    /// a way for tests and diagnostics to reach exports beyond `wasmai:inference` (the
+    /// component still had to pass the normal export check to be loaded). `name` is a
+    /// world-level function (`read-file`) or `<interface>#<function>`. See `py_to_val` /
+    /// `val_to_py` for the mapping. Same sandbox, timeout and trap handling as every call.
+    #[pyo3(signature = (name, *args))]
+    fn call_export<'py>(&self, py: Python<'py>, name: String, args: Vec<Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let (func, params, n_results) = {
+            let mut guard = match self.inner.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(err("component", "busy", "this instance is in use by another thread"))
+                }
+            };
+            let inner = &mut *guard;
+            let index = match name.split_once('#') {
+                Some((iface, f)) => inner
+                    .instance
+                    .get_export_index(&mut inner.store, None, iface)
+                    .and_then(|i| inner.instance.get_export_index(&mut inner.store, Some(&i), f)),
+                None => inner.instance.get_export_index(&mut inner.store, None, &name),
+            };
+            let func = index
+                .and_then(|i| inner.instance.get_func(&mut inner.store, i))
+                .ok_or_else(|| err("component", "unsupported", format!("the component exports no function '{name}'")))?;
+            let ty = func.ty(&inner.store);
+            let params: Vec<(String, Type)> = ty.params().map(|(n, t)| (n.to_string(), t)).collect();
+            let n_results = ty.results().len();
+            (func, params, n_results)
+        };
+        if args.len() != params.len() {
+            return Err(err(
+                "component",
+                "argument",
+                format!("{name} takes {} argument(s), got {}", params.len(), args.len()),
+            ));
+        }
+        let mut values = Vec::with_capacity(args.len());
+        for (arg, (pname, ty)) in args.iter().zip(&params) {
+            values.push(py_to_val(arg, ty).map_err(|m| err("component", "argument", format!("{name}({pname}): {m}")))?);
+        }
+        let out = self.call(py, &name, move |i| {
+            let mut out = vec![Val::Bool(false); n_results];
+            func.call(&mut i.store, &values, &mut out)?;
+            Ok(out)
+        })?;
+        match out.first() {
+            None => Ok(py.None()),
+            Some(v) => val_to_py(py, v).map_err(|m| err("component", "unsupported", format!("{name}: {m}"))),
+        }
+    }
+
+    /// The guest's captured (stdout, stderr) so far: at most 64 KiB each, empty when the host
+    /// inherits stdio.
+    fn output<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (PyBytes::new(py, &inner.stdout.contents()), PyBytes::new(py, &inner.stderr.contents()))
+    }
+}
+
+/// Python value -> component value of type `ty`: bool, int, float, str (also for `char`),
+/// list (or bytes for `list<u8>`), tuple, None / value for `option`, `("ok", v)` / `("err", v)`
+/// for `result` (v None for no payload), str for `enum`, dict for `record`. Other types
+/// (variants, flags, resources, maps, streams) are refused. Errors are messages.
+fn py_to_val(obj: &Bound<'_, PyAny>, ty: &Type) -> Result<Val, String> {
+    fn ex<'a, 'py, T: pyo3::FromPyObject<'a, 'py>>(obj: &'a Bound<'py, PyAny>, what: &str) -> Result<T, String> {
+        obj.extract::<T>().map_err(|_| format!("expected {what}, got {}", obj.get_type().name().map_or("?".into(), |n| n.to_string())))
+    }
+    Ok(match ty {
+        Type::Bool => Val::Bool(ex(obj, "bool")?),
+        Type::S8 => Val::S8(ex(obj, "s8")?),
+        Type::U8 => Val::U8(ex(obj, "u8")?),
+        Type::S16 => Val::S16(ex(obj, "s16")?),
+        Type::U16 => Val::U16(ex(obj, "u16")?),
+        Type::S32 => Val::S32(ex(obj, "s32")?),
+        Type::U32 => Val::U32(ex(obj, "u32")?),
+        Type::S64 => Val::S64(ex(obj, "s64")?),
+        Type::U64 => Val::U64(ex(obj, "u64")?),
+        Type::Float32 => Val::Float32(ex(obj, "f32")?),
+        Type::Float64 => Val::Float64(ex(obj, "f64")?),
+        Type::Char => {
+            let s: String = ex(obj, "a one-character str")?;
+            let mut chars = s.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Val::Char(c),
+                _ => return Err(format!("expected a one-character str, got {s:?}")),
+            }
+        }
+        Type::String => Val::String(ex(obj, "str")?),
+        Type::List(list) => {
+            let elem = list.ty();
+            if let (Type::U8, Ok(bytes)) = (&elem, obj.cast::<PyBytes>()) {
+                Val::List(bytes.as_bytes().iter().map(|&b| Val::U8(b)).collect())
+            } else {
+                let mut items = Vec::new();
+                for item in obj.try_iter().map_err(|_| "expected a list".to_string())? {
+                    items.push(py_to_val(&item.map_err(|e| e.to_string())?, &elem)?);
+                }
+                Val::List(items)
+            }
+        }
+        Type::Tuple(tuple) => {
+            let items: Vec<Bound<'_, PyAny>> = ex(obj, "a tuple")?;
+            if items.len() != tuple.types().len() {
+                return Err(format!("expected a tuple of {}, got {}", tuple.types().len(), items.len()));
+            }
+            Val::Tuple(items.iter().zip(tuple.types()).map(|(x, t)| py_to_val(x, &t)).collect::<Result<_, _>>()?)
+        }
+        Type::Option(option) => {
+            if obj.is_none() {
+                Val::Option(None)
+            } else {
+                Val::Option(Some(Box::new(py_to_val(obj, &option.ty())?)))
+            }
+        }
+        Type::Result(result) => {
+            let (tag, value): (String, Bound<'_, PyAny>) = ex(obj, "(\"ok\" | \"err\", value)")?;
+            let payload = |t: Option<Type>| -> Result<Option<Box<Val>>, String> {
+                match t {
+                    Some(t) => Ok(Some(Box::new(py_to_val(&value, &t)?))),
+                    None if value.is_none() => Ok(None),
+                    None => Err(format!("the {tag} case has no payload: give None")),
+                }
+            };
+            match tag.as_str() {
+                "ok" => Val::Result(Ok(payload(result.ok())?)),
+                "err" => Val::Result(Err(payload(result.err())?)),
+                _ => return Err(format!("a result is (\"ok\", value) or (\"err\", value), not {tag:?}")),
+            }
+        }
+        Type::Enum(e) => {
+            let s: String = ex(obj, "str (an enum case)")?;
+            if !e.names().any(|n| n == s) {
+                return Err(format!("{s:?} is not a case of the enum"));
+            }
+            Val::Enum(s)
+        }
+        Type::Record(record) => {
+            let dict = obj.cast::<PyDict>().map_err(|_| "expected a dict (record)".to_string())?;
+            let mut fields = Vec::new();
+            for f in record.fields() {
+                let item = dict
+                    .get_item(f.name)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("record field '{}' is missing", f.name))?;
+                fields.push((f.name.to_string(), py_to_val(&item, &f.ty)?));
+            }
+            Val::Record(fields)
+        }
+        other => return Err(format!("arguments of type {other:?} are not supported")),
+    })
+}
+
+/// Component value -> Python, the inverse of `py_to_val` (lists as lists, variants as
+/// `(case, payload or None)`, flags as a list of names). Resources, maps and streams are refused.
+fn val_to_py(py: Python<'_>, v: &Val) -> Result<Py<PyAny>, String> {
+    use pyo3::IntoPyObjectExt;
+    let r = |x: PyResult<Py<PyAny>>| x.map_err(|e| e.to_string());
+    let tagged = |tag: &str, payload: &Option<Box<Val>>| -> Result<Py<PyAny>, String> {
+        let value = match payload {
+            Some(p) => val_to_py(py, p)?,
+            None => py.None(),
+        };
+        r((tag.to_string(), value).into_py_any(py))
+    };
+    match v {
+        Val::Bool(b) => r(b.into_py_any(py)),
+        Val::S8(x) => r(x.into_py_any(py)),
+        Val::U8(x) => r(x.into_py_any(py)),
+        Val::S16(x) => r(x.into_py_any(py)),
+        Val::U16(x) => r(x.into_py_any(py)),
+        Val::S32(x) => r(x.into_py_any(py)),
+        Val::U32(x) => r(x.into_py_any(py)),
+        Val::S64(x) => r(x.into_py_any(py)),
+        Val::U64(x) => r(x.into_py_any(py)),
+        Val::Float32(x) => r(x.into_py_any(py)),
+        Val::Float64(x) => r(x.into_py_any(py)),
+        Val::Char(c) => r(c.to_string().into_py_any(py)),
+        Val::String(s) => r(s.into_py_any(py)),
+        Val::Enum(s) => r(s.into_py_any(py)),
+        Val::List(items) | Val::FixedLengthList(items) | Val::Tuple(items) => {
+            let converted = items.iter().map(|x| val_to_py(py, x)).collect::<Result<Vec<_>, _>>()?;
+            if matches!(v, Val::Tuple(_)) {
+                r(pyo3::types::PyTuple::new(py, converted).and_then(|t| t.into_py_any(py)))
+            } else {
+                r(converted.into_py_any(py))
+            }
+        }
+        Val::Record(fields) => {
+            let d = PyDict::new(py);
+            for (k, x) in fields {
+                d.set_item(k, val_to_py(py, x)?).map_err(|e| e.to_string())?;
+            }
+            r(d.into_py_any(py))
+        }
+        Val::Variant(case, payload) => tagged(case, payload),
+        Val::Option(None) => Ok(py.None()),
+        Val::Option(Some(x)) => val_to_py(py, x),
+        Val::Result(Ok(payload)) => tagged("ok", payload),
+        Val::Result(Err(payload)) => tagged("err", payload),
+        Val::Flags(names) => r(names.clone().into_py_any(py)),
+        other => Err(format!("results of this kind are not supported: {other:?}")),
     }
 }
 

@@ -5,11 +5,19 @@
 //! outputs are copied out of ONNX Runtime's buffer the same way, so fp16/bf16 need no conversion.
 //! Every failure becomes a wasi-nn `error` resource (code + message); nothing here panics on guest
 //! input (the PyO3 boundary still has `catch_unwind` as the last guard).
+//!
+//! Sandbox limits (`NnShared`): `max_tensor_bytes` bounds every wasi-nn tensor. The tensor
+//! constructor cannot return an error in this wasi-nn version, so an oversized tensor is kept
+//! without its bytes (its `data` reads as empty) and `compute` answers `too-large`; outputs over
+//! the limit are refused by `compute` the same way. `max_graphs` bounds the live graphs of one
+//! instance (a graph stays live while its handle or any of its execution contexts exist):
+//! `load` / `load-by-name` beyond it answer `security` (a policy refusal: the graph itself is
+//! not too large, the sandbox denies another one).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use ort::ep::ExecutionProvider;
@@ -72,6 +80,16 @@ pub struct NnTensor {
     pub dimensions: Vec<u32>,
     pub ty: TensorType,
     pub data: Vec<u8>,
+    /// Set (to the byte length given) when the constructor refused the data for being over
+    /// the host's `max_tensor_bytes`; `data` is then empty and `compute` answers `too-large`.
+    pub refused_bytes: Option<usize>,
+}
+
+impl NnTensor {
+    /// A tensor as returned by `compute` (never refused).
+    pub fn new(dimensions: Vec<u32>, ty: TensorType, data: Vec<u8>) -> Self {
+        Self { dimensions, ty, data, refused_bytes: None }
+    }
 }
 
 /// Bytes per element of a wasi-nn tensor type.
@@ -159,10 +177,46 @@ pub struct GraphInner {
     pub execution_provider: String,
 }
 
-/// wasi-nn `graph` resource.
-pub struct NnGraph(pub Arc<GraphInner>);
-/// wasi-nn `graph-execution-context` resource.
-pub struct NnExecCtx(pub Arc<GraphInner>);
+/// wasi-nn `graph` resource. `live` is this load's token: the graph counts against
+/// `max_graphs` while the handle or any execution context created from it holds the token.
+pub struct NnGraph {
+    pub inner: Arc<GraphInner>,
+    live: Arc<()>,
+}
+/// wasi-nn `graph-execution-context` resource (keeps its graph's `live` token).
+pub struct NnExecCtx {
+    pub inner: Arc<GraphInner>,
+    _live: Arc<()>,
+}
+
+/// Per-store wasi-nn bookkeeping for the sandbox limits.
+#[derive(Debug, Default)]
+pub struct NnQuota {
+    /// One weak token per graph loaded by this instance; dead tokens are graphs fully dropped.
+    graphs: Vec<Weak<()>>,
+}
+
+impl NnQuota {
+    /// Refuse a new graph when `max` graphs are live; otherwise register it and return its token.
+    fn admit(&mut self, max: Option<usize>) -> Result<Arc<()>, NnError> {
+        self.graphs.retain(|w| w.strong_count() > 0);
+        if let Some(max) = max {
+            if self.graphs.len() >= max {
+                return Err(NnError::new(
+                    ErrorCode::Security,
+                    format!(
+                        "this instance already holds {} live graph(s), the host's limit (max-graphs {max}); \
+                         drop a graph and its execution contexts first",
+                        self.graphs.len()
+                    ),
+                ));
+            }
+        }
+        let token = Arc::new(());
+        self.graphs.push(Arc::downgrade(&token));
+        Ok(token)
+    }
+}
 
 /// Host-wide wasi-nn configuration: the load-by-name registry and session options.
 pub struct NnShared {
@@ -170,12 +224,33 @@ pub struct NnShared {
     registry: HashMap<String, (PathBuf, Mutex<Option<Arc<GraphInner>>>)>,
     pub allow_target_fallback: bool,
     pub intra_op_threads: usize,
+    /// Largest wasi-nn tensor (input or output) in bytes; None = unbounded.
+    pub max_tensor_bytes: Option<usize>,
+    /// Most live graphs per instance; None = unbounded.
+    pub max_graphs: Option<usize>,
 }
 
 impl NnShared {
-    pub fn new(graphs: Vec<(String, PathBuf)>, allow_target_fallback: bool, intra_op_threads: usize) -> Self {
+    pub fn new(
+        graphs: Vec<(String, PathBuf)>,
+        allow_target_fallback: bool,
+        intra_op_threads: usize,
+        max_tensor_bytes: Option<usize>,
+        max_graphs: Option<usize>,
+    ) -> Self {
         let registry = graphs.into_iter().map(|(n, p)| (n, (p, Mutex::new(None)))).collect();
-        Self { registry, allow_target_fallback, intra_op_threads }
+        Self { registry, allow_target_fallback, intra_op_threads, max_tensor_bytes, max_graphs }
+    }
+
+    /// The `too-large` error for a tensor of `bytes` bytes, if it is over `max_tensor_bytes`.
+    pub fn tensor_too_large(&self, what: &str, bytes: usize) -> Option<NnError> {
+        let max = self.max_tensor_bytes?;
+        (bytes > max).then(|| {
+            NnError::new(
+                ErrorCode::TooLarge,
+                format!("{what} is {bytes} bytes, over the host's limit of {max} bytes (max-tensor-bytes)"),
+            )
+        })
     }
 }
 
@@ -276,7 +351,12 @@ pub fn load_graph(shared: &NnShared, bytes: &[u8], target: ExecutionTarget) -> R
 impl GraphInner {
     /// Run the graph. Inputs are matched by name; an empty or numeric name means "by position".
     /// Returns the outputs in model order and the wall time of `session.run` in nanoseconds.
-    pub fn compute(&self, inputs: Vec<(String, NnTensor)>) -> Result<(Vec<(String, NnTensor)>, u64), NnError> {
+    /// Outputs over `shared.max_tensor_bytes` are refused with `too-large` before they are copied.
+    pub fn compute(
+        &self,
+        shared: &NnShared,
+        inputs: Vec<(String, NnTensor)>,
+    ) -> Result<(Vec<(String, NnTensor)>, u64), NnError> {
         let n = self.inputs.len();
         let mut slots: Vec<Option<NnTensor>> = (0..n).map(|_| None).collect();
         for (pos, (name, t)) in inputs.into_iter().enumerate() {
@@ -404,7 +484,13 @@ impl GraphInner {
             if dims.is_empty() {
                 dims.push(1);
             }
-            let len = dims.iter().map(|&d| d as usize).product::<usize>() * type_size(ty);
+            let len = dims
+                .iter()
+                .try_fold(type_size(ty), |acc, &d| acc.checked_mul(d as usize))
+                .ok_or_else(|| NnError::new(ErrorCode::TooLarge, format!("output '{name}' does not fit in memory")))?;
+            if let Some(e) = shared.tensor_too_large(&format!("output '{name}'"), len) {
+                return Err(e);
+            }
             let mut data = vec![0u8; 0];
             if len > 0 {
                 let src = tensor.data_ptr() as *const u8;
@@ -415,7 +501,7 @@ impl GraphInner {
                 // `outputs` is dropped at the end of this function.
                 data = unsafe { std::slice::from_raw_parts(src, len) }.to_vec();
             }
-            result.push((name.clone(), NnTensor { dimensions: dims, ty, data }));
+            result.push((name.clone(), NnTensor::new(dims, ty, data)));
         }
         Ok((result, ort_run_ns))
     }
@@ -444,8 +530,14 @@ impl tensor::Host for State {}
 
 impl tensor::HostTensor for State {
     fn new(&mut self, dimensions: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<NnTensor>> {
-        // Lengths are checked when the tensor is used (compute), where an error can be returned.
-        Ok(self.table.push(NnTensor { dimensions, ty, data })?)
+        // The constructor cannot return an error: lengths are checked when the tensor is used
+        // (compute). Bytes over max-tensor-bytes are dropped here and refused there.
+        let tensor = if self.nn.tensor_too_large("tensor", data.len()).is_some() {
+            NnTensor { dimensions, ty, data: Vec::new(), refused_bytes: Some(data.len()) }
+        } else {
+            NnTensor::new(dimensions, ty, data)
+        };
+        Ok(self.table.push(tensor)?)
     }
     fn dimensions(&mut self, self_: Resource<NnTensor>) -> wasmtime::Result<Vec<u32>> {
         Ok(self.table.get(&self_)?.dimensions.clone())
@@ -469,6 +561,10 @@ impl graph::Host for State {
         encoding: GraphEncoding,
         target: ExecutionTarget,
     ) -> wasmtime::Result<Result<Resource<NnGraph>, Resource<NnError>>> {
+        let token = match self.quota.admit(self.nn.max_graphs) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(push_err(&mut self.table, e)?)),
+        };
         let result = match encoding {
             GraphEncoding::Onnx | GraphEncoding::Autodetect => {
                 if builder.len() != 1 {
@@ -483,12 +579,16 @@ impl graph::Host for State {
             )),
         };
         match result {
-            Ok(g) => Ok(Ok(self.table.push(NnGraph(Arc::new(g)))?)),
+            Ok(g) => Ok(Ok(self.table.push(NnGraph { inner: Arc::new(g), live: token })?)),
             Err(e) => Ok(Err(push_err(&mut self.table, e)?)),
         }
     }
 
     fn load_by_name(&mut self, name: String) -> wasmtime::Result<Result<Resource<NnGraph>, Resource<NnError>>> {
+        let token = match self.quota.admit(self.nn.max_graphs) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(push_err(&mut self.table, e)?)),
+        };
         let result = match self.nn.registry.get(&name) {
             None => {
                 let mut known: Vec<&str> = self.nn.registry.keys().map(|s| s.as_str()).collect();
@@ -520,7 +620,7 @@ impl graph::Host for State {
             },
         };
         match result {
-            Ok(g) => Ok(Ok(self.table.push(NnGraph(g))?)),
+            Ok(g) => Ok(Ok(self.table.push(NnGraph { inner: g, live: token })?)),
             Err(e) => Ok(Err(push_err(&mut self.table, e)?)),
         }
     }
@@ -531,8 +631,9 @@ impl graph::HostGraph for State {
         &mut self,
         self_: Resource<NnGraph>,
     ) -> wasmtime::Result<Result<Resource<NnExecCtx>, Resource<NnError>>> {
-        let g = self.table.get(&self_)?.0.clone();
-        Ok(Ok(self.table.push(NnExecCtx(g))?))
+        let g = self.table.get(&self_)?;
+        let ctx = NnExecCtx { inner: g.inner.clone(), _live: g.live.clone() };
+        Ok(Ok(self.table.push(ctx)?))
     }
     fn drop(&mut self, rep: Resource<NnGraph>) -> wasmtime::Result<()> {
         self.table.delete(rep)?;
@@ -550,11 +651,19 @@ impl inference::HostGraphExecutionContext for State {
     ) -> wasmtime::Result<Result<Vec<(String, Resource<NnTensor>)>, Resource<NnError>>> {
         // The tensors are owned handles: take them out of the table (no copy).
         let mut tensors = Vec::with_capacity(inputs.len());
+        let mut refused = None;
         for (name, r) in inputs {
-            tensors.push((name, self.table.delete(r)?));
+            let t = self.table.delete(r)?;
+            if let (None, Some(bytes)) = (&refused, t.refused_bytes) {
+                refused = self.nn.tensor_too_large(&format!("input tensor '{name}'"), bytes);
+            }
+            tensors.push((name, t));
         }
-        let g = self.table.get(&self_)?.0.clone();
-        match g.compute(tensors) {
+        if let Some(e) = refused {
+            return Ok(Err(push_err(&mut self.table, e)?));
+        }
+        let g = self.table.get(&self_)?.inner.clone();
+        match g.compute(&self.nn, tensors) {
             Ok((outputs, ns)) => {
                 self.stats.ort_run_ns = ns;
                 self.stats.compute_calls += 1;

@@ -77,3 +77,55 @@ def _fail(message: str, code: int, json_out: bool) -> None:
         sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
     sys.stderr.write(f"error: {message}\n")
     raise typer.Exit(code)
+
+
+# --- sandbox flags shared by `wasmai run` and `wasmai bench` ------------------------------------
+
+SANDBOX_PANEL = "Sandbox (default: deny everything)"
+
+
+def dir_option():
+    """``--dir HOST::GUEST[:ro]`` (repeatable)."""
+    return typer.Option(None, "--dir", metavar="HOST::GUEST[:ro]", rich_help_panel=SANDBOX_PANEL,
+                        help="Preopen the host directory HOST in the guest at GUEST, read-only with :ro "
+                        "(repeatable; default: no file system).")
+
+
+def env_option():
+    """``--env K=V`` (repeatable)."""
+    return typer.Option(None, "--env", metavar="K=V", rich_help_panel=SANDBOX_PANEL,
+                        help="Set a guest environment variable (repeatable; default: empty environment).")
+
+
+def inherit_stdio_option():
+    """``--inherit-stdio``."""
+    return typer.Option(False, "--inherit-stdio", rich_help_panel=SANDBOX_PANEL,
+                        help="Send guest stdout/stderr to this process's (default: captured in memory).")
+
+
+def max_memory_option():
+    """``--max-memory MB``."""
+    return typer.Option(None, "--max-memory", metavar="MB", min=1, rich_help_panel=SANDBOX_PANEL,
+                        help="Largest linear memory of an instance, MiB (default 4096).")
+
+
+def max_tensor_bytes_option():
+    """``--max-tensor-bytes N``."""
+    return typer.Option(None, "--max-tensor-bytes", metavar="N", min=0, rich_help_panel=SANDBOX_PANEL,
+                        help="Refuse any wasi-nn tensor larger than N bytes (wasi-nn error too-large).")
+
+
+def max_graphs_option():
+    """``--max-graphs N``."""
+    return typer.Option(None, "--max-graphs", metavar="N", min=0, rich_help_panel=SANDBOX_PANEL,
+                        help="Refuse graph.load / load-by-name while an instance holds N live graphs "
+                        "(wasi-nn error security).")
+
+
+def sandbox_from_options(dirs, env, inherit_stdio, max_memory, max_tensor_bytes, max_graphs):
+    """The :class:`wasmai.runtime.SandboxOptions` for the sandbox flags (raises WasmaiError)."""
+    from wasmai.runtime import SandboxOptions
+
+    return SandboxOptions.from_options(dirs=dirs or [], env=env or [], inherit_stdio=inherit_stdio,
+                                       max_memory_mb=max_memory, max_tensor_bytes=max_tensor_bytes,
+                                       max_graphs=max_graphs)

@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from wasmai.cli._common import JSON_HELP, console, run_command
+from wasmai.cli._common import (JSON_HELP, console, dir_option, env_option, inherit_stdio_option,
+                                max_graphs_option, max_memory_option, max_tensor_bytes_option,
+                                run_command, sandbox_from_options)
 
 
 def bench(
@@ -39,6 +41,12 @@ def bench(
                                                help="Let the host fall back to CPU if the requested "
                                                "execution target is unavailable."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
+    dir_: Optional[list[str]] = dir_option(),
+    env: Optional[list[str]] = env_option(),
+    inherit_stdio: bool = inherit_stdio_option(),
+    max_memory: Optional[int] = max_memory_option(),
+    max_tensor_bytes: Optional[int] = max_tensor_bytes_option(),
+    max_graphs: Optional[int] = max_graphs_option(),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a latency histogram PNG (needs "
                                         "matplotlib: pip install 'wasmai[plot]')."),
     key: Optional[Path] = typer.Option(None, "--key", help="Verify first: signed with this public key (PEM).",
@@ -98,7 +106,8 @@ def bench(
             threads=threads, native=native, model=model, top_k=top_k,
             graphs=parse_assignments(graph, "--graph") or None,
             allow_target_fallback=allow_target_fallback, policy=verify_policy, bundle=bundle, plot=plot,
-            timeout_s=timeout, progress=progress)
+            timeout_s=timeout, progress=progress,
+            sandbox=sandbox_from_options(dir_, env, inherit_stdio, max_memory, max_tensor_bytes, max_graphs))
 
     run_command(work, json_out=json_out, render=render)
 

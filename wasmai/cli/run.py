@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
-from wasmai.cli._common import JSON_HELP, console, run_command
+from wasmai.cli._common import (JSON_HELP, console, dir_option, env_option, inherit_stdio_option,
+                                max_graphs_option, max_memory_option, max_tensor_bytes_option,
+                                run_command, sandbox_from_options)
 
 
 def _policy(key: Optional[Path], cert_identity: Optional[str], cert_oidc_issuer: Optional[str],
@@ -38,6 +40,12 @@ def run(
     allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback", help="Run a gpu/tpu "
                                                "execution target on the CPU when no such provider exists."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
+    dir_: Optional[list[str]] = dir_option(),
+    env: Optional[list[str]] = env_option(),
+    inherit_stdio: bool = inherit_stdio_option(),
+    max_memory: Optional[int] = max_memory_option(),
+    max_tensor_bytes: Optional[int] = max_tensor_bytes_option(),
+    max_graphs: Optional[int] = max_graphs_option(),
     key: Optional[Path] = typer.Option(None, "--key", help="Verify first: public key (PEM) of the signer."),
     cert_identity: Optional[str] = typer.Option(None, "--cert-identity", help="Verify first: Sigstore "
                                                 "signer identity (with --cert-oidc-issuer)."),
@@ -64,6 +72,8 @@ def run(
         return run_component(component, image=image, inputs=arrays, top_k=top_k,
                              graphs=parse_graph_options(graph or []),
                              allow_target_fallback=allow_target_fallback, timeout_s=timeout,
+                             sandbox=sandbox_from_options(dir_, env, inherit_stdio, max_memory,
+                                                          max_tensor_bytes, max_graphs),
                              policy=_policy(key, cert_identity, cert_oidc_issuer, policy), bundle=bundle)
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))

@@ -1,0 +1,105 @@
+//! Sandbox probe for the wasmai host tests: a trivial `tensor-model` (metadata and a model with
+//! no graph) plus exports that try the file system, the environment, stdout, CPU time, memory
+//! and wasi-nn graph loading, so the tests can check what the host allows.
+#[allow(warnings)]
+mod bindings;
+
+use bindings::exports::wasmai::inference::{metadata, model};
+use bindings::wasi::nn::errors::ErrorCode;
+use bindings::wasi::nn::graph;
+use bindings::wasmai::inference::types::{Error, ModelInfo, Tensor};
+
+struct Probe;
+
+impl bindings::Guest for Probe {
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    }
+
+    fn write_file(path: String, text: String) -> Result<(), String> {
+        std::fs::write(&path, text).map_err(|e| e.to_string())
+    }
+
+    fn get_env(key: String) -> Option<String> {
+        std::env::var(&key).ok()
+    }
+
+    fn spin() {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    fn hog(mib: u32) -> u32 {
+        let len = mib as usize * (1 << 20);
+        let mut block: Vec<u8> = Vec::with_capacity(len);
+        block.resize(len, 0);
+        for page in block.chunks_mut(64 * 1024) {
+            page[0] = 1;
+        }
+        let touched = block.iter().step_by(64 * 1024).filter(|&&b| b == 1).count();
+        (touched / 16) as u32
+    }
+
+    fn say(text: String) {
+        println!("{text}");
+    }
+
+    fn load_graphs(name: String, count: u32) -> Result<u32, String> {
+        let mut graphs = Vec::new();
+        for _ in 0..count {
+            match graph::load_by_name(&name) {
+                Ok(g) => graphs.push(g),
+                Err(e) => return Err(format!("{}: {}", code_name(e.code()), e.data())),
+            }
+        }
+        Ok(graphs.len() as u32)
+    }
+}
+
+fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidArgument => "invalid-argument",
+        ErrorCode::InvalidEncoding => "invalid-encoding",
+        ErrorCode::Timeout => "timeout",
+        ErrorCode::RuntimeError => "runtime-error",
+        ErrorCode::UnsupportedOperation => "unsupported-operation",
+        ErrorCode::TooLarge => "too-large",
+        ErrorCode::NotFound => "not-found",
+        ErrorCode::Security => "security",
+        ErrorCode::Unknown => "unknown",
+    }
+}
+
+impl metadata::Guest for Probe {
+    fn info() -> ModelInfo {
+        ModelInfo {
+            name: "sandbox-probe".to_string(),
+            version: "0.1.0".to_string(),
+            task: "sandbox-probe".to_string(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            labels: Vec::new(),
+            model_sha256: String::new(),
+            placement: "none".to_string(),
+            wasmai_version: String::new(),
+            toolchain: Vec::new(),
+            preprocess: None,
+        }
+    }
+}
+
+impl model::Guest for Probe {
+    fn load() -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn infer(_inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+        Err(Error::BadInput("the sandbox probe has no model".to_string()))
+    }
+
+    fn release() {}
+}
+
+bindings::export!(Probe with_types_in bindings);
