@@ -197,6 +197,21 @@ def test_file_cache_follows_the_file_not_its_path(tmp_path, components):
     assert info["placement"] == "by-name:mlp"
 
 
+def test_load_verified_refuses_a_component_that_is_not_the_verified_one(tmp_path, components):
+    import hashlib
+
+    from wasmai.errors import VerificationError
+    from wasmai.runtime import load_verified
+
+    path = components["all_types"]
+    host = Host(cache_dir=tmp_path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_verified(host, path, digest).sha256 == digest
+    other = hashlib.sha256(components["mlp_by_name"].read_bytes()).hexdigest()
+    with pytest.raises(VerificationError, match="changed after its signature was verified"):
+        load_verified(host, path, other)
+
+
 def test_not_a_component_is_a_component_error(host, tmp_path):
     with pytest.raises(ComponentError) as err:
         host.load_component(b"\0asm\x01\0\0\0")  # a core module, not a component

@@ -585,6 +585,18 @@ def verify_before_run(component: Path, policy: Any, bundle: str | os.PathLike | 
     return verify_component(component, policy, bundle=bundle)
 
 
+def load_verified(host: Host, path: Path, verified_digest: str | None) -> Component:
+    """Load the component file ``path``. When its signature was verified (``verified_digest`` =
+    the hex sha256 that was verified), the loaded component must have that digest, so a file
+    swapped between verification and loading is refused with VerificationError."""
+    from wasmai.errors import VerificationError
+
+    comp = host.load_component(path)
+    if verified_digest is not None and comp.sha256 != verified_digest:
+        raise VerificationError(f"{path} changed after its signature was verified (now sha256 {comp.sha256})")
+    return comp
+
+
 def run_component(path: str | os.PathLike, *, image: str | os.PathLike | bytes | None = None,
                   inputs: Mapping[str, Any] | None = None, top_k: int = 5,
                   graphs: Mapping[str, str | os.PathLike] | None = None,
@@ -618,7 +630,7 @@ def run_component(path: str | os.PathLike, *, image: str | os.PathLike | bytes |
 
     host = host or Host(graphs=graphs, allow_target_fallback=allow_target_fallback, timeout_s=timeout_s,
                         **(sandbox or SandboxOptions()).host_kwargs())
-    comp = host.load_component(path)
+    comp = load_verified(host, path, signature.digest if signature is not None else None)
     inst = host.instantiate(comp)
     info = inst.info()
     result = RunResult(component=str(path), sha256=comp.sha256, task=info.get("task", ""),
