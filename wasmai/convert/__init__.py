@@ -37,7 +37,6 @@ from wasmai.convert._base import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCES,
     DYNAMIC_OP_TYPES,
-    EMBED_LIMIT_BYTES,
     EXPORTERS,
     HOST_TENSOR_TYPES,
     OPTIMIZE_LEVELS,
@@ -52,7 +51,6 @@ from wasmai.convert._base import (
     _first_line,
     _ort,
     _Steps,
-    graph_io,
     ort_max_opset,
     parse_dynamic,
     parse_floats3,
@@ -63,7 +61,16 @@ from wasmai.convert._samples import _check_feeds, _random_samples, _read_labels,
 from wasmai.convert._sources import _export_torch, _hf_module, _import_torch, _torch_module, check_onnx
 from wasmai.convert._validate import _latency_ms, _run, _validate, wasi_nn_compat
 from wasmai.errors import ValidationError, WasmaiError
-from wasmai.manifest import TASKS, Manifest, Preprocess, TensorSpec, manifest_for, sha256_file
+from wasmai.manifest import (
+    EMBED_LIMIT_BYTES,
+    TASKS,
+    Manifest,
+    Preprocess,
+    TensorSpec,
+    graph_io,
+    manifest_for,
+    sha256_file,
+)
 
 #: The public API (the CLI, bench and the benchmarks import these from ``wasmai.convert``).
 __all__ = [

@@ -15,7 +15,7 @@ import numpy as np
 
 from wasmai.errors import WasmaiError
 # EMBED_LIMIT_BYTES lives in wasmai.manifest (build reads it without numpy); re-exported here.
-from wasmai.manifest import EMBED_LIMIT_BYTES, TENSOR_TYPES, Preprocess, TensorSpec, graph_io  # noqa: F401
+from wasmai.manifest import TENSOR_TYPES, Preprocess, TensorSpec
 
 #: ONNX opset used by the PyTorch export. 17 is the first opset with LayerNormalization as a
 #: standard op (transformer exports stay compact), it is implemented by every ONNX Runtime

@@ -11,6 +11,7 @@ import numpy as np
 
 from wasmai.errors import ValidationError, WasmaiError
 from wasmai.manifest import TensorSpec
+from wasmai.manifest import EMBED_LIMIT_BYTES
 from wasmai.convert._base import (
     _first_line,
     _np_dtype,
@@ -18,7 +19,6 @@ from wasmai.convert._base import (
     _ort,
     _ort_type_to_tensor_type,
     _session,
-    EMBED_LIMIT_BYTES,
     HOST_TENSOR_TYPES,
     ort_max_opset,
 )
