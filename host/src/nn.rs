@@ -154,6 +154,49 @@ fn to_onnx(ty: TensorType) -> TensorElementType {
     }
 }
 
+/// The bytes of an input as an ONNX Runtime tensor that reads them in place (no copy), for the
+/// element types ort can view and when the bytes are aligned for that type; `None` = copy instead.
+fn borrowed_input<'a>(ty: TensorType, shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>> {
+    fn view<'a, T>(shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>>
+    where
+        T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+    {
+        let size = std::mem::size_of::<T>();
+        if data.is_empty() || data.len() % size != 0 || (data.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: the pointer is aligned for T and the length a multiple of its size (checked
+        // above); T is a plain number type, valid for every bit pattern; the slice borrows `data`.
+        let slice = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
+        Some(ort::value::TensorRef::from_array_view((shape.to_vec(), slice)).map(SessionInputValue::from))
+    }
+    match ty {
+        TensorType::Fp32 => view::<f32>(shape, data),
+        TensorType::Fp64 => view::<f64>(shape, data),
+        TensorType::U8 => view::<u8>(shape, data),
+        TensorType::I32 => view::<i32>(shape, data),
+        TensorType::I64 => view::<i64>(shape, data),
+        // fp16/bf16 (no element type without ort's `half` feature): copied.
+        TensorType::Fp16 | TensorType::Bf16 => None,
+    }
+}
+
+/// The bytes of an input copied into a tensor that ONNX Runtime allocates (any element type).
+fn copied_input(name: &str, t: &NnTensor, shape: Vec<i64>) -> Result<SessionInputValue<'static>, NnError> {
+    let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.ty), shape)
+        .map_err(|e| ort_err(&format!("input '{name}': cannot allocate the tensor"), e))?;
+    if !t.data.is_empty() {
+        let dst = value.data_ptr_mut() as *mut u8;
+        if dst.is_null() {
+            return Err(NnError::new(ErrorCode::RuntimeError, format!("input '{name}': no tensor buffer")));
+        }
+        // SAFETY: ONNX Runtime allocated product(dims) * size-of(ty) == data.len() bytes on the
+        // CPU allocator for this tensor (checked by the caller); the regions are disjoint.
+        unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), dst, t.data.len()) };
+    }
+    Ok(SessionInputValue::from(value))
+}
+
 fn fmt_dims(dims: &[i64]) -> String {
     let parts: Vec<String> = dims.iter().map(|&d| if d < 0 { "?".to_string() } else { d.to_string() }).collect();
     format!("[{}]", parts.join(", "))
@@ -381,7 +424,8 @@ impl GraphInner {
             slots[idx] = Some(t);
         }
 
-        let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(n);
+        // Checked inputs (name, tensor, ONNX shape); they must outlive `run`, which may read them in place.
+        let mut checked: Vec<(&str, NnTensor, Vec<i64>)> = Vec::with_capacity(n);
         for (spec, slot) in self.inputs.iter().zip(slots) {
             let name = &spec.name;
             let want_ty = spec.ty.ok_or_else(|| {
@@ -427,18 +471,16 @@ impl GraphInner {
                     t.data.len()
                 )));
             }
-            let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.ty), shape)
-                .map_err(|e| ort_err(&format!("input '{name}': cannot allocate the tensor"), e))?;
-            if !t.data.is_empty() {
-                let dst = value.data_ptr_mut() as *mut u8;
-                if dst.is_null() {
-                    return Err(NnError::new(ErrorCode::RuntimeError, format!("input '{name}': no tensor buffer")));
-                }
-                // SAFETY: ONNX Runtime allocated product(dims) * size-of(ty) == data.len() bytes
-                // on the CPU allocator for this tensor (checked above); the regions are disjoint.
-                unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), dst, t.data.len()) };
-            }
-            values.push((Cow::Owned(name.clone()), SessionInputValue::from(value)));
+            checked.push((name.as_str(), t, shape));
+        }
+
+        let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(n);
+        for (name, t, shape) in &checked {
+            let value = match borrowed_input(t.ty, shape, &t.data) {
+                Some(view) => view.map_err(|e| ort_err(&format!("input '{name}': cannot wrap the tensor"), e))?,
+                None => copied_input(name, t, shape.clone())?,
+            };
+            values.push((Cow::Borrowed(*name), value));
         }
 
         let mut session = self
