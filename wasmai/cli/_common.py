@@ -129,3 +129,77 @@ def sandbox_from_options(dirs, env, inherit_stdio, max_memory, max_tensor_bytes,
     return SandboxOptions.from_options(dirs=dirs or [], env=env or [], inherit_stdio=inherit_stdio,
                                        max_memory_mb=max_memory, max_tensor_bytes=max_tensor_bytes,
                                        max_graphs=max_graphs)
+
+
+# --- signature policy flags shared by `wasmai run` and `wasmai bench` ---------------------------
+
+POLICY_PANEL = "Signature policy (verify before instantiating)"
+
+
+def _policy_option(default, *names: str, help: str):
+    return typer.Option(default, *names, help=help, rich_help_panel=POLICY_PANEL)
+
+
+def key_option():
+    """``--key PUB.pem``."""
+    return _policy_option(None, "--key", help="Verify first: signed with this public key (PEM).")
+
+
+def cert_identity_option():
+    """``--cert-identity I``."""
+    return _policy_option(None, "--cert-identity",
+                          help="Verify first: keyless signer identity (certificate SAN; with --cert-oidc-issuer).")
+
+
+def cert_oidc_issuer_option():
+    """``--cert-oidc-issuer URL``."""
+    return _policy_option(None, "--cert-oidc-issuer", help="Verify first: keyless OIDC issuer.")
+
+
+def github_repository_option():
+    """``--github-repository OWNER/REPO``."""
+    return _policy_option(None, "--github-repository",
+                          help="Verify first: signed keylessly by a GitHub Actions workflow of OWNER/REPO.")
+
+
+def github_ref_option():
+    """``--github-ref REF``."""
+    return _policy_option(None, "--github-ref", help="With --github-repository: the git ref.")
+
+
+def trust_config_option():
+    """``--trust-config FILE``."""
+    return _policy_option(None, "--trust-config", help="Sigstore ClientTrustConfig JSON.")
+
+
+def trusted_root_option():
+    """``--trusted-root FILE``."""
+    return _policy_option(None, "--trusted-root", help="Sigstore TrustedRoot JSON.")
+
+
+def staging_option():
+    """``--staging``."""
+    return _policy_option(False, "--staging", help="Sigstore staging trust root.")
+
+
+def offline_option():
+    """``--offline``."""
+    return _policy_option(False, "--offline", help="Do not refresh the Sigstore trust root.")
+
+
+def policy_file_option():
+    """``--policy FILE``."""
+    return _policy_option(None, "--policy", help="Verify first: a TOML policy file (options above override it).")
+
+
+def bundle_option():
+    """``--bundle FILE``."""
+    return _policy_option(None, "--bundle", help="Signature bundle (default: beside the component).")
+
+
+def policy_from_cli(**options):
+    """The :class:`wasmai.sign.VerificationPolicy` the policy flags ask for, or None when none is
+    given (see :func:`wasmai.sign.policy_from_options`; raises WasmaiError)."""
+    from wasmai.sign import policy_from_options
+
+    return policy_from_options(**options)

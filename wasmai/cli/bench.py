@@ -7,9 +7,12 @@ from typing import Optional
 
 import typer
 
-from wasmai.cli._common import (JSON_HELP, console, dir_option, env_option, inherit_stdio_option,
-                                max_graphs_option, max_memory_option, max_tensor_bytes_option,
-                                run_command, sandbox_from_options)
+from wasmai.cli._common import (JSON_HELP, bundle_option, cert_identity_option, cert_oidc_issuer_option,
+                                console, dir_option, env_option, github_ref_option, github_repository_option,
+                                inherit_stdio_option, key_option, max_graphs_option, max_memory_option,
+                                max_tensor_bytes_option, offline_option, policy_file_option, policy_from_cli,
+                                run_command, sandbox_from_options, staging_option, trust_config_option,
+                                trusted_root_option)
 
 
 def bench(
@@ -49,30 +52,17 @@ def bench(
     max_graphs: Optional[int] = max_graphs_option(),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a latency histogram PNG (needs "
                                         "matplotlib: pip install 'wasmai[plot]')."),
-    key: Optional[Path] = typer.Option(None, "--key", help="Verify first: signed with this public key (PEM).",
-                                       rich_help_panel="Signature policy (as for run)"),
-    cert_identity: Optional[str] = typer.Option(None, "--cert-identity", help="Verify first: keyless "
-                                                "certificate identity (SAN).",
-                                                rich_help_panel="Signature policy (as for run)"),
-    cert_oidc_issuer: Optional[str] = typer.Option(None, "--cert-oidc-issuer", help="Verify first: keyless "
-                                                   "OIDC issuer.", rich_help_panel="Signature policy (as for run)"),
-    github_repository: Optional[str] = typer.Option(None, "--github-repository", help="Verify first: signed "
-                                                    "by GitHub Actions in OWNER/REPO.",
-                                                    rich_help_panel="Signature policy (as for run)"),
-    github_ref: Optional[str] = typer.Option(None, "--github-ref", help="With --github-repository: the ref.",
-                                             rich_help_panel="Signature policy (as for run)"),
-    trust_config: Optional[Path] = typer.Option(None, "--trust-config", help="Sigstore ClientTrustConfig JSON.",
-                                                rich_help_panel="Signature policy (as for run)"),
-    trusted_root: Optional[Path] = typer.Option(None, "--trusted-root", help="Sigstore TrustedRoot JSON.",
-                                                rich_help_panel="Signature policy (as for run)"),
-    staging: bool = typer.Option(False, "--staging", help="Sigstore staging trust root.",
-                                 rich_help_panel="Signature policy (as for run)"),
-    offline: bool = typer.Option(False, "--offline", help="Do not refresh the Sigstore trust root.",
-                                 rich_help_panel="Signature policy (as for run)"),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="TOML policy file (options above override it).",
-                                          rich_help_panel="Signature policy (as for run)"),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Signature bundle (default: beside the "
-                                          "component).", rich_help_panel="Signature policy (as for run)"),
+    key: Optional[Path] = key_option(),
+    cert_identity: Optional[str] = cert_identity_option(),
+    cert_oidc_issuer: Optional[str] = cert_oidc_issuer_option(),
+    github_repository: Optional[str] = github_repository_option(),
+    github_ref: Optional[str] = github_ref_option(),
+    trust_config: Optional[Path] = trust_config_option(),
+    trusted_root: Optional[Path] = trusted_root_option(),
+    staging: bool = staging_option(),
+    offline: bool = offline_option(),
+    policy: Optional[Path] = policy_file_option(),
+    bundle: Optional[Path] = bundle_option(),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Benchmark a component: cold start, steady-state latency percentiles, throughput, memory, and the
@@ -92,10 +82,8 @@ def bench(
                 raise WasmaiError(f"--dim {name}={value}: the size must be an integer") from None
             if dims[name] < 1:
                 raise WasmaiError(f"--dim {name}={value}: the size must be >= 1")
-        from wasmai.sign import policy_from_options
-
         # No policy option at all = benchmark without verifying (reported as such).
-        verify_policy = policy_from_options(
+        verify_policy = policy_from_cli(
             key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
             github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
             trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)

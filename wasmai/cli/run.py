@@ -8,24 +8,12 @@ from typing import Optional
 
 import typer
 
-from wasmai.cli._common import (JSON_HELP, console, dir_option, env_option, inherit_stdio_option,
-                                max_graphs_option, max_memory_option, max_tensor_bytes_option,
-                                run_command, sandbox_from_options)
-
-
-def _policy(key: Optional[Path], cert_identity: Optional[str], cert_oidc_issuer: Optional[str],
-            policy: Optional[Path]):
-    """The VerificationPolicy the flags ask for (wasmai.sign.policy_from_options), or None."""
-    if key is None and cert_identity is None and cert_oidc_issuer is None and policy is None:
-        return None
-    from wasmai.errors import WasmaiError
-
-    try:
-        from wasmai.sign import policy_from_options
-    except ImportError as exc:
-        raise WasmaiError(f"signature verification is unavailable ({exc})") from None
-    return policy_from_options(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                               policy=policy)
+from wasmai.cli._common import (JSON_HELP, bundle_option, cert_identity_option, cert_oidc_issuer_option,
+                                console, dir_option, env_option, github_ref_option, github_repository_option,
+                                inherit_stdio_option, key_option, max_graphs_option, max_memory_option,
+                                max_tensor_bytes_option, offline_option, policy_file_option, policy_from_cli,
+                                run_command, sandbox_from_options, staging_option, trust_config_option,
+                                trusted_root_option)
 
 
 def run(
@@ -46,19 +34,24 @@ def run(
     max_memory: Optional[int] = max_memory_option(),
     max_tensor_bytes: Optional[int] = max_tensor_bytes_option(),
     max_graphs: Optional[int] = max_graphs_option(),
-    key: Optional[Path] = typer.Option(None, "--key", help="Verify first: public key (PEM) of the signer."),
-    cert_identity: Optional[str] = typer.Option(None, "--cert-identity", help="Verify first: Sigstore "
-                                                "signer identity (with --cert-oidc-issuer)."),
-    cert_oidc_issuer: Optional[str] = typer.Option(None, "--cert-oidc-issuer", help="Sigstore OIDC issuer."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Verify first: a verification policy file."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Signature bundle (default: beside the component)."),
+    key: Optional[Path] = key_option(),
+    cert_identity: Optional[str] = cert_identity_option(),
+    cert_oidc_issuer: Optional[str] = cert_oidc_issuer_option(),
+    github_repository: Optional[str] = github_repository_option(),
+    github_ref: Optional[str] = github_ref_option(),
+    trust_config: Optional[Path] = trust_config_option(),
+    trusted_root: Optional[Path] = trusted_root_option(),
+    staging: bool = staging_option(),
+    offline: bool = offline_option(),
+    policy: Optional[Path] = policy_file_option(),
+    bundle: Optional[Path] = bundle_option(),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show timings and host details."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run a component once: top-k predictions for an image, or output tensors for inputs.
 
-    With --key, --cert-identity/--cert-oidc-issuer or --policy the signature is verified first;
-    a failed check refuses to compile or instantiate the component.
+    With --key, --cert-identity/--cert-oidc-issuer, --github-repository or --policy the signature is
+    verified first; a failed check refuses to compile or instantiate the component.
     """
     if image is not None and (input_ or inputs is not None):
         raise typer.BadParameter("give --image or --input/--inputs, not both")
@@ -74,7 +67,12 @@ def run(
                              allow_target_fallback=allow_target_fallback, timeout_s=timeout,
                              sandbox=sandbox_from_options(dir_, env, inherit_stdio, max_memory,
                                                           max_tensor_bytes, max_graphs),
-                             policy=_policy(key, cert_identity, cert_oidc_issuer, policy), bundle=bundle)
+                             policy=policy_from_cli(
+                                 key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                                 github_repository=github_repository, github_ref=github_ref,
+                                 trust_config=trust_config, trusted_root=trusted_root, staging=staging,
+                                 offline=offline, policy=policy),
+                             bundle=bundle)
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
 
