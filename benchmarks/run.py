@@ -405,10 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model or precision: {unknown or precisions}")
     WORK.mkdir(parents=True, exist_ok=True)
 
-    from wasmai.bench import random_inputs, InputSpec
+    from wasmai.bench import InputSpec, random_inputs
     from wasmai.cli._common import to_jsonable
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     doc: dict = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                  "config": {"reps": args.reps, "n_cnn": args.n, "n_mlp": args.n_mlp, "n_web": args.n_web,
                             "warmup": args.warmup},
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     doc["loadavg_end"] = os.getloadavg()
-    doc["seconds"] = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+    doc["seconds"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
     if max(doc["machine"]["loadavg_start"][0], doc["loadavg_end"][0]) > 0.5 * (os.cpu_count() or 1):
         doc["notes"].append("the machine was busy during this run (load average above half the CPU count): "
                             "absolute figures are noisy; the ratios (component and native interleaved) are more robust")

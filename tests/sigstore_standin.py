@@ -133,7 +133,7 @@ class StandIn:
         self.rekor_key = ec.generate_private_key(ec.SECP256R1())
         self.ct_log_id = hashlib.sha256(_der_spki(self.ct_key.public_key())).digest()
         self.rekor_log_id = hashlib.sha256(_der_spki(self.rekor_key.public_key())).digest()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
                              x509.NameAttribute(NameOID.COMMON_NAME, f"{name} fulcio root")])
         ski = x509.SubjectKeyIdentifier.from_public_key(self.ca_key.public_key())
@@ -157,7 +157,7 @@ class StandIn:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # lifecycle
-    def start(self) -> "StandIn":
+    def start(self) -> StandIn:
         """Start serving in a daemon thread."""
         self._thread.start()
         return self
@@ -168,7 +168,7 @@ class StandIn:
             self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "StandIn":
+    def __enter__(self) -> StandIn:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -219,7 +219,7 @@ class StandIn:
             san: x509.GeneralName = x509.UniformResourceIdentifier(f"https://github.com/{claims['job_workflow_ref']}")
         else:
             san = x509.RFC822Name(claims["email"])
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         builder = (
             x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(self.ca_cert.subject)
             .public_key(csr.public_key()).serial_number(x509.random_serial_number())

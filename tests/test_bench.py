@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from wasmai.bench import Stats, histogram, parse_assignments, random_inputs, InputSpec, summarize
+from wasmai.bench import InputSpec, Stats, histogram, parse_assignments, random_inputs, summarize
 from wasmai.cli import app
 from wasmai.errors import WasmaiError
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx_factory
 import pytest
 
-import onnx_factory
 from wasmai import WASI_NN_VERSION
 from wasmai import build as wb
 from wasmai.manifest import Manifest

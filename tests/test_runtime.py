@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import onnx_factory as factory
 import pytest
 
-import onnx_factory as factory
 from wasmai.errors import WasmaiError
 from wasmai.runtime import ComponentError, Host, InferenceError, Tensor
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx_factory as factory
 import pytest
 
-import onnx_factory as factory
 from wasmai.errors import WasmaiError
 from wasmai.runtime import ComponentError, Host, InferenceError, Preopen, SandboxOptions, Tensor
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from sigstore_standin import GITHUB_ISSUER, StandIn
 from typer.testing import CliRunner
 
-from sigstore_standin import GITHUB_ISSUER, StandIn
 from wasmai import sign as ws
 from wasmai.errors import VerificationError, WasmaiError
 

@@ -33,9 +33,9 @@ import shutil
 import subprocess
 import time
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from wasmai import WIT_PACKAGE, __version__
 from wasmai._atomic import write_bytes

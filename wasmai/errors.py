@@ -22,3 +22,12 @@ class VerificationError(WasmaiError):
 
 class ValidationError(WasmaiError):
     """A converted model disagrees with its reference beyond the requested tolerances."""
+
+
+def first_line(exc: BaseException, limit: int = 400) -> str:
+    """The first non-empty line of ``str(exc)`` (at most ``limit`` characters), or the exception's
+    type name when it has no text: how a library's multi-line failure becomes one ``error:`` line."""
+    for line in str(exc).strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__

@@ -179,7 +179,7 @@ class Manifest:
         return Path(path)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], base_dir: Path = Path(".")) -> "Manifest":
+    def from_dict(cls, doc: dict[str, Any], base_dir: Path = Path(".")) -> Manifest:
         """Build from a parsed TOML document. Raises :class:`WasmaiError` on missing keys."""
         try:
             model = doc["model"]
@@ -200,7 +200,7 @@ class Manifest:
             raise WasmaiError(f"manifest: missing or malformed key: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Manifest":
+    def load(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read a manifest file. Raises :class:`WasmaiError` if unreadable or invalid."""
         path = Path(path)
         return cls.from_dict(read_toml(path, "manifest"), base_dir=path.resolve().parent)

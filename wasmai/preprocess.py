@@ -22,8 +22,8 @@ Only numpy and Pillow are used.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -30,9 +30,10 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from wasmai.errors import WasmaiError
 from wasmai.manifest import TENSOR_TYPES
@@ -82,7 +83,7 @@ class Tensor:
     data: bytes
 
     @classmethod
-    def from_numpy(cls, name: str, array: Any, dtype: str | None = None) -> "Tensor":
+    def from_numpy(cls, name: str, array: Any, dtype: str | None = None) -> Tensor:
         """Tensor from a numpy array. ``dtype`` (a wasi-nn type) defaults to the one matching
         the array's dtype; pass ``"bf16"`` for raw bfloat16 bits in a uint16 array.
 
@@ -190,7 +191,7 @@ class Component:
     """A compiled component. ``compile_ms`` is the Cranelift compile time, or the time to load
     the cached compilation when ``cache_hit``; ``sha256`` is the component's hex digest."""
 
-    def __init__(self, native: Any, path: Path | None, host: "Host") -> None:
+    def __init__(self, native: Any, path: Path | None, host: Host) -> None:
         self._native = native
         self._host = host
         self.path = path
@@ -294,7 +295,7 @@ class Preopen:
     read_only: bool = False
 
     @classmethod
-    def parse(cls, value: str) -> "Preopen":
+    def parse(cls, value: str) -> Preopen:
         """``HOST::GUEST`` or ``HOST::GUEST:ro`` (the ``--dir`` syntax; ``:rw`` is accepted too).
         Raises WasmaiError on a malformed value or when HOST is not an existing directory."""
         host, sep, guest = value.partition("::")
@@ -310,7 +311,7 @@ class Preopen:
             raise WasmaiError(f"--dir {value!r}: unknown mode {mode!r} (use :ro or :rw)")
         return cls(Path(host), guest, read_only).checked()
 
-    def checked(self) -> "Preopen":
+    def checked(self) -> Preopen:
         """Self, if the host directory exists. Raises WasmaiError (one line) if not."""
         if not self.host.is_dir():
             raise WasmaiError(f"--dir: host directory not found: {self.host}")
@@ -347,7 +348,7 @@ class SandboxOptions:
     @classmethod
     def from_options(cls, *, dirs: Sequence[str] = (), env: Sequence[str] = (), inherit_stdio: bool = False,
                      max_memory_mb: int | None = None, max_tensor_bytes: int | None = None,
-                     max_graphs: int | None = None) -> "SandboxOptions":
+                     max_graphs: int | None = None) -> SandboxOptions:
         """From the CLI flags (``--dir``, ``--env``, ``--inherit-stdio``, ``--max-memory``,
         ``--max-tensor-bytes``, ``--max-graphs``). Raises WasmaiError on a bad value."""
         return cls(dirs=[Preopen.parse(d) for d in dirs], env=parse_env_options(env),

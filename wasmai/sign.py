@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wasmai.errors import VerificationError, WasmaiError
+from wasmai.errors import VerificationError, WasmaiError, first_line
 from wasmai.manifest import sha256_file
 
 #: Suffix of the detached bundle written beside a component.
@@ -125,7 +125,7 @@ class VerificationPolicy:
     offline: bool = False
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "VerificationPolicy":
+    def from_file(cls, path: str | os.PathLike[str]) -> VerificationPolicy:
         """Read a TOML policy file whose keys are this class's field names (top level or in a
         ``[policy]`` table); relative paths are relative to the file. Raises
         :class:`WasmaiError` if the file is unreadable, has unknown keys or wrong types, or the
@@ -135,7 +135,7 @@ class VerificationPolicy:
         return policy
 
     @classmethod
-    def _read(cls, path: str | os.PathLike[str]) -> "VerificationPolicy":
+    def _read(cls, path: str | os.PathLike[str]) -> VerificationPolicy:
         from wasmai.manifest import read_toml
 
         path = Path(path)
@@ -538,18 +538,13 @@ def _trust_config(trust_config: str | os.PathLike[str] | None, staging: bool, of
         except FileNotFoundError:
             raise WasmaiError(f"trust config not found: {path}") from None
         except Exception as exc:  # noqa: BLE001 - pydantic/sigstore raise many types on bad input
-            raise WasmaiError(f"cannot read trust config {path}: {_first_line(exc)}") from None
+            raise WasmaiError(f"cannot read trust config {path}: {first_line(exc)}") from None
     where = "staging" if staging else "production"
     try:
         return ClientTrustConfig.staging(offline=offline) if staging else ClientTrustConfig.production(offline=offline)
     except Exception as exc:  # noqa: BLE001 - TUF/network errors
-        raise WasmaiError(f"cannot load the Sigstore {where} trust root ({_first_line(exc)}); "
+        raise WasmaiError(f"cannot load the Sigstore {where} trust root ({first_line(exc)}); "
                           "use --offline for the cached root or --trusted-root/--trust-config FILE") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _identity_token(raw: str | None, trust: Any) -> Any:
@@ -559,7 +554,7 @@ def _identity_token(raw: str | None, trust: Any) -> Any:
         try:
             raw = oidc.detect_credential()
         except Exception as exc:  # noqa: BLE001 - IdentityError from the CI-specific detectors
-            raise WasmaiError(f"ambient OIDC credential detection failed: {_first_line(exc)} "
+            raise WasmaiError(f"ambient OIDC credential detection failed: {first_line(exc)} "
                               "(GitHub Actions needs `permissions: id-token: write`)") from None
     if not raw:
         if not sys.stdin.isatty():
@@ -569,11 +564,11 @@ def _identity_token(raw: str | None, trust: Any) -> Any:
         try:
             return oidc.Issuer(trust.signing_config.get_oidc_url()).identity_token()
         except Exception as exc:  # noqa: BLE001 - OAuth flow errors (IssuerError, requests)
-            raise WasmaiError(f"cannot get an identity token interactively: {_first_line(exc)}") from None
+            raise WasmaiError(f"cannot get an identity token interactively: {first_line(exc)}") from None
     try:
         return oidc.IdentityToken(raw)
     except Exception as exc:  # noqa: BLE001 - IdentityError wraps jwt errors
-        raise WasmaiError(f"identity token rejected: {_first_line(exc)}") from None
+        raise WasmaiError(f"identity token rejected: {first_line(exc)}") from None
 
 
 def _sign_keyless(component: Path, target: Path, raw_token: str | None,
@@ -594,7 +589,7 @@ def _sign_keyless(component: Path, target: Path, raw_token: str | None,
         with context.signer(token, cache=True) as signer:
             bundle = signer.sign_artifact(Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest)))
     except Exception as exc:  # noqa: BLE001 - Fulcio/Rekor/network/expired-token errors
-        raise WasmaiError(f"keyless signing failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise WasmaiError(f"keyless signing failed: {type(exc).__name__}: {first_line(exc)}") from None
     text = bundle.to_json()
     try:
         write_text(target, text)
@@ -659,7 +654,7 @@ def _verify_with_key(component: Path, where: Path, doc: dict[str, Any], digest: 
             raise VerificationError(f"digest mismatch: {component} has sha256 {digest}, "
                                     f"the bundle signs {payload['digest']}") from None
         raise VerificationError(f"signature invalid: {where} does not verify with {policy.key} "
-                                f"({type(exc).__name__}: {_first_line(exc)})") from None
+                                f"({type(exc).__name__}: {first_line(exc)})") from None
     if payload["digest"] != digest:  # model-signing compared manifests; make the file digest explicit
         raise VerificationError(f"digest mismatch: {component} has sha256 {digest}, "
                                 f"the bundle signs {payload['digest']}")
@@ -718,7 +713,7 @@ def _verify_keyless(component: Path, where: Path, text: str, doc: dict[str, Any]
     try:
         bundle = Bundle.from_json(text)
     except Exception as exc:  # noqa: BLE001 - InvalidBundle, pydantic ValidationError, ValueError
-        raise VerificationError(f"malformed bundle {where}: {_first_line(exc)}") from None
+        raise VerificationError(f"malformed bundle {where}: {first_line(exc)}") from None
     if "messageSignature" not in doc:
         raise VerificationError(f"malformed bundle {where}: expected a message signature over the "
                                 "component, found a DSSE envelope")
@@ -732,7 +727,7 @@ def _verify_keyless(component: Path, where: Path, text: str, doc: dict[str, Any]
         except FileNotFoundError:
             raise WasmaiError(f"trusted root not found: {policy.trusted_root}") from None
         except Exception as exc:  # noqa: BLE001 - pydantic/sigstore raise many types on bad input
-            raise WasmaiError(f"cannot read trusted root {policy.trusted_root}: {_first_line(exc)}") from None
+            raise WasmaiError(f"cannot read trusted root {policy.trusted_root}: {first_line(exc)}") from None
     else:
         trusted_root = _trust_config(policy.trust_config, policy.staging, policy.offline).trusted_root
 
@@ -754,11 +749,11 @@ def _classify_keyless_failure(exc: Exception, cert: Any, doc: dict[str, Any],
 
     from sigstore.errors import CertValidationError
 
-    message = _first_line(exc)
+    message = first_line(exc)
     if isinstance(exc, CertValidationError):
         try:
             integrated = int(doc["verificationMaterial"]["tlogEntries"][0]["integratedTime"])
-            when = dt.datetime.fromtimestamp(integrated, dt.timezone.utc)
+            when = dt.datetime.fromtimestamp(integrated, dt.UTC)
             if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
                 return (f"expired: the signing certificate (valid {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} to "
                         f"{cert.not_valid_after_utc:%H:%M:%S} UTC) was not valid when the log recorded the "

@@ -621,7 +621,7 @@ impl NativeInstance {
 fn spec_dict<'py>(py: Python<'py>, spec: &wtypes::TensorSpec) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("name", &spec.name)?;
-    d.set_item("ty", wit_type_name(spec.ty))?;
+    d.set_item("dtype", wit_type_name(spec.ty))?;
     let dims = PyList::empty(py);
     for dim in &spec.dims {
         match dim {
@@ -629,7 +629,7 @@ fn spec_dict<'py>(py: Python<'py>, spec: &wtypes::TensorSpec) -> PyResult<Bound<
             wtypes::Dim::Dynamic(s) => dims.append(s)?,
         }
     }
-    d.set_item("dims", dims)?;
+    d.set_item("shape", dims)?;
     Ok(d)
 }
 

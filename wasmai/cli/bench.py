@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from wasmai.cli._common import (JSON_HELP, bundle_option, cert_identity_option, cert_oidc_issuer_option,
-                                console, dir_option, env_option, github_ref_option, github_repository_option,
-                                inherit_stdio_option, key_option, max_graphs_option, max_memory_option,
-                                max_tensor_bytes_option, offline_option, policy_file_option, policy_from_cli,
-                                run_command, sandbox_from_options, staging_option, trust_config_option,
-                                trusted_root_option)
+from wasmai.cli._common import (
+    JSON_HELP,
+    bundle_option,
+    cert_identity_option,
+    cert_oidc_issuer_option,
+    console,
+    dir_option,
+    env_option,
+    github_ref_option,
+    github_repository_option,
+    inherit_stdio_option,
+    key_option,
+    max_graphs_option,
+    max_memory_option,
+    max_tensor_bytes_option,
+    offline_option,
+    policy_file_option,
+    policy_from_cli,
+    run_command,
+    sandbox_from_options,
+    staging_option,
+    trust_config_option,
+    trusted_root_option,
+)
 
 
 def bench(
     component: Path = typer.Argument(..., help="The component (.wasm) to benchmark."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Image file: time classify() end to end "
+    image: Path | None = typer.Option(None, "--image", help="Image file: time classify() end to end "
                                          "(image-classification components)."),
-    input_: Optional[list[str]] = typer.Option(None, "--input", help="NAME=FILE.npy for one graph input "
+    input_: list[str] | None = typer.Option(None, "--input", help="NAME=FILE.npy for one graph input "
                                                "(repeatable)."),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz holding every input by name."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=".npz holding every input by name."),
     random: bool = typer.Option(False, "--random", help="Random tensors matching the component's inputs."),
-    dim: Optional[list[str]] = typer.Option(None, "--dim", help="NAME=VALUE for a dynamic axis with "
+    dim: list[str] | None = typer.Option(None, "--dim", help="NAME=VALUE for a dynamic axis with "
                                             "--random (default 1; repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random."),
     n: int = typer.Option(100, "-n", "--iterations", help="Timed calls in the steady state (per instance "
@@ -33,36 +50,36 @@ def bench(
                                     "(QPS, p99 under load)."),
     threads: int = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads, for the component and "
                                 "native alike (0 = ONNX Runtime's default)."),
-    native: Optional[bool] = typer.Option(None, "--native/--no-native", help="Also run the model directly "
+    native: bool | None = typer.Option(None, "--native/--no-native", help="Also run the model directly "
                                           "in onnxruntime (default: when the ONNX model is found)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="The ONNX model for --native (default: the "
+    model: Path | None = typer.Option(None, "--model", help="The ONNX model for --native (default: the "
                                          "manifest or .onnx beside the component with the same sha256)."),
     top_k: int = typer.Option(5, "--top-k", help="Predictions per classify() call."),
-    graph: Optional[list[str]] = typer.Option(None, "--graph", help="NAME=FILE.onnx for by-name components "
+    graph: list[str] | None = typer.Option(None, "--graph", help="NAME=FILE.onnx for by-name components "
                                               "(repeatable)."),
     allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback",
                                                help="Let the host fall back to CPU if the requested "
                                                "execution target is unavailable."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
-    dir_: Optional[list[str]] = dir_option(),
-    env: Optional[list[str]] = env_option(),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
+    dir_: list[str] | None = dir_option(),
+    env: list[str] | None = env_option(),
     inherit_stdio: bool = inherit_stdio_option(),
-    max_memory: Optional[int] = max_memory_option(),
-    max_tensor_bytes: Optional[int] = max_tensor_bytes_option(),
-    max_graphs: Optional[int] = max_graphs_option(),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a latency histogram PNG (needs "
+    max_memory: int | None = max_memory_option(),
+    max_tensor_bytes: int | None = max_tensor_bytes_option(),
+    max_graphs: int | None = max_graphs_option(),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a latency histogram PNG (needs "
                                         "matplotlib: pip install 'wasmai[plot]')."),
-    key: Optional[Path] = key_option(),
-    cert_identity: Optional[str] = cert_identity_option(),
-    cert_oidc_issuer: Optional[str] = cert_oidc_issuer_option(),
-    github_repository: Optional[str] = github_repository_option(),
-    github_ref: Optional[str] = github_ref_option(),
-    trust_config: Optional[Path] = trust_config_option(),
-    trusted_root: Optional[Path] = trusted_root_option(),
+    key: Path | None = key_option(),
+    cert_identity: str | None = cert_identity_option(),
+    cert_oidc_issuer: str | None = cert_oidc_issuer_option(),
+    github_repository: str | None = github_repository_option(),
+    github_ref: str | None = github_ref_option(),
+    trust_config: Path | None = trust_config_option(),
+    trusted_root: Path | None = trusted_root_option(),
     staging: bool = staging_option(),
     offline: bool = offline_option(),
-    policy: Optional[Path] = policy_file_option(),
-    bundle: Optional[Path] = bundle_option(),
+    policy: Path | None = policy_file_option(),
+    bundle: Path | None = bundle_option(),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Benchmark a component: cold start, steady-state latency percentiles, throughput, memory, and the
@@ -71,7 +88,8 @@ def bench(
     Exit 1 on bad input (one error line)."""
 
     def work():
-        from wasmai.bench import bench as run_bench, parse_assignments
+        from wasmai.bench import bench as run_bench
+        from wasmai.bench import parse_assignments
         from wasmai.errors import WasmaiError
 
         dims = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,14 +11,14 @@ from wasmai.cli._common import JSON_HELP, console, run_command
 
 def build(
     model: Path = typer.Argument(..., help="The ONNX model.", show_default=False),
-    manifest: Optional[Path] = typer.Option(
+    manifest: Path | None = typer.Option(
         None, "--manifest", "-m",
         help="Model manifest (TOML). Default: MODEL.toml beside the model; without one a tensor "
              "manifest is derived from the ONNX graph."),
-    task: Optional[str] = typer.Option(
+    task: str | None = typer.Option(
         None, "--task", help="Template to build: tensor or image-classification (a folder under "
                              "templates/). Default: the manifest's task."),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file. Default: MODEL.wasm beside the model "
                                      "(MODEL.core.wasm for wasm32-wasip1)."),
     target: str = typer.Option(
@@ -29,12 +28,12 @@ def build(
     release: bool = typer.Option(True, "--release/--debug", help="Cargo profile."),
     embed: bool = typer.Option(
         False, "--embed", help="Embed the ONNX bytes in the component (the default; at most 256 MiB)."),
-    by_name: Optional[str] = typer.Option(
+    by_name: str | None = typer.Option(
         None, "--by-name", metavar="NAME",
         help="Do not embed: the guest calls wasi:nn load-by-name(NAME); the host registers the model."),
     target_device: str = typer.Option(
         "cpu", "--target-device", help="wasi-nn execution target for embedded models: cpu, gpu or tpu."),
-    emit_crate: Optional[Path] = typer.Option(
+    emit_crate: Path | None = typer.Option(
         None, "--emit-crate", metavar="DIR",
         help="Write the generated Rust crate to DIR and stop (build it with cargo component build)."),
     rebuild: bool = typer.Option(

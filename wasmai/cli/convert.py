@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -12,36 +11,36 @@ from wasmai.cli._common import JSON_HELP, console, run_command
 
 def convert(
     output: Path = typer.Option(..., "-o", "--output", help="Output model OUT.onnx; the manifest goes to OUT.toml."),
-    torch_spec: Optional[str] = typer.Option(None, "--torch", help="PyTorch model: module:callable, file.py:callable "
+    torch_spec: str | None = typer.Option(None, "--torch", help="PyTorch model: module:callable, file.py:callable "
                                              "(returns an nn.Module) or a TorchScript file."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict loaded into the --torch module."),
-    onnx_path: Optional[Path] = typer.Option(None, "--onnx", help="An existing ONNX model."),
-    hf: Optional[Path] = typer.Option(None, "--hf", help="A local Hugging Face model folder (config.json + weights)."),
-    inputs: List[str] = typer.Option([], "--input", help="Example input NAME=1x3x224x224[:dtype] (repeatable)."),
-    dynamic: List[str] = typer.Option([], "--dynamic", help="Dynamic axes NAME=0[,1] (repeatable)."),
-    output_names: List[str] = typer.Option([], "--output-name", help="Name of each model output, in order (repeatable)."),
+    weights: Path | None = typer.Option(None, "--weights", help="State dict loaded into the --torch module."),
+    onnx_path: Path | None = typer.Option(None, "--onnx", help="An existing ONNX model."),
+    hf: Path | None = typer.Option(None, "--hf", help="A local Hugging Face model folder (config.json + weights)."),
+    inputs: list[str] = typer.Option([], "--input", help="Example input NAME=1x3x224x224[:dtype] (repeatable)."),
+    dynamic: list[str] = typer.Option([], "--dynamic", help="Dynamic axes NAME=0[,1] (repeatable)."),
+    output_names: list[str] = typer.Option([], "--output-name", help="Name of each model output, in order (repeatable)."),
     task: str = typer.Option("tensor", "--task", help="tensor or image-classification."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line (image-classification)."),
-    softmax: Optional[bool] = typer.Option(None, "--softmax/--no-softmax",
+    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (image-classification)."),
+    softmax: bool | None = typer.Option(None, "--softmax/--no-softmax",
                                            help="Scores are softmax(logits) (default on for image-classification)."),
-    resize_shorter: Optional[int] = typer.Option(None, "--resize-shorter", help="Resize the shorter image side to this (pixels)."),
-    crop: Optional[str] = typer.Option(None, "--crop", help="Centre crop: N or HxW (default: the input's H and W)."),
+    resize_shorter: int | None = typer.Option(None, "--resize-shorter", help="Resize the shorter image side to this (pixels)."),
+    crop: str | None = typer.Option(None, "--crop", help="Centre crop: N or HxW (default: the input's H and W)."),
     mean: str = typer.Option("0,0,0", "--mean", help="Per-channel mean on 0..255 pixels."),
     std: str = typer.Option("1,1,1", "--std", help="Per-channel std on 0..255 pixels: (x - mean) / std."),
     layout: str = typer.Option("NCHW", "--layout", help="NCHW or NHWC."),
     color: str = typer.Option("RGB", "--color", help="RGB or BGR."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name in the manifest (default: OUT's stem)."),
+    name: str | None = typer.Option(None, "--name", help="Model name in the manifest (default: OUT's stem)."),
     version: str = typer.Option("0.1.0", "--version", help="Model version in the manifest."),
     optimize: str = typer.Option("basic", "--optimize", help="ONNX Runtime offline optimization: none, basic, extended, all."),
     quantize: str = typer.Option("none", "--quantize", help="none, dynamic (int8 weights), static (QDQ int8), fp16."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Folder of images or NPZ for --quantize static."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Folder of images or NPZ for --quantize static."),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax, entropy or percentile."),
     keep_io_types: bool = typer.Option(True, "--keep-io-types/--fp16-io", help="fp16: keep fp32 inputs/outputs."),
-    validation: Optional[Path] = typer.Option(None, "--validation", help="Folder of images or NPZ for validation "
+    validation: Path | None = typer.Option(None, "--validation", help="Folder of images or NPZ for validation "
                                               "(default: the calibration samples, else random inputs)."),
-    atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default depends on --quantize)."),
-    rtol: Optional[float] = typer.Option(None, "--rtol", help="Relative tolerance (default depends on --quantize)."),
-    min_top1: Optional[float] = typer.Option(None, "--min-top1-agreement",
+    atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance (default depends on --quantize)."),
+    rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance (default depends on --quantize)."),
+    min_top1: float | None = typer.Option(None, "--min-top1-agreement",
                                              help="Classifiers: minimum top-1 agreement 0..1 (default 0.7 for int8, unchecked otherwise)."),
     fail_on_mismatch: bool = typer.Option(True, "--fail-on-mismatch/--no-fail-on-mismatch",
                                           help="Exit 1 and write nothing when validation fails."),
@@ -88,7 +87,7 @@ def convert(
     run_command(work, json_out=json_out, render=_render)
 
 
-def _crop_from_inputs(inputs: List[str], layout: str):
+def _crop_from_inputs(inputs: list[str], layout: str):
     from wasmai.convert import parse_input_spec
     from wasmai.errors import WasmaiError
 

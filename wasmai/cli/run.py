@@ -4,47 +4,64 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from wasmai.cli._common import (JSON_HELP, bundle_option, cert_identity_option, cert_oidc_issuer_option,
-                                console, dir_option, env_option, github_ref_option, github_repository_option,
-                                inherit_stdio_option, key_option, max_graphs_option, max_memory_option,
-                                max_tensor_bytes_option, offline_option, policy_file_option, policy_from_cli,
-                                run_command, sandbox_from_options, staging_option, trust_config_option,
-                                trusted_root_option)
+from wasmai.cli._common import (
+    JSON_HELP,
+    bundle_option,
+    cert_identity_option,
+    cert_oidc_issuer_option,
+    console,
+    dir_option,
+    env_option,
+    github_ref_option,
+    github_repository_option,
+    inherit_stdio_option,
+    key_option,
+    max_graphs_option,
+    max_memory_option,
+    max_tensor_bytes_option,
+    offline_option,
+    policy_file_option,
+    policy_from_cli,
+    run_command,
+    sandbox_from_options,
+    staging_option,
+    trust_config_option,
+    trusted_root_option,
+)
 
 
 def run(
     component: Path = typer.Argument(..., help="The component (.wasm) to run."),
-    image: Optional[Path] = typer.Option(None, "--image", help="PNG or JPEG for an image-classifier component."),
-    input_: Optional[list[str]] = typer.Option(None, "--input", help="NAME=FILE.npy for one input "
+    image: Path | None = typer.Option(None, "--image", help="PNG or JPEG for an image-classifier component."),
+    input_: list[str] | None = typer.Option(None, "--input", help="NAME=FILE.npy for one input "
                                                "(FILE.npy alone = by position); repeatable."),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz holding the inputs by name."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=".npz holding the inputs by name."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to show for an image."),
-    graph: Optional[list[str]] = typer.Option(None, "--graph", help="NAME=FILE.onnx for wasi-nn "
+    graph: list[str] | None = typer.Option(None, "--graph", help="NAME=FILE.onnx for wasi-nn "
                                               "load-by-name; repeatable."),
     allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback", help="Run a gpu/tpu "
                                                "execution target on the CPU when no such provider exists."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
-    dir_: Optional[list[str]] = dir_option(),
-    env: Optional[list[str]] = env_option(),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
+    dir_: list[str] | None = dir_option(),
+    env: list[str] | None = env_option(),
     inherit_stdio: bool = inherit_stdio_option(),
-    max_memory: Optional[int] = max_memory_option(),
-    max_tensor_bytes: Optional[int] = max_tensor_bytes_option(),
-    max_graphs: Optional[int] = max_graphs_option(),
-    key: Optional[Path] = key_option(),
-    cert_identity: Optional[str] = cert_identity_option(),
-    cert_oidc_issuer: Optional[str] = cert_oidc_issuer_option(),
-    github_repository: Optional[str] = github_repository_option(),
-    github_ref: Optional[str] = github_ref_option(),
-    trust_config: Optional[Path] = trust_config_option(),
-    trusted_root: Optional[Path] = trusted_root_option(),
+    max_memory: int | None = max_memory_option(),
+    max_tensor_bytes: int | None = max_tensor_bytes_option(),
+    max_graphs: int | None = max_graphs_option(),
+    key: Path | None = key_option(),
+    cert_identity: str | None = cert_identity_option(),
+    cert_oidc_issuer: str | None = cert_oidc_issuer_option(),
+    github_repository: str | None = github_repository_option(),
+    github_ref: str | None = github_ref_option(),
+    trust_config: Path | None = trust_config_option(),
+    trusted_root: Path | None = trusted_root_option(),
     staging: bool = staging_option(),
     offline: bool = offline_option(),
-    policy: Optional[Path] = policy_file_option(),
-    bundle: Optional[Path] = bundle_option(),
+    policy: Path | None = policy_file_option(),
+    bundle: Path | None = bundle_option(),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show timings and host details."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -47,15 +46,15 @@ def keygen(
 
 def sign(
     component: Path = typer.Argument(..., help="The .wasm component (or any file) to sign."),
-    key: Optional[Path] = typer.Option(None, "--key", help="Sign with this ECDSA PEM private key "
+    key: Path | None = typer.Option(None, "--key", help="Sign with this ECDSA PEM private key "
                                        "(air-gapped, no Sigstore; passphrase in WASMAI_KEY_PASSWORD)."),
-    identity_token: Optional[str] = typer.Option(None, "--identity-token", envvar="SIGSTORE_IDENTITY_TOKEN",
+    identity_token: str | None = typer.Option(None, "--identity-token", envvar="SIGSTORE_IDENTITY_TOKEN",
                                                  help="OIDC identity token for keyless signing "
                                                  "(default: ambient CI credential, else interactive)."),
-    trust_config: Optional[Path] = typer.Option(None, "--trust-config",
+    trust_config: Path | None = typer.Option(None, "--trust-config",
                                                 help="ClientTrustConfig JSON of another Sigstore instance."),
     staging: bool = typer.Option(False, "--staging", help="Use Sigstore's staging instance."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle path (default COMPONENT.sigstore.json)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Bundle path (default COMPONENT.sigstore.json)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Sign a component: keyless with Sigstore (default) or with --key; writes a detached Sigstore bundle."""
@@ -80,22 +79,22 @@ def sign(
 
 def verify(
     component: Path = typer.Argument(..., help="The component to verify."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle path (default COMPONENT.sigstore.json)."),
-    cert_identity: Optional[str] = typer.Option(None, "--cert-identity",
+    bundle: Path | None = typer.Option(None, "--bundle", help="Bundle path (default COMPONENT.sigstore.json)."),
+    cert_identity: str | None = typer.Option(None, "--cert-identity",
                                                 help="Required signer identity (certificate SAN, exact)."),
-    cert_oidc_issuer: Optional[str] = typer.Option(None, "--cert-oidc-issuer",
+    cert_oidc_issuer: str | None = typer.Option(None, "--cert-oidc-issuer",
                                                    help="Required OIDC issuer URL of the signer identity."),
-    github_repository: Optional[str] = typer.Option(None, "--github-repository",
+    github_repository: str | None = typer.Option(None, "--github-repository",
                                                     help="Require a GitHub Actions identity from OWNER/REPO."),
-    github_ref: Optional[str] = typer.Option(None, "--github-ref",
+    github_ref: str | None = typer.Option(None, "--github-ref",
                                              help="With --github-repository: required git ref (refs/heads/main)."),
-    key: Optional[Path] = typer.Option(None, "--key", help="Require a signature by this PEM public key."),
-    trust_config: Optional[Path] = typer.Option(None, "--trust-config", help="ClientTrustConfig JSON to trust."),
-    trusted_root: Optional[Path] = typer.Option(None, "--trusted-root", help="TrustedRoot JSON to trust."),
+    key: Path | None = typer.Option(None, "--key", help="Require a signature by this PEM public key."),
+    trust_config: Path | None = typer.Option(None, "--trust-config", help="ClientTrustConfig JSON to trust."),
+    trusted_root: Path | None = typer.Option(None, "--trusted-root", help="TrustedRoot JSON to trust."),
     staging: bool = typer.Option(False, "--staging", help="Trust Sigstore's staging instance."),
     offline: bool = typer.Option(False, "--offline", help="Do not refresh the trusted root over TUF; "
                                  "use the cached (or embedded) one."),
-    policy_file: Optional[Path] = typer.Option(None, "--policy", help="TOML policy file (VerificationPolicy "
+    policy_file: Path | None = typer.Option(None, "--policy", help="TOML policy file (VerificationPolicy "
                                                "field names); explicit options override it."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

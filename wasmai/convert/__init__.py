@@ -48,7 +48,6 @@ from wasmai.convert._base import (
     InputSpec,
     ProgressFn,
     StepReport,
-    _first_line,
     _ort,
     _Steps,
     ort_max_opset,
@@ -60,7 +59,7 @@ from wasmai.convert._quantize import _optimize, _quantize
 from wasmai.convert._samples import _check_feeds, _random_samples, _read_labels, _samples_from
 from wasmai.convert._sources import _export_torch, _hf_module, _import_torch, _torch_module, check_onnx
 from wasmai.convert._validate import _latency_ms, _run, _validate, wasi_nn_compat
-from wasmai.errors import ValidationError, WasmaiError
+from wasmai.errors import ValidationError, WasmaiError, first_line
 from wasmai.manifest import (
     EMBED_LIMIT_BYTES,
     TASKS,
@@ -294,7 +293,7 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
 
                 onnx.checker.check_model(str(current), full_check=True)
             except Exception as exc:  # noqa: BLE001
-                raise WasmaiError(f"the quantized model fails the ONNX checker: {_first_line(exc)}") from None
+                raise WasmaiError(f"the quantized model fails the ONNX checker: {first_line(exc)}") from None
 
         final_inputs, final_outputs, final_opset = graph_io(current)
 
@@ -370,7 +369,7 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
         provenance = {**{k: v for k, v in source.items() if v is not None},
                       "wasmai_version": __version__, "onnxruntime_version": _ort().__version__,
                       "optimize": opts.optimize,
-                      "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
         with steps.step("write") as st:
             from wasmai._atomic import atomic_path
 

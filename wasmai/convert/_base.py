@@ -7,13 +7,15 @@ import functools
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from wasmai.errors import WasmaiError
+from wasmai.errors import WasmaiError, first_line
+
 # EMBED_LIMIT_BYTES lives in wasmai.manifest (build reads it without numpy); re-exported here.
 from wasmai.manifest import TENSOR_TYPES, Preprocess, TensorSpec
 
@@ -223,11 +225,6 @@ class _Steps:
             self.progress(name, "skip", why)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:400]
-
-
 def _ort():
     import onnxruntime as ort
 
@@ -244,7 +241,7 @@ def _session(path: Path, threads: int = 0):
     try:
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise WasmaiError(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from None
+        raise WasmaiError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
 
 
 def _ort_type_to_tensor_type(ort_type: str) -> str:

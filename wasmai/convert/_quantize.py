@@ -10,14 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from wasmai.errors import WasmaiError
 from wasmai.convert._base import (
-    _first_line,
+    DYNAMIC_OP_TYPES,
+    ConvertOptions,
     _ort,
     _quiet_stderr,
-    ConvertOptions,
-    DYNAMIC_OP_TYPES,
 )
+from wasmai.errors import WasmaiError, first_line
 
 
 def _optimize(src: Path, dest: Path, level: str) -> None:
@@ -33,7 +32,7 @@ def _optimize(src: Path, dest: Path, level: str) -> None:
     try:
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise WasmaiError(f"ONNX Runtime cannot load the model for optimization: {_first_line(exc)}") from None
+        raise WasmaiError(f"ONNX Runtime cannot load the model for optimization: {first_line(exc)}") from None
 
 
 def _count_ops(path: Path) -> dict[str, int]:
@@ -75,8 +74,14 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dic
         onnx.save(half, str(dest))
         return {"mode": "fp16", "tool": "onnxconverter_common.float16.convert_float_to_float16",
                 "keep_io_types": opts.keep_io_types}
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     if mode == "dynamic":
         with warnings.catch_warnings(), _quiet_stderr():
@@ -101,7 +106,7 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dic
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))
     except Exception as exc:  # noqa: BLE001 - symbolic shape inference is best effort
-        warn.append(f"quantization pre-processing skipped: {_first_line(exc)}")
+        warn.append(f"quantization pre-processing skipped: {first_line(exc)}")
         shutil.copyfile(src, pre)
 
     class _Reader(CalibrationDataReader):
@@ -122,7 +127,7 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dic
     except WasmaiError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise WasmaiError(f"static quantization failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise WasmaiError(f"static quantization failed: {type(exc).__name__}: {first_line(exc)}") from None
     return {"mode": "static", "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "per_channel": True, "reduce_range": True, "activation_type": "int8", "weight_type": "int8",
             "calibration_method": opts.calibration_method, "calibration_samples": len(calib)}

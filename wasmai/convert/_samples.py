@@ -6,15 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from wasmai.errors import WasmaiError
-from wasmai.manifest import Preprocess, TensorSpec
 from wasmai.convert._base import (
-    _example_array,
-    _first_line,
-    _np_dtype,
-    InputSpec,
     RANDOM_SAMPLES,
+    InputSpec,
+    _example_array,
+    _np_dtype,
 )
+from wasmai.errors import WasmaiError, first_line
+from wasmai.manifest import Preprocess, TensorSpec
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -40,7 +39,7 @@ def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray
     except FileNotFoundError:
         raise WasmaiError(f"NPZ file not found: {path}") from None
     except Exception as exc:  # noqa: BLE001 - zip/npy format errors
-        raise WasmaiError(f"cannot read NPZ {path}: {_first_line(exc)}") from None
+        raise WasmaiError(f"cannot read NPZ {path}: {first_line(exc)}") from None
     missing = [n for n in input_names if n not in arrays]
     if missing:
         raise WasmaiError(f"NPZ {path} lacks arrays for inputs {', '.join(missing)} (has {', '.join(arrays) or 'none'})")

@@ -8,19 +8,19 @@ import inspect
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from wasmai.errors import WasmaiError
 from wasmai.convert._base import (
-    _example_array,
-    _first_line,
-    _quiet_stderr,
     ConvertOptions,
     InputSpec,
+    _example_array,
+    _quiet_stderr,
 )
+from wasmai.errors import WasmaiError, first_line
 
 
 def _import_torch():
@@ -48,12 +48,12 @@ def _load_callable(spec: str) -> Callable[[], Any]:
             loader_spec.loader.exec_module(module)
         except Exception as exc:  # noqa: BLE001 - user code
             sys.modules.pop(mod_name, None)
-            raise WasmaiError(f"--torch: cannot import {path}: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise WasmaiError(f"--torch: cannot import {path}: {type(exc).__name__}: {first_line(exc)}") from None
     else:
         try:
             module = importlib.import_module(target)
         except Exception as exc:  # noqa: BLE001 - user code
-            raise WasmaiError(f"--torch: cannot import module {target!r}: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise WasmaiError(f"--torch: cannot import module {target!r}: {type(exc).__name__}: {first_line(exc)}") from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
@@ -74,13 +74,13 @@ def _torch_module(opts: ConvertOptions):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001
-            raise WasmaiError(f"--torch: {path} is not a TorchScript file: {_first_line(exc)}") from None
+            raise WasmaiError(f"--torch: {path} is not a TorchScript file: {first_line(exc)}") from None
     else:
         fn = _load_callable(spec)
         try:
             model = fn()
         except Exception as exc:  # noqa: BLE001 - user code
-            raise WasmaiError(f"--torch: {spec}() failed: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise WasmaiError(f"--torch: {spec}() failed: {type(exc).__name__}: {first_line(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             raise WasmaiError(f"--torch: {spec}() returned {type(model).__name__}, not a torch.nn.Module")
     if opts.weights is not None:
@@ -89,7 +89,7 @@ def _torch_module(opts: ConvertOptions):
         except FileNotFoundError:
             raise WasmaiError(f"--weights: file not found: {opts.weights}") from None
         except Exception as exc:  # noqa: BLE001
-            raise WasmaiError(f"--weights: cannot read {opts.weights}: {_first_line(exc)}") from None
+            raise WasmaiError(f"--weights: cannot read {opts.weights}: {first_line(exc)}") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
@@ -97,7 +97,7 @@ def _torch_module(opts: ConvertOptions):
         try:
             model.load_state_dict(state, strict=True)
         except Exception as exc:  # noqa: BLE001
-            raise WasmaiError(f"--weights: state dict does not fit the model: {_first_line(exc)}") from None
+            raise WasmaiError(f"--weights: state dict does not fit the model: {first_line(exc)}") from None
     return model.eval()
 
 
@@ -120,7 +120,7 @@ def _hf_module(folder: Path):
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True,
                                                        attn_implementation="eager", **{dtype_kw: torch.float32})
     except Exception as exc:  # noqa: BLE001
-        raise WasmaiError(f"--hf {folder}: cannot load the model: {_first_line(exc)}") from None
+        raise WasmaiError(f"--hf {folder}: cannot load the model: {first_line(exc)}") from None
     model.eval()
     params = inspect.signature(model.forward).parameters
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in params else [])
@@ -172,7 +172,7 @@ def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], 
         with torch.no_grad():
             outs = _flatten_outputs(model(*examples))
     except Exception as exc:  # noqa: BLE001 - the model's own shape checks
-        raise WasmaiError(f"the model rejects example inputs {shapes}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise WasmaiError(f"the model rejects example inputs {shapes}: {type(exc).__name__}: {first_line(exc)}") from None
     if not all(isinstance(o, torch.Tensor) for o in outs):
         raise WasmaiError("the model must return a tensor or a tuple/list/dict of tensors")
     n_out = len(outs)
@@ -210,7 +210,7 @@ def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], 
             torch.onnx.export(model, tuple(examples), str(dest), **kwargs)
     except Exception as exc:  # noqa: BLE001 - torch.onnx raises many types
         dest.unlink(missing_ok=True)
-        raise WasmaiError(f"torch.onnx export failed ({exporter} exporter, opset {opset}): {_first_line(exc)}") from None
+        raise WasmaiError(f"torch.onnx export failed ({exporter} exporter, opset {opset}): {first_line(exc)}") from None
 
     def reference(feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
         results = []
@@ -220,7 +220,7 @@ def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], 
                 try:
                     out = _flatten_outputs(model(*args))
                 except Exception as exc:  # noqa: BLE001
-                    raise WasmaiError(f"the PyTorch model rejects a validation sample: {_first_line(exc)}") from None
+                    raise WasmaiError(f"the PyTorch model rejects a validation sample: {first_line(exc)}") from None
                 results.append([o.detach().float().numpy() if o.dtype == torch.bfloat16 else o.detach().numpy()
                                 for o in out])
         return results
@@ -240,4 +240,4 @@ def check_onnx(src: Path, dest: Path) -> None:
         onnx.checker.check_model(str(src), full_check=True)
         onnx.shape_inference.infer_shapes_path(str(src), str(dest), check_type=True)
     except Exception as exc:  # noqa: BLE001 - protobuf/checker/inference errors
-        raise WasmaiError(f"invalid ONNX model {src}: {_first_line(exc)}") from None
+        raise WasmaiError(f"invalid ONNX model {src}: {first_line(exc)}") from None

@@ -9,19 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from wasmai.errors import ValidationError, WasmaiError
-from wasmai.manifest import TensorSpec
-from wasmai.manifest import EMBED_LIMIT_BYTES
 from wasmai.convert._base import (
-    _first_line,
+    HOST_TENSOR_TYPES,
     _np_dtype,
     _op_domains,
     _ort,
     _ort_type_to_tensor_type,
     _session,
-    HOST_TENSOR_TYPES,
     ort_max_opset,
 )
+from wasmai.errors import ValidationError, WasmaiError, first_line
+from wasmai.manifest import EMBED_LIMIT_BYTES, TensorSpec
 
 
 def _run(path: Path, feeds: list[dict[str, np.ndarray]], threads: int = 1) -> list[list[np.ndarray]]:
@@ -36,7 +34,7 @@ def _run(path: Path, feeds: list[dict[str, np.ndarray]], threads: int = 1) -> li
         try:
             results.append(sess.run(None, run_feed))
         except Exception as exc:  # noqa: BLE001
-            raise WasmaiError(f"ONNX Runtime failed on a sample: {_first_line(exc)}") from None
+            raise WasmaiError(f"ONNX Runtime failed on a sample: {first_line(exc)}") from None
     return results
 
 
