@@ -83,8 +83,8 @@ def test_info_reports_the_manifest(host, components, models):
 
     info = _instance(host, components["mlp_by_name"]).info()
     assert info["task"] == "tensor" and info["placement"] == "by-name:mlp"
-    assert info["inputs"] == [{"name": "x", "ty": "fp32", "dims": ["batch", 16]}]
-    assert info["outputs"][0]["name"] == "y" and info["outputs"][0]["dims"][1] == 4
+    assert info["inputs"] == [{"name": "x", "dtype": "fp32", "shape": ["batch", 16]}]
+    assert info["outputs"][0]["name"] == "y" and info["outputs"][0]["shape"][1] == 4
     assert info["model_sha256"] == sha256_file(models["mlp"])
 
 

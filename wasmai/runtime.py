@@ -215,7 +215,7 @@ class Instance:
 
     def info(self) -> dict:
         """``metadata.info()`` as a dict: WIT field names with '-' -> '_'; tensor specs are
-        ``{"name", "ty", "dims"}`` with ``ty`` a lower-case wasi-nn type and ``dims`` ints
+        ``{"name", "dtype", "shape"}`` with ``dtype`` a lower-case wasi-nn type and ``shape`` ints
         (fixed) or strings (dynamic axes)."""
         with _mapped_errors():
             return self._native.info()
@@ -553,7 +553,7 @@ def _to_tensors(arrays: Mapping[str, Any], specs: list[dict]) -> list[Tensor]:
             if spec is not None:
                 name = spec["name"]
         array = np.asarray(array)
-        dtype = spec["ty"] if spec else None
+        dtype = spec["dtype"] if spec else None
         if dtype is not None:
             want = np.dtype(TENSOR_TYPES[dtype][0])
             if array.dtype != want:

@@ -40,11 +40,11 @@ def _render(r) -> None:
         out.print(f"model {i['name']} {i['version']}  task {i['task']}  placement {i['placement']}  "
                   f"model sha256 {i['model_sha256']}  wasmai {i['wasmai_version']}")
         table = Table(title="tensors")
-        for col in ("", "name", "type", "dims"):
+        for col in ("", "name", "dtype", "shape"):
             table.add_column(col)
         for kind in ("inputs", "outputs"):
             for s in i[kind]:
-                table.add_row(kind[:-1], s["name"], s["ty"], str(s["dims"]))
+                table.add_row(kind[:-1], s["name"], s["dtype"], str(s["shape"]))
         out.print(table)
         if i["labels"]:
             out.print(f"labels: {len(i['labels'])} ({', '.join(i['labels'][:5])}{', …' if len(i['labels']) > 5 else ''})")
