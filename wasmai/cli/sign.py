@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import JSON_HELP, console, run_command
+from wasmai.cli._common import console, run_command
+from wasmai.cli.options import (
+    BundleOpt,
+    CertIdentityOpt,
+    CertOidcIssuerOpt,
+    GithubRefOpt,
+    GithubRepositoryOpt,
+    JsonOpt,
+    KeyOpt,
+    OfflineOpt,
+    PolicyFileOpt,
+    StagingOpt,
+    TrustConfigOpt,
+    TrustedRootOpt,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from wasmai.sign import KeyPair, SignResult, VerifyResult
 
 
 def _quiet_sigstore() -> None:
@@ -19,58 +39,78 @@ def _quiet_sigstore() -> None:
             logger.addHandler(logging.NullHandler())
 
 
-def _plain(out):
-    """``out.print`` without rich markup (paths and identities may contain brackets)."""
-    printer = out.print
-    return lambda text: printer(text, markup=False, soft_wrap=True)
+def _say(out: Console, text: str) -> None:
+    """Print without rich markup (paths and identities may contain brackets)."""
+    out.print(text, markup=False, soft_wrap=True)
 
 
 def keygen(
-    out_dir: Path = typer.Option(Path("."), "-o", "--out-dir", help="Folder for NAME.key and NAME.pub."),
-    name: str = typer.Option("wasmai", "--name", help="Base file name of the key pair."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing key pair."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Folder for NAME.key and NAME.pub.")] = Path("."),
+    name: Annotated[str, typer.Option("--name", help="Base file name of the key pair.")] = "wasmai",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key pair.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Generate an ECDSA P-256 key pair for air-gapped `wasmai sign --key` (private key mode 0600)."""
+    """Generate an ECDSA P-256 key pair for air-gapped `wasmai sign --key` (private key mode 0600).
+
+    [bold]Examples:[/bold]
+
+    [dim]# keys/wasmai.key (secret) and keys/wasmai.pub (give this one to verifiers)[/dim]
+    wasmai keygen -o keys/
+
+    [dim]# a second, named pair; --force replaces an existing one[/dim]
+    wasmai keygen -o keys/ --name release --force
+    """
     from wasmai.sign import keygen as run_keygen
 
-    def render(pair) -> None:
+    def render(pair: KeyPair) -> None:
         out = console()
-        out.print = _plain(out)
-        out.print(f"private key: {pair.private_key} (0600, keep it secret)")
-        out.print(f"public key:  {pair.public_key}")
-        out.print(f"fingerprint: sha256:{pair.fingerprint}")
+        _say(out, f"private key: {pair.private_key} (0600, keep it secret)")
+        _say(out, f"public key:  {pair.public_key}")
+        _say(out, f"fingerprint: sha256:{pair.fingerprint}")
 
     run_command(lambda: run_keygen(out_dir, name, force=force), json_out=json_out, render=render)
 
 
 def sign(
-    component: Path = typer.Argument(..., help="The .wasm component (or any file) to sign."),
-    key: Path | None = typer.Option(None, "--key", help="Sign with this ECDSA PEM private key "
-                                       "(air-gapped, no Sigstore; passphrase in WASMAI_KEY_PASSWORD)."),
-    identity_token: str | None = typer.Option(None, "--identity-token", envvar="SIGSTORE_IDENTITY_TOKEN",
-                                                 help="OIDC identity token for keyless signing "
-                                                 "(default: ambient CI credential, else interactive)."),
-    trust_config: Path | None = typer.Option(None, "--trust-config",
-                                                help="ClientTrustConfig JSON of another Sigstore instance."),
-    staging: bool = typer.Option(False, "--staging", help="Use Sigstore's staging instance."),
-    bundle: Path | None = typer.Option(None, "--bundle", help="Bundle path (default COMPONENT.sigstore.json)."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    component: Annotated[Path, typer.Argument(help="The .wasm component (or any file) to sign.")],
+    key: Annotated[Path | None, typer.Option(
+        "--key", help="Sign with this ECDSA PEM private key (air-gapped, no Sigstore; "
+        "passphrase in WASMAI_KEY_PASSWORD).")] = None,
+    identity_token: Annotated[str | None, typer.Option(
+        "--identity-token", envvar="SIGSTORE_IDENTITY_TOKEN",
+        help="OIDC identity token for keyless signing (default: ambient CI credential, else interactive).")] = None,
+    trust_config: Annotated[Path | None, typer.Option(
+        "--trust-config", help="ClientTrustConfig JSON of another Sigstore instance.")] = None,
+    staging: Annotated[bool, typer.Option("--staging", help="Use Sigstore's staging instance.")] = False,
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", help="Bundle path (default COMPONENT.sigstore.json).")] = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Sign a component: keyless with Sigstore (default) or with --key; writes a detached Sigstore bundle."""
+    """Sign a component: keyless with Sigstore (default) or with --key; writes a detached Sigstore bundle.
+
+    [bold]Examples:[/bold]
+
+    [dim]# keyless in CI (GitHub Actions with permissions: id-token: write)[/dim]
+    wasmai sign model.wasm --json
+
+    [dim]# air-gapped, with a key from `wasmai keygen`[/dim]
+    wasmai sign model.wasm --key keys/wasmai.key
+
+    [dim]# keyless against Sigstore's staging instance, bundle written elsewhere[/dim]
+    wasmai sign model.wasm --staging --bundle dist/model.sigstore.json
+    """
     from wasmai.sign import sign_component
 
     _quiet_sigstore()
 
-    def render(res) -> None:
+    def render(res: SignResult) -> None:
         out = console()
-        out.print = _plain(out)
-        out.print(f"signed {res.component} (sha256 {res.digest})")
+        _say(out, f"signed {res.component} (sha256 {res.digest})")
         if res.kind == "keyless":
-            out.print(f"identity {res.identity} from {res.issuer}, transparency log index {res.log_index}")
+            _say(out, f"identity {res.identity} from {res.issuer}, transparency log index {res.log_index}")
         else:
-            out.print(f"key sha256:{res.key_fingerprint}")
-        out.print(f"bundle {res.bundle}")
+            _say(out, f"key sha256:{res.key_fingerprint}")
+        _say(out, f"bundle {res.bundle}")
 
     run_command(lambda: sign_component(component, key=key, identity_token=identity_token,
                                        trust_config=trust_config, staging=staging, bundle=bundle),
@@ -78,49 +118,55 @@ def sign(
 
 
 def verify(
-    component: Path = typer.Argument(..., help="The component to verify."),
-    bundle: Path | None = typer.Option(None, "--bundle", help="Bundle path (default COMPONENT.sigstore.json)."),
-    cert_identity: str | None = typer.Option(None, "--cert-identity",
-                                                help="Required signer identity (certificate SAN, exact)."),
-    cert_oidc_issuer: str | None = typer.Option(None, "--cert-oidc-issuer",
-                                                   help="Required OIDC issuer URL of the signer identity."),
-    github_repository: str | None = typer.Option(None, "--github-repository",
-                                                    help="Require a GitHub Actions identity from OWNER/REPO."),
-    github_ref: str | None = typer.Option(None, "--github-ref",
-                                             help="With --github-repository: required git ref (refs/heads/main)."),
-    key: Path | None = typer.Option(None, "--key", help="Require a signature by this PEM public key."),
-    trust_config: Path | None = typer.Option(None, "--trust-config", help="ClientTrustConfig JSON to trust."),
-    trusted_root: Path | None = typer.Option(None, "--trusted-root", help="TrustedRoot JSON to trust."),
-    staging: bool = typer.Option(False, "--staging", help="Trust Sigstore's staging instance."),
-    offline: bool = typer.Option(False, "--offline", help="Do not refresh the trusted root over TUF; "
-                                 "use the cached (or embedded) one."),
-    policy_file: Path | None = typer.Option(None, "--policy", help="TOML policy file (VerificationPolicy "
-                                               "field names); explicit options override it."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    component: Annotated[Path, typer.Argument(help="The component to verify.")],
+    key: KeyOpt = None,
+    cert_identity: CertIdentityOpt = None,
+    cert_oidc_issuer: CertOidcIssuerOpt = None,
+    github_repository: GithubRepositoryOpt = None,
+    github_ref: GithubRefOpt = None,
+    trust_config: TrustConfigOpt = None,
+    trusted_root: TrustedRootOpt = None,
+    staging: StagingOpt = False,
+    offline: OfflineOpt = False,
+    policy_file: PolicyFileOpt = None,
+    bundle: BundleOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Verify a component's signature and signer. A policy is required: --key, --cert-identity with
-    --cert-oidc-issuer, or --github-repository. Exit 0 only if everything holds."""
-    from wasmai.errors import WasmaiError
-    from wasmai.sign import policy_from_options, verify_component
+    --cert-oidc-issuer, or --github-repository. Exit 0 only if everything holds.
+
+    [bold]Examples:[/bold]
+
+    [dim]# a key-signed component[/dim]
+    wasmai verify model.wasm --key keys/wasmai.pub
+
+    [dim]# signed keylessly by a workflow of acme/models on main[/dim]
+    wasmai verify model.wasm --github-repository acme/models --github-ref refs/heads/main
+
+    [dim]# signed keylessly by a person, checked against the cached trusted root[/dim]
+    wasmai verify model.wasm --cert-identity dev@example.com --cert-oidc-issuer https://accounts.google.com --offline
+
+    [dim]# the policy in a TOML file (VerificationPolicy field names)[/dim]
+    wasmai verify model.wasm --policy policy.toml --json
+    """
+    from wasmai.sign import VerificationPolicy, policy_from_options, verify_component
 
     _quiet_sigstore()
 
-    def run():
+    def work() -> VerifyResult:
         policy = policy_from_options(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
                                      github_repository=github_repository, github_ref=github_ref,
                                      trust_config=trust_config, trusted_root=trusted_root, staging=staging,
                                      offline=offline, policy=policy_file)
-        if policy is None:
-            raise WasmaiError("no verification policy: pass --key PUBLIC.pem, or --cert-identity ID with "
-                              "--cert-oidc-issuer URL, or --github-repository OWNER/REPO "
-                              "(there is no 'any identity' default)")
-        return verify_component(component, policy, bundle=bundle)
+        # No option at all: the empty policy, which verify_component refuses ("no verification policy").
+        return verify_component(component, policy or VerificationPolicy(), bundle=bundle)
 
-    def render(res) -> None:
-        who = (f"{res.identity} ({res.issuer}), log index {res.log_index}" if res.kind == "keyless"
-               else f"key sha256:{res.key_fingerprint}")
+    def render(res: VerifyResult) -> None:
         from rich.markup import escape
 
-        console().print(f"[green]verified[/] {escape(f'{res.component} (sha256 {res.digest}) signed by {who}')}", soft_wrap=True)
+        who = (f"{res.identity} ({res.issuer}), log index {res.log_index}" if res.kind == "keyless"
+               else f"key sha256:{res.key_fingerprint}")
+        console().print(f"[green]verified[/] {escape(f'{res.component} (sha256 {res.digest}) signed by {who}')}",
+                        soft_wrap=True)
 
-    run_command(run, json_out=json_out, render=render)
+    run_command(work, json_out=json_out, render=render)
