@@ -73,9 +73,8 @@ class VerificationPolicy:
             want = bool if name in _BOOL_FIELDS else str
             if not isinstance(value, want):
                 raise WasmaiError(f"policy file {path}: {name} must be a {want.__name__}")
-            if name in _PATH_FIELDS:
-                value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
-            values[name] = value
+            # An absolute path stays as it is: Path("/dir") / "/abs" is Path("/abs").
+            values[name] = path.parent / str(value) if name in _PATH_FIELDS else value
         return cls(**values)
 
     def validate(self) -> None:
