@@ -189,9 +189,9 @@ def build_component(onnx: Path, task: str, rebuild: bool) -> Path:
 
 
 def bench_reps(component: Path, reps: int, **kw) -> list:
-    from wasmai.bench import bench
+    from wasmai.bench import BenchOptions, bench
 
-    return [bench(component, **kw) for _ in range(reps)]
+    return [bench(BenchOptions(component, **kw)) for _ in range(reps)]
 
 
 def ort_web(model: Path, inputs: dict[str, np.ndarray], reps: int, n: int, warmup: int) -> dict | None:
@@ -235,10 +235,10 @@ def summarize_tensor(reports: list) -> dict:
         "threads": reports[0].config["threads"],
         "component_p50_ms": med(r.steady.latency_ms.p50 for r in reports),
         "component_p50_ms_reps": [r.steady.latency_ms.p50 for r in reports],
-        "native_p50_ms": med(r.native.latency_ms.p50 for r in reports),
-        "native_p50_ms_reps": [r.native.latency_ms.p50 for r in reports],
-        "ratio_p50": med(r.native.ratio_p50 for r in reports),
-        "ratio_p50_reps": [r.native.ratio_p50 for r in reports],
+        "native_p50_ms": med(r.ort_baseline.latency_ms.p50 for r in reports),
+        "native_p50_ms_reps": [r.ort_baseline.latency_ms.p50 for r in reports],
+        "ratio_p50": med(r.ort_baseline.ratio_p50 for r in reports),
+        "ratio_p50_reps": [r.ort_baseline.ratio_p50 for r in reports],
         "host_overhead_p50_us": med(r.steady.host_overhead_us.p50 for r in reports if r.steady.host_overhead_us),
         "ort_run_in_host_p50_ms": med(r.steady.ort_run_ms.p50 for r in reports if r.steady.ort_run_ms),
         "compile_ms": med(r.cold_start.compile_ms for r in misses) if misses else None,
@@ -259,10 +259,10 @@ def summarize_image(reports: list) -> dict:
     return {
         "threads": reports[0].config["threads"],
         "classify_p50_ms": med(r.steady.latency_ms.p50 for r in reports),
-        "native_p50_ms": med(r.native.latency_ms.p50 for r in reports),
-        "ratio_p50": med(r.native.ratio_p50 for r in reports),
+        "native_p50_ms": med(r.ort_baseline.latency_ms.p50 for r in reports),
+        "ratio_p50": med(r.ort_baseline.ratio_p50 for r in reports),
         "guest_stages_p50_us": {s: med(r.steady.stages_us[s].p50 for r in reports) for s in STAGES},
-        "native_stages_p50_us": {s: med(r.native.stages_us[s].p50 for r in reports) for s in STAGES},
+        "native_stages_p50_us": {s: med(r.ort_baseline.stages_us[s].p50 for r in reports) for s in STAGES},
         "host_overhead_p50_us": med(r.steady.host_overhead_us.p50 for r in reports if r.steady.host_overhead_us),
     }
 
@@ -405,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model or precision: {unknown or precisions}")
     WORK.mkdir(parents=True, exist_ok=True)
 
-    from wasmai.bench import InputSpec, random_inputs
-    from wasmai.cli._common import to_jsonable
+    from wasmai.inputs import random_inputs
+    from wasmai.jsonable import to_jsonable
+    from wasmai.manifest import TensorSpec
 
     started = dt.datetime.now(dt.UTC)
     doc: dict = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
@@ -423,9 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             for precision in precisions:
                 onnx, _toml = convert_model(m, precision, args.rebuild)
                 wasm = build_component(onnx, "tensor", args.rebuild)
-                inputs = random_inputs([InputSpec("input", "fp32", list(m.input_shape))], seed=0)
-                npz = WORK / f"{m.name}-input.npz"
-                np.savez(npz, **inputs)
+                inputs = random_inputs([TensorSpec("input", "fp32", list(m.input_shape))], seed=0)
                 from wasmai.manifest import Manifest
 
                 val = Manifest.load(_toml).validation
@@ -436,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                        "onnx_bytes": onnx.stat().st_size, "component_bytes": wasm.stat().st_size, "threads": []}
                 for threads in (1, 0):
                     log(f"{m.name} {precision} tensor template, threads {threads or 'default'}: {args.reps} x {n}")
-                    reports = bench_reps(wasm, args.reps, inputs_npz=npz, n=n, warmup=args.warmup,
-                                         threads=threads, native=True, model=onnx, cache_dir=cache)
+                    reports = bench_reps(wasm, args.reps, inputs=inputs, n=n, warmup=args.warmup,
+                                         threads=threads, ort_baseline=True, model=onnx, cache_dir=cache)
                     row["threads"].append(summarize_tensor(reports))
                 if not args.no_web:
                     n_web = n if key == "mlp" else args.n_web
@@ -454,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                     for threads in (1, 0):
                         log(f"{m.name} {precision} image template, threads {threads or 'default'}")
                         reports = bench_reps(img_wasm, args.reps, image=photo, n=args.n, warmup=args.warmup,
-                                             threads=threads, native=True, model=onnx, cache_dir=cache)
+                                             threads=threads, ort_baseline=True, model=onnx, cache_dir=cache)
                         irow["threads"].append(summarize_image(reports))
                     doc["image"].append(irow)
     finally:

@@ -15,22 +15,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from wasmai import vocab
+
 OPSET = 17
 IR_VERSION = 8
 
-#: wasi-nn tensor type -> ONNX element type (the inverse of wasmai.manifest.ONNX_TO_TENSOR_TYPE).
-ONNX_TYPES = {
-    "fp16": TensorProto.FLOAT16,
-    "fp32": TensorProto.FLOAT,
-    "fp64": TensorProto.DOUBLE,
-    "bf16": TensorProto.BFLOAT16,
-    "u8": TensorProto.UINT8,
-    "i32": TensorProto.INT32,
-    "i64": TensorProto.INT64,
-}
+#: wasi-nn tensor type -> ONNX element type, from wasmai.vocab's one dtype table.
+ONNX_TYPES = {name: d.onnx for name, d in vocab.DTYPES.items()}
 
 #: The seven wasi-nn tensor types, in wasi-nn's order.
-DTYPES = tuple(ONNX_TYPES)
+DTYPES = tuple(vocab.DTYPES)
 
 
 def _model(graph: onnx.GraphProto, name: str) -> onnx.ModelProto:
@@ -138,10 +132,10 @@ def random_input(dtype: str, shape: Sequence[int], seed: int = 0) -> np.ndarray:
     if dtype == "bf16":
         f = rng.standard_normal(shape).astype(np.float32)
         return (f.view(np.uint32) >> 16).astype(np.uint16)
+    np_dtype = np.dtype(vocab.dtype(dtype).numpy)
     if dtype in ("u8", "i32", "i64"):
-        info = np.iinfo({"u8": np.uint8, "i32": np.int32, "i64": np.int64}[dtype])
+        info = np.iinfo(np_dtype)
         return rng.integers(info.min, info.max, size=shape, dtype=info.dtype, endpoint=True)
-    np_dtype = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64}[dtype]
     return (rng.standard_normal(shape) * 100).astype(np_dtype)
 
 

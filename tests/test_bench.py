@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from wasmai.bench import InputSpec, Stats, histogram, parse_assignments, random_inputs, summarize
+from wasmai.bench.stats import Stats, histogram, summarize
 from wasmai.cli import app
 from wasmai.errors import WasmaiError
+from wasmai.inputs import parse_assignments, random_inputs
+from wasmai.manifest import TensorSpec
 
 runner = CliRunner()
 
 STAT_KEYS = {"n", "min", "p50", "p90", "p99", "max", "mean", "stdev"}
 TOP_KEYS = {"component", "component_sha256", "model", "mode", "config", "cold_start", "steady", "memory",
-            "native", "throughput", "verification", "execution_provider", "histogram_ms", "plot", "notes"}
+            "ort_baseline", "throughput", "verification", "execution_provider", "histogram_ms", "plot", "notes"}
 
 
 def _bench(*args: str) -> tuple[int, dict | None, str]:
@@ -107,8 +109,8 @@ def test_histogram_counts_every_sample_and_keeps_outliers_apart():
 
 
 def test_random_inputs_follow_specs_and_dims():
-    specs = [InputSpec("x", "fp32", ["batch", 3, 8]), InputSpec("ids", "i64", ["batch", "seq"]),
-             InputSpec("px", "u8", [2, 2])]
+    specs = [TensorSpec("x", "fp32", ["batch", 3, 8]), TensorSpec("ids", "i64", ["batch", "seq"]),
+             TensorSpec("px", "u8", [2, 2])]
     arrays = random_inputs(specs, {"batch": 4, "seq": 7}, seed=1)
     assert arrays["x"].shape == (4, 3, 8) and arrays["x"].dtype == np.float32
     assert arrays["ids"].shape == (4, 7) and arrays["ids"].dtype == np.int64
@@ -120,11 +122,11 @@ def test_random_inputs_follow_specs_and_dims():
 
 
 def test_rounds_split_calls_into_alternating_blocks():
-    from wasmai.bench import _rounds
+    from wasmai.bench.runners import rounds
 
-    assert _rounds(7, 5) == [2, 2, 1, 1, 1]
-    assert _rounds(2, 5) == [1, 1]
-    assert _rounds(10, 1) == [10]
+    assert rounds(7, 5) == [2, 2, 1, 1, 1]
+    assert rounds(2, 5) == [1, 1]
+    assert rounds(10, 1) == [10]
 
 
 def test_parse_assignments_rejects_items_without_equals():
@@ -162,7 +164,7 @@ def test_bench_tensor_component_json_schema(tcomp):
     assert doc["memory"]["peak_rss_bytes"] > 0
     assert doc["memory"]["linear_memory_bytes"] > 0
     assert sum(doc["histogram_ms"]["counts"]) + doc["histogram_ms"]["above"] == 7
-    nat = doc["native"]
+    nat = doc["ort_baseline"]
     assert nat["available"] is True, nat["skipped_reason"]
     _check_stats(nat["latency_ms"], 7)
     assert nat["ratio_p50"] == pytest.approx(steady["latency_ms"]["p50"] / nat["latency_ms"]["p50"])
@@ -177,7 +179,7 @@ def test_bench_concurrency_two_reports_throughput(tcomp):
     _check_stats(tp["latency_ms"], 10)
     assert tp["qps"] == pytest.approx(tp["calls"] / tp["wall_s"])
     assert doc["config"]["threads"] == 1
-    assert doc["native"] == {**doc["native"], "available": False, "skipped_reason": "--no-native"}
+    assert doc["ort_baseline"] == {**doc["ort_baseline"], "available": False, "skipped_reason": "--no-native"}
 
 
 def test_bench_input_files_and_rich_table(tcomp, tmp_path):
@@ -215,7 +217,7 @@ def test_bench_dim_sets_dynamic_axes_with_random(tcomp):
                             *_unsigned())
     assert code == 0, out
     assert doc["config"]["inputs"][0]["shape"] == [3, 16]
-    assert doc["native"]["available"] is True
+    assert doc["ort_baseline"]["available"] is True
     code, _, out = _bench(str(tcomp), "--random", "--dim", "nosuchaxis=2", "-n", "1", *_unsigned())
     assert code == 1 and "no dynamic axis" in out
 
@@ -260,7 +262,7 @@ def test_bench_native_skipped_is_said_when_model_absent(tcomp, tmp_path):
     alone.write_bytes(Path(tcomp).read_bytes())
     code, doc, out = _bench(str(alone), "--random", "-n", "2", "--warmup", "0", "--json", *_unsigned())
     assert code == 0, out
-    assert doc["native"]["available"] is False and "pass --model" in doc["native"]["skipped_reason"]
+    assert doc["ort_baseline"]["available"] is False and "pass --model" in doc["ort_baseline"]["skipped_reason"]
     code, _, out = _bench(str(alone), "--random", "-n", "2", "--warmup", "0", *_unsigned())
     assert code == 0 and "native onnxruntime skipped" in out
     code, _, out = _bench(str(alone), "--random", "-n", "2", "--native", *_unsigned())
@@ -295,7 +297,7 @@ def test_bench_image_component_classify_stages(icomp, sample_image):
         _check_stats(s, 3)
     # The guest's stages happen inside the call: together they cannot exceed its wall time.
     assert sum(s["min"] for s in stages.values()) <= doc["steady"]["latency_ms"]["max"] * 1000
-    nat = doc["native"]
+    nat = doc["ort_baseline"]
     assert nat["available"] is True, nat["skipped_reason"]
     assert set(nat["stages_us"]) == set(stages)
     _check_stats(nat["latency_ms"], 3)

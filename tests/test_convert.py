@@ -302,7 +302,8 @@ def test_image_classifier_static_with_photos_and_manifest_roundtrip(models_py, p
     assert man.task == "image-classification" and man.labels == ["apple", "bear", "car", "dog", "eel"]
     assert man.softmax is True
     assert man.preprocess == Preprocess(crop=(32, 32), resize_shorter=36, mean=[127.0] * 3, std=[128.0] * 3)
-    assert man.quantization["calibration_method"] == "entropy" and man.quantization["calibration_samples"] == len(PHOTOS)
+    assert man.quantization["calibration_method"] == "entropy"
+    assert man.quantization["calibration_samples"] == len(PHOTOS)
     # Round trip: dump -> parse -> identical document.
     again = Manifest.from_dict(__import__("tomllib").loads(man.dumps()), base_dir=man.base_dir)
     assert again.to_dict() == man.to_dict()

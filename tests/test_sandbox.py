@@ -3,7 +3,7 @@
 
 The probe guest is a real component built from tests/guests/sandbox (a ``tensor-model`` with
 no graph plus exports such as ``read-file``, ``get-env``, ``spin``, ``hog``, ``say`` and
-``load-graphs``), called through :meth:`wasmai.runtime.Instance.call_export`. Tensor limits are
+``load-graphs``), called through :meth:`wasmai.host.Instance.call_export`. Tensor limits are
 checked on a real tensor component of an ONNX Identity model (tests/onnx_factory.py)."""
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import onnx_factory as factory
 import pytest
 
 from wasmai.errors import WasmaiError
-from wasmai.runtime import ComponentError, Host, InferenceError, Preopen, SandboxOptions, Tensor
+from wasmai.host import ComponentError, Host, InferenceError
+from wasmai.sandbox import Preopen, SandboxOptions
+from wasmai.tensors import Tensor
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1 << 20

@@ -45,23 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmai.errors import WasmaiError
-
-#: wasi-nn tensor types (wasi:nn/tensor.tensor-type, lower case) -> (numpy dtype name, bytes per element).
-#: bf16 has no numpy dtype; it is carried as raw uint16.
-TENSOR_TYPES: dict[str, tuple[str, int]] = {
-    "fp16": ("float16", 2),
-    "fp32": ("float32", 4),
-    "fp64": ("float64", 8),
-    "bf16": ("uint16", 2),
-    "u8": ("uint8", 1),
-    "i32": ("int32", 4),
-    "i64": ("int64", 8),
-}
-
-#: ONNX TensorProto element type numbers -> wasi-nn tensor type (onnx/onnx.proto3, TensorProto.DataType).
-ONNX_TO_TENSOR_TYPE: dict[int, str] = {1: "fp32", 2: "u8", 6: "i32", 7: "i64", 10: "fp16", 11: "fp64", 16: "bf16"}
-
-TASKS = ("tensor", "image-classification")
+from wasmai.vocab import DTYPES, Color, Layout, Task, dtype_from_onnx
 
 #: Largest model (bytes of the .onnx file) that ``wasmai build`` embeds in the component: the
 #: bytes become a data segment, are copied into the guest's 32-bit linear memory (4 GiB at most)
@@ -97,9 +81,9 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         self.crop = (int(self.crop[0]), int(self.crop[1]))
-        if self.color not in ("RGB", "BGR"):
+        if self.color not in _values(Color):
             raise WasmaiError(f"manifest: preprocess.color must be RGB or BGR, not {self.color!r}")
-        if self.layout not in ("NCHW", "NHWC"):
+        if self.layout not in _values(Layout):
             raise WasmaiError(f"manifest: preprocess.layout must be NCHW or NHWC, not {self.layout!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
             raise WasmaiError("manifest: preprocess.mean and .std need 3 values each, std non-zero")
@@ -130,12 +114,12 @@ class Manifest:
     base_dir: Path = field(default=Path("."), repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise WasmaiError(f"manifest: unknown task {self.task!r} (known: {', '.join(TASKS)})")
+        if self.task not in _values(Task):
+            raise WasmaiError(f"manifest: unknown task {self.task!r} (known: {', '.join(_values(Task))})")
         for spec in [*self.inputs, *self.outputs]:
-            if spec.dtype not in TENSOR_TYPES:
+            if spec.dtype not in DTYPES:
                 raise WasmaiError(f"manifest: tensor {spec.name!r} has unknown dtype {spec.dtype!r}")
-        if self.task == "image-classification" and self.preprocess is None:
+        if self.task == Task.IMAGE_CLASSIFICATION and self.preprocess is None:
             raise WasmaiError("manifest: task image-classification needs a [preprocess] table")
 
     @property
@@ -217,11 +201,11 @@ def read_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
         raise WasmaiError(f"cannot read {what} {path}: {exc}") from None
 
 
-def load_onnx(path: str | os.PathLike[str]):
-    """``onnx.load`` without external data. Raises :class:`WasmaiError` (one line) if the file is
-    missing or not a readable ONNX model."""
+def load_onnx(path: str | os.PathLike[str]) -> Any:
+    """``onnx.load`` without external data: an ``onnx.ModelProto``. Raises :class:`WasmaiError`
+    (one line) if the file is missing or not a readable ONNX model."""
     import onnx
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     try:
         return onnx.load(str(path), load_external_data=False)
@@ -233,23 +217,23 @@ def graph_io(path: str | os.PathLike[str]) -> tuple[list[TensorSpec], list[Tenso
     """Graph inputs (initializers excluded) and outputs of an ONNX file as :class:`TensorSpec`
     (dims with ``dim_value`` -> int, ``dim_param`` -> its name, unknown -> ``"dim<i>"``), and the
     default-domain opset. Raises :class:`WasmaiError` for unreadable files and for element types
-    wasi-nn cannot carry (see :data:`ONNX_TO_TENSOR_TYPE`)."""
+    wasi-nn cannot carry (see :data:`wasmai.vocab.DTYPES`)."""
     import onnx
 
     model = load_onnx(path)
     inits = {i.name for i in model.graph.initializer}
 
-    def spec(vi) -> TensorSpec:
+    def spec(vi: Any) -> TensorSpec:
         tt = vi.type.tensor_type
-        dtype = ONNX_TO_TENSOR_TYPE.get(tt.elem_type)
+        dtype = dtype_from_onnx(tt.elem_type)
         if dtype is None:
             raise WasmaiError(f"tensor {vi.name!r} has ONNX element type "
                               f"{onnx.TensorProto.DataType.Name(tt.elem_type)}, which wasi-nn cannot carry "
-                              f"(supported: {', '.join(TENSOR_TYPES)})")
+                              f"(supported: {', '.join(DTYPES)})")
         shape: list[int | str] = []
         for i, d in enumerate(tt.shape.dim):
             shape.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or f"dim{i}"))
-        return TensorSpec(vi.name, dtype, shape)
+        return TensorSpec(vi.name, dtype.name, shape)
 
     ins = [spec(v) for v in model.graph.input if v.name not in inits]
     outs = [spec(v) for v in model.graph.output]
@@ -269,6 +253,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _values(choices: type[Task] | type[Color] | type[Layout]) -> tuple[str, ...]:
+    """The string values of a :mod:`wasmai.vocab` enum, in definition order."""
+    return tuple(c.value for c in choices)
 
 
 def _drop_none(value: Any) -> Any:

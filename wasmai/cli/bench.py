@@ -2,123 +2,153 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wasmai.cli._common import (
-    JSON_HELP,
-    bundle_option,
-    cert_identity_option,
-    cert_oidc_issuer_option,
-    console,
-    dir_option,
-    env_option,
-    github_ref_option,
-    github_repository_option,
-    inherit_stdio_option,
-    key_option,
-    max_graphs_option,
-    max_memory_option,
-    max_tensor_bytes_option,
-    offline_option,
-    policy_file_option,
-    policy_from_cli,
-    run_command,
-    sandbox_from_options,
-    staging_option,
-    trust_config_option,
-    trusted_root_option,
+from wasmai.cli._common import console, run_command
+from wasmai.cli.options import (
+    INPUT_PANEL,
+    AllowTargetFallbackOpt,
+    BundleOpt,
+    CertIdentityOpt,
+    CertOidcIssuerOpt,
+    DirOpt,
+    EnvOpt,
+    GithubRefOpt,
+    GithubRepositoryOpt,
+    GraphOpt,
+    ImageOpt,
+    InheritStdioOpt,
+    InputOpt,
+    InputsOpt,
+    JsonOpt,
+    KeyOpt,
+    MaxGraphsOpt,
+    MaxMemoryOpt,
+    MaxTensorBytesOpt,
+    OfflineOpt,
+    PolicyFileOpt,
+    StagingOpt,
+    TimeoutOpt,
+    TopKOpt,
+    TrustConfigOpt,
+    TrustedRootOpt,
 )
+
+if TYPE_CHECKING:
+    from wasmai.bench import BenchReport
+    from wasmai.bench.stats import Stats
+
+MEASURE_PANEL = "Measurement"
 
 
 def bench(
-    component: Path = typer.Argument(..., help="The component (.wasm) to benchmark."),
-    image: Path | None = typer.Option(None, "--image", help="Image file: time classify() end to end "
-                                         "(image-classification components)."),
-    input_: list[str] | None = typer.Option(None, "--input", help="NAME=FILE.npy for one graph input "
-                                               "(repeatable)."),
-    inputs: Path | None = typer.Option(None, "--inputs", help=".npz holding every input by name."),
-    random: bool = typer.Option(False, "--random", help="Random tensors matching the component's inputs."),
-    dim: list[str] | None = typer.Option(None, "--dim", help="NAME=VALUE for a dynamic axis with "
-                                            "--random (default 1; repeatable)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --random."),
-    n: int = typer.Option(100, "-n", "--iterations", help="Timed calls in the steady state (per instance "
-                          "under --concurrency)."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
-    concurrency: int = typer.Option(1, "--concurrency", help="N instances on N threads for throughput "
-                                    "(QPS, p99 under load)."),
-    threads: int = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads, for the component and "
-                                "native alike (0 = ONNX Runtime's default)."),
-    native: bool | None = typer.Option(None, "--native/--no-native", help="Also run the model directly "
-                                          "in onnxruntime (default: when the ONNX model is found)."),
-    model: Path | None = typer.Option(None, "--model", help="The ONNX model for --native (default: the "
-                                         "manifest or .onnx beside the component with the same sha256)."),
-    top_k: int = typer.Option(5, "--top-k", help="Predictions per classify() call."),
-    graph: list[str] | None = typer.Option(None, "--graph", help="NAME=FILE.onnx for by-name components "
-                                              "(repeatable)."),
-    allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback",
-                                               help="Let the host fall back to CPU if the requested "
-                                               "execution target is unavailable."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
-    dir_: list[str] | None = dir_option(),
-    env: list[str] | None = env_option(),
-    inherit_stdio: bool = inherit_stdio_option(),
-    max_memory: int | None = max_memory_option(),
-    max_tensor_bytes: int | None = max_tensor_bytes_option(),
-    max_graphs: int | None = max_graphs_option(),
-    plot: Path | None = typer.Option(None, "--plot", help="Write a latency histogram PNG (needs "
-                                        "matplotlib: pip install 'wasmai[plot]')."),
-    key: Path | None = key_option(),
-    cert_identity: str | None = cert_identity_option(),
-    cert_oidc_issuer: str | None = cert_oidc_issuer_option(),
-    github_repository: str | None = github_repository_option(),
-    github_ref: str | None = github_ref_option(),
-    trust_config: Path | None = trust_config_option(),
-    trusted_root: Path | None = trusted_root_option(),
-    staging: bool = staging_option(),
-    offline: bool = offline_option(),
-    policy: Path | None = policy_file_option(),
-    bundle: Path | None = bundle_option(),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    component: Annotated[Path, typer.Argument(help="The component (.wasm) to benchmark.")],
+    image: ImageOpt = None,
+    input_: InputOpt = None,
+    inputs: InputsOpt = None,
+    random: Annotated[bool, typer.Option(
+        "--random", rich_help_panel=INPUT_PANEL, help="Random tensors matching the component's inputs.")] = False,
+    dim: Annotated[list[str] | None, typer.Option(
+        "--dim", metavar="NAME=SIZE", rich_help_panel=INPUT_PANEL,
+        help="Size of a dynamic axis with --random (default 1; repeatable).")] = None,
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=INPUT_PANEL, help="Seed for --random.")] = 0,
+    n: Annotated[int, typer.Option(
+        "-n", "--iterations", rich_help_panel=MEASURE_PANEL,
+        help="Timed calls in the steady state (per instance under --concurrency).")] = 100,
+    warmup: Annotated[int, typer.Option(
+        "--warmup", rich_help_panel=MEASURE_PANEL, help="Untimed calls before timing.")] = 10,
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", rich_help_panel=MEASURE_PANEL,
+        help="N instances on N threads for throughput (QPS, p99 under load).")] = 1,
+    threads: Annotated[int, typer.Option(
+        "--threads", rich_help_panel=MEASURE_PANEL,
+        help="ONNX Runtime intra-op threads, for the component and the ONNX Runtime baseline alike "
+        "(0 = ONNX Runtime's default).")] = 0,
+    native: Annotated[bool | None, typer.Option(
+        "--native/--no-native", rich_help_panel=MEASURE_PANEL,
+        help="Also run the model directly in onnxruntime, the baseline (default: when the ONNX model is "
+        "found).")] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", rich_help_panel=MEASURE_PANEL,
+        help="The ONNX model for --native (default: the manifest or .onnx beside the component with the "
+        "same sha256).")] = None,
+    top_k: TopKOpt = 5,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", rich_help_panel=MEASURE_PANEL,
+        help="Write a latency histogram PNG (needs matplotlib: pip install 'wasmai[plot]').")] = None,
+    graph: GraphOpt = None,
+    allow_target_fallback: AllowTargetFallbackOpt = False,
+    timeout: TimeoutOpt = None,
+    dir_: DirOpt = None,
+    env: EnvOpt = None,
+    inherit_stdio: InheritStdioOpt = False,
+    max_memory: MaxMemoryOpt = None,
+    max_tensor_bytes: MaxTensorBytesOpt = None,
+    max_graphs: MaxGraphsOpt = None,
+    key: KeyOpt = None,
+    cert_identity: CertIdentityOpt = None,
+    cert_oidc_issuer: CertOidcIssuerOpt = None,
+    github_repository: GithubRepositoryOpt = None,
+    github_ref: GithubRefOpt = None,
+    trust_config: TrustConfigOpt = None,
+    trusted_root: TrustedRootOpt = None,
+    staging: StagingOpt = False,
+    offline: OfflineOpt = False,
+    policy: PolicyFileOpt = None,
+    bundle: BundleOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Benchmark a component: cold start, steady-state latency percentiles, throughput, memory, and the
     ratio to the same model in onnxruntime (same threads, same process).
 
-    Exit 1 on bad input (one error line)."""
+    Exit 1 on bad input (one error line).
 
-    def work():
+    [bold]Examples:[/bold]
+
+    [dim]# random inputs (dynamic axis batch=8), 200 timed calls, next to onnxruntime[/dim]
+    wasmai bench model.wasm --random --dim batch=8 -n 200
+
+    [dim]# an image classifier end to end, 2 instances on 2 threads, signature checked first[/dim]
+    wasmai bench model.wasm --key wasmai.pub --image cat.png -n 50 --concurrency 2 --threads 1
+
+    [dim]# your own tensors, a latency histogram and the JSON report[/dim]
+    wasmai bench model.wasm --inputs inputs.npz --plot latency.png --json > report.json
+    """
+
+    def work() -> BenchReport:
+        from wasmai.bench import BenchOptions
         from wasmai.bench import bench as run_bench
-        from wasmai.bench import parse_assignments
-        from wasmai.errors import WasmaiError
+        from wasmai.inputs import load_arrays, parse_assignments, parse_dims
+        from wasmai.sandbox import SandboxOptions
+        from wasmai.sign import policy_from_options
 
-        dims = {}
-        for name, value in parse_assignments(dim, "--dim").items():
-            try:
-                dims[name] = int(value)
-            except ValueError:
-                raise WasmaiError(f"--dim {name}={value}: the size must be an integer") from None
-            if dims[name] < 1:
-                raise WasmaiError(f"--dim {name}={value}: the size must be >= 1")
+        dims = parse_dims(dim)
+        sandbox = SandboxOptions.from_options(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
+                                              max_memory_mb=max_memory, timeout_s=timeout,
+                                              max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+        graphs = {name: Path(p) for name, p in parse_assignments(graph, "--graph", form="NAME=FILE.onnx").items()}
         # No policy option at all = benchmark without verifying (reported as such).
-        verify_policy = policy_from_cli(
+        verify_policy = policy_from_options(
             key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
             github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
             trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
-        progress = None if json_out else _progress()
-        return run_bench(
-            component, image=image, inputs=parse_assignments(input_, "--input"), inputs_npz=inputs,
-            random=random, dims=dims, seed=seed, n=n, warmup=warmup, concurrency=concurrency,
-            threads=threads, native=native, model=model, top_k=top_k,
-            graphs=parse_assignments(graph, "--graph") or None,
-            allow_target_fallback=allow_target_fallback, policy=verify_policy, bundle=bundle, plot=plot,
-            timeout_s=timeout, progress=progress,
-            sandbox=sandbox_from_options(dir_, env, inherit_stdio, max_memory, max_tensor_bytes, max_graphs))
+        arrays = load_arrays(input_, inputs) if (input_ or inputs is not None) else None
+        opts = BenchOptions(
+            component=component, image=image, inputs=arrays, random=random, dims=dims, seed=seed, n=n,
+            warmup=warmup, concurrency=concurrency, threads=threads, ort_baseline=native, model=model,
+            top_k=top_k, graphs=graphs, allow_target_fallback=allow_target_fallback, sandbox=sandbox,
+            policy=verify_policy, bundle=bundle, plot=plot)
+        return run_bench(opts, progress=None if json_out else _progress())
 
     run_command(work, json_out=json_out, render=render)
 
 
-def _progress():
+def _progress() -> Callable[[str], None]:
+    """A progress callback printing ``bench: <message>`` dimmed on stderr."""
     con = console(stderr=True)
 
     def say(message: str) -> None:
@@ -140,12 +170,13 @@ def _num(v: float) -> str:
 
 
 def _fmt_bytes(n: int | None) -> str:
+    """Bytes as MiB with one decimal; ``-`` for unknown."""
     if n is None:
         return "-"
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def render(report) -> None:
+def render(report: BenchReport) -> None:
     """Rich tables of a :class:`wasmai.bench.BenchReport`, and a terminal histogram."""
     from rich.table import Table
 
@@ -179,31 +210,31 @@ def render(report) -> None:
             t.add_column(col, justify="right", no_wrap=True)
         return t
 
-    def row(t: Table, label: str, s, _fmt: str = "") -> None:
+    def row(t: Table, label: str, s: Stats | None) -> None:
         if s is not None:
             t.add_row(label, *(_num(getattr(s, k)) for k in cols))
 
     st = report.steady
-    nat = report.native
+    base = report.ort_baseline
     lat = table(f"steady state: latency per {report.mode} call (ms)")
-    row(lat, "component", st.latency_ms, "{:.3f}")
-    row(lat, "  ORT run in host", st.ort_run_ms, "{:.3f}")
-    if nat.available:
-        row(lat, "native onnxruntime", nat.latency_ms, "{:.3f}")
+    row(lat, "component", st.latency_ms)
+    row(lat, "  ORT run in host", st.ort_run_ms)
+    if base.available:
+        row(lat, "native onnxruntime", base.latency_ms)
     con.print(lat)
     parts = table("per call (us); host overhead = call time - ORT run in host")
-    row(parts, "host overhead", st.host_overhead_us, "{:.1f}")
+    row(parts, "host overhead", st.host_overhead_us)
     for stage, s in (st.stages_us or {}).items():
-        row(parts, f"guest {stage}", s, "{:.0f}")
-    for stage, s in ((nat.stages_us or {}).items() if nat.available else ()):
-        row(parts, f"native {stage}", s, "{:.0f}")
+        row(parts, f"guest {stage}", s)
+    for stage, s in ((base.stages_us or {}).items() if base.available else ()):
+        row(parts, f"native {stage}", s)
     if parts.row_count:
         con.print(parts)
-    if nat.available:
-        con.print(f"component / native p50: [bold]{nat.ratio_p50:.3f}x[/] (onnxruntime {nat.onnxruntime_version}, "
-                  f"{nat.model})")
+    if base.available:
+        con.print(f"component / native p50: [bold]{base.ratio_p50:.3f}x[/] (onnxruntime {base.onnxruntime_version}, "
+                  f"{base.model})")
     else:
-        con.print(f"[yellow]native onnxruntime skipped:[/] {nat.skipped_reason}")
+        con.print(f"[yellow]native onnxruntime skipped:[/] {base.skipped_reason}")
     if report.throughput is not None:
         tp = report.throughput
         con.print(f"throughput: {tp.concurrency} instances on {tp.concurrency} threads, {tp.calls} calls in "
@@ -220,7 +251,7 @@ def render(report) -> None:
         con.print(f"plot: {report.plot}")
 
 
-def terminal_histogram(hist: dict, width: int = 40) -> str:
+def terminal_histogram(hist: dict[str, Any], width: int = 40) -> str:
     """A text histogram of ``{"edges", "counts"}`` (ms), one bar per bin."""
     counts, edges = hist["counts"], hist["edges"]
     top = max(counts) or 1

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import JSON_HELP, console, run_command
+from wasmai.cli._common import console, run_command
+from wasmai.cli.options import JsonOpt
+
+if TYPE_CHECKING:
+    from wasmai.runtime import InspectResult
 
 
 def inspect(
-    component: Path = typer.Argument(..., help="The component (.wasm) to describe."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    component: Annotated[Path, typer.Argument(help="The component (.wasm) to describe.")],
+    json_out: JsonOpt = False,
 ) -> None:
-    """Show a component's WIT imports/exports, metadata.info, size, sha256 and signature bundle."""
+    """Show a component's WIT imports/exports, metadata.info, size, sha256 and signature bundle.
 
-    def work():
+    [bold]Examples:[/bold]
+
+    [dim]# what it imports and exports, its tensors, labels, preprocessing and toolchain[/dim]
+    wasmai inspect model.wasm
+
+    [dim]# the same as JSON (size_breakdown: code, data - where an embedded model lives - and other)[/dim]
+    wasmai inspect model.wasm --json
+    """
+
+    def work() -> InspectResult:
         from wasmai.runtime import inspect_component
 
         return inspect_component(component)
@@ -23,7 +37,8 @@ def inspect(
     run_command(work, json_out=json_out, render=_render)
 
 
-def _render(r) -> None:
+def _render(r: InspectResult) -> None:
+    """The inspect result as text and a rich table of the tensors."""
     from rich.table import Table
 
     out = console()
@@ -47,7 +62,8 @@ def _render(r) -> None:
                 table.add_row(kind[:-1], s["name"], s["dtype"], str(s["shape"]))
         out.print(table)
         if i["labels"]:
-            out.print(f"labels: {len(i['labels'])} ({', '.join(i['labels'][:5])}{', …' if len(i['labels']) > 5 else ''})")
+            more = ", …" if len(i["labels"]) > 5 else ""
+            out.print(f"labels: {len(i['labels'])} ({', '.join(i['labels'][:5])}{more})")
         if i["preprocess"]:
             out.print(f"preprocess: {i['preprocess']}")
         if i["toolchain"]:
@@ -57,7 +73,9 @@ def _render(r) -> None:
         out.print("signature: no bundle")
     elif isinstance(sig, dict) and "kind" in sig:
         who = sig.get("identity") or sig.get("key_hint") or sig.get("error") or ""
-        match = {True: "digest matches", False: "DIGEST MISMATCH"}.get(sig.get("digest_matches"), "")
-        out.print(f"signature: {sig['kind']} bundle {sig.get('bundle', '')} {who} {match} (not verified; use wasmai verify)")
+        matches = sig.get("digest_matches")
+        match = "digest matches" if matches is True else "DIGEST MISMATCH" if matches is False else ""
+        out.print(f"signature: {sig['kind']} bundle {sig.get('bundle', '')} {who} {match} "
+                  "(not verified; use wasmai verify)")
     else:
         out.print(f"signature: {sig}")

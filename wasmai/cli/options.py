@@ -71,6 +71,11 @@ InputOpt = Annotated[list[str] | None, typer.Option(
 InputsOpt = Annotated[Path | None, typer.Option(
     "--inputs", metavar="FILE.npz", rich_help_panel=INPUT_PANEL, help="An .npz holding the inputs by name.")]
 
+# --- results: `wasmai run` and `wasmai bench` ---------------------------------------------------
+
+TopKOpt = Annotated[int, typer.Option(
+    "--top-k", min=1, help="Predictions per classify() call (image-classification components).")]
+
 # --- the signature policy: `verify`, and `run` / `bench` before instantiating --------------------
 
 POLICY_PANEL = "Signature policy (verify before instantiating)"

@@ -4,97 +4,117 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import (
-    JSON_HELP,
-    bundle_option,
-    cert_identity_option,
-    cert_oidc_issuer_option,
-    console,
-    dir_option,
-    env_option,
-    github_ref_option,
-    github_repository_option,
-    inherit_stdio_option,
-    key_option,
-    max_graphs_option,
-    max_memory_option,
-    max_tensor_bytes_option,
-    offline_option,
-    policy_file_option,
-    policy_from_cli,
-    run_command,
-    sandbox_from_options,
-    staging_option,
-    trust_config_option,
-    trusted_root_option,
+from wasmai.cli._common import console, run_command
+from wasmai.cli.options import (
+    AllowTargetFallbackOpt,
+    BundleOpt,
+    CertIdentityOpt,
+    CertOidcIssuerOpt,
+    DirOpt,
+    EnvOpt,
+    GithubRefOpt,
+    GithubRepositoryOpt,
+    GraphOpt,
+    ImageOpt,
+    InheritStdioOpt,
+    InputOpt,
+    InputsOpt,
+    JsonOpt,
+    KeyOpt,
+    MaxGraphsOpt,
+    MaxMemoryOpt,
+    MaxTensorBytesOpt,
+    OfflineOpt,
+    PolicyFileOpt,
+    StagingOpt,
+    TimeoutOpt,
+    TopKOpt,
+    TrustConfigOpt,
+    TrustedRootOpt,
 )
+
+if TYPE_CHECKING:
+    from wasmai.runtime import RunResult
 
 
 def run(
-    component: Path = typer.Argument(..., help="The component (.wasm) to run."),
-    image: Path | None = typer.Option(None, "--image", help="PNG or JPEG for an image-classifier component."),
-    input_: list[str] | None = typer.Option(None, "--input", help="NAME=FILE.npy for one input "
-                                               "(FILE.npy alone = by position); repeatable."),
-    inputs: Path | None = typer.Option(None, "--inputs", help=".npz holding the inputs by name."),
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to show for an image."),
-    graph: list[str] | None = typer.Option(None, "--graph", help="NAME=FILE.onnx for wasi-nn "
-                                              "load-by-name; repeatable."),
-    allow_target_fallback: bool = typer.Option(False, "--allow-target-fallback", help="Run a gpu/tpu "
-                                               "execution target on the CPU when no such provider exists."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Seconds each guest call may take."),
-    dir_: list[str] | None = dir_option(),
-    env: list[str] | None = env_option(),
-    inherit_stdio: bool = inherit_stdio_option(),
-    max_memory: int | None = max_memory_option(),
-    max_tensor_bytes: int | None = max_tensor_bytes_option(),
-    max_graphs: int | None = max_graphs_option(),
-    key: Path | None = key_option(),
-    cert_identity: str | None = cert_identity_option(),
-    cert_oidc_issuer: str | None = cert_oidc_issuer_option(),
-    github_repository: str | None = github_repository_option(),
-    github_ref: str | None = github_ref_option(),
-    trust_config: Path | None = trust_config_option(),
-    trusted_root: Path | None = trusted_root_option(),
-    staging: bool = staging_option(),
-    offline: bool = offline_option(),
-    policy: Path | None = policy_file_option(),
-    bundle: Path | None = bundle_option(),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show timings and host details."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    component: Annotated[Path, typer.Argument(help="The component (.wasm) to run.")],
+    image: ImageOpt = None,
+    input_: InputOpt = None,
+    inputs: InputsOpt = None,
+    top_k: TopKOpt = 5,
+    graph: GraphOpt = None,
+    allow_target_fallback: AllowTargetFallbackOpt = False,
+    timeout: TimeoutOpt = None,
+    dir_: DirOpt = None,
+    env: EnvOpt = None,
+    inherit_stdio: InheritStdioOpt = False,
+    max_memory: MaxMemoryOpt = None,
+    max_tensor_bytes: MaxTensorBytesOpt = None,
+    max_graphs: MaxGraphsOpt = None,
+    key: KeyOpt = None,
+    cert_identity: CertIdentityOpt = None,
+    cert_oidc_issuer: CertOidcIssuerOpt = None,
+    github_repository: GithubRepositoryOpt = None,
+    github_ref: GithubRefOpt = None,
+    trust_config: TrustConfigOpt = None,
+    trusted_root: TrustedRootOpt = None,
+    staging: StagingOpt = False,
+    offline: OfflineOpt = False,
+    policy: PolicyFileOpt = None,
+    bundle: BundleOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show timings and host details.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Run a component once: top-k predictions for an image, or output tensors for inputs.
 
     With --key, --cert-identity/--cert-oidc-issuer, --github-repository or --policy the signature is
     verified first; a failed check refuses to compile or instantiate the component.
+
+    [bold]Examples:[/bold]
+
+    [dim]# an image classifier, only if its signature verifies against a public key[/dim]
+    wasmai run model.wasm --key wasmai.pub --image cat.png --top-k 5
+
+    [dim]# tensors by name (a .npy per input) or all at once (.npz), with a read-only folder[/dim]
+    wasmai run model.wasm --input x=x.npy --dir ./assets::/assets:ro --max-memory 512
+
+    [dim]# a component that loads its graph by name from the host[/dim]
+    wasmai run model.wasm --inputs inputs.npz --graph mlp=mlp.onnx --json
     """
     if image is not None and (input_ or inputs is not None):
         raise typer.BadParameter("give --image or --input/--inputs, not both")
     if image is None and not input_ and inputs is None:
         raise typer.BadParameter("give --image, --input NAME=FILE.npy or --inputs FILE.npz")
 
-    def work():
-        from wasmai.runtime import load_input_arrays, parse_graph_options, run_component
+    def work() -> RunResult:
+        from wasmai.inputs import load_arrays, parse_assignments
+        from wasmai.runtime import run_component
+        from wasmai.sandbox import SandboxOptions
+        from wasmai.sign import policy_from_options
 
-        arrays = None if image is not None else load_input_arrays(input_ or [], inputs)
-        return run_component(component, image=image, inputs=arrays, top_k=top_k,
-                             graphs=parse_graph_options(graph or []),
-                             allow_target_fallback=allow_target_fallback, timeout_s=timeout,
-                             sandbox=sandbox_from_options(dir_, env, inherit_stdio, max_memory,
-                                                          max_tensor_bytes, max_graphs),
-                             policy=policy_from_cli(
-                                 key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                                 github_repository=github_repository, github_ref=github_ref,
-                                 trust_config=trust_config, trusted_root=trusted_root, staging=staging,
-                                 offline=offline, policy=policy),
-                             bundle=bundle)
+        sandbox = SandboxOptions.from_options(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
+                                              max_memory_mb=max_memory, timeout_s=timeout,
+                                              max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+        graphs = parse_assignments(graph, "--graph", form="NAME=FILE.onnx")
+        verify_policy = policy_from_options(
+            key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+            github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
+            trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
+        arrays = None if image is not None else load_arrays(input_, inputs)
+        return run_component(component, image=image, inputs=arrays, top_k=top_k, graphs=graphs,
+                             allow_target_fallback=allow_target_fallback, sandbox=sandbox,
+                             policy=verify_policy, bundle=bundle)
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
 
 
-def _render(result, verbose: bool) -> None:
+def _render(result: RunResult, verbose: bool) -> None:
+    """Predictions or output tensors as a rich table; timings and host details with ``verbose``."""
     from rich.table import Table
 
     out = console()

@@ -40,7 +40,6 @@ from wasmai.convert._base import (
     EXPORTERS,
     HOST_TENSOR_TYPES,
     OPTIMIZE_LEVELS,
-    QUANTIZE_MODES,
     RANDOM_SAMPLES,
     STEPS,
     ConvertOptions,
@@ -62,7 +61,6 @@ from wasmai.convert._validate import _latency_ms, _run, _validate, wasi_nn_compa
 from wasmai.errors import ValidationError, WasmaiError, first_line
 from wasmai.manifest import (
     EMBED_LIMIT_BYTES,
-    TASKS,
     Manifest,
     Preprocess,
     TensorSpec,
@@ -70,11 +68,12 @@ from wasmai.manifest import (
     manifest_for,
     sha256_file,
 )
+from wasmai.vocab import Quantize, Task
 
 #: The public API (the CLI, bench and the benchmarks import these from ``wasmai.convert``).
 __all__ = [
     "CALIBRATION_METHODS", "DEFAULT_OPSET", "DEFAULT_TOLERANCES", "DYNAMIC_OP_TYPES", "EMBED_LIMIT_BYTES",
-    "EXPORTERS", "HOST_TENSOR_TYPES", "OPTIMIZE_LEVELS", "QUANTIZE_MODES", "RANDOM_SAMPLES", "STEPS",
+    "EXPORTERS", "HOST_TENSOR_TYPES", "OPTIMIZE_LEVELS", "RANDOM_SAMPLES", "STEPS",
     "ConvertOptions", "ConvertResult", "InputSpec", "ProgressFn", "StepReport", "check_onnx", "convert",
     "graph_io", "ort_max_opset", "parse_dynamic", "parse_floats3", "parse_input_spec", "wasi_nn_compat",
 ]
@@ -86,10 +85,11 @@ def _check_options(opts: ConvertOptions) -> None:
         raise WasmaiError("give exactly one source: --torch, --onnx or --hf")
     if opts.output.suffix != ".onnx":
         raise WasmaiError(f"-o {opts.output}: the output must end in .onnx")
-    if opts.task not in TASKS:
-        raise WasmaiError(f"--task {opts.task!r}: expected one of {', '.join(TASKS)}")
-    if opts.quantize not in QUANTIZE_MODES:
-        raise WasmaiError(f"--quantize {opts.quantize!r}: expected one of {', '.join(QUANTIZE_MODES)}")
+    tasks, modes = [t.value for t in Task], [q.value for q in Quantize]
+    if opts.task not in tasks:
+        raise WasmaiError(f"--task {opts.task!r}: expected one of {', '.join(tasks)}")
+    if opts.quantize not in modes:
+        raise WasmaiError(f"--quantize {opts.quantize!r}: expected one of {', '.join(modes)}")
     if opts.optimize not in OPTIMIZE_LEVELS:
         raise WasmaiError(f"--optimize {opts.optimize!r}: expected one of {', '.join(OPTIMIZE_LEVELS)}")
     if opts.calibration_method not in CALIBRATION_METHODS:

@@ -17,7 +17,9 @@ import numpy as np
 from wasmai.errors import WasmaiError, first_line
 
 # EMBED_LIMIT_BYTES lives in wasmai.manifest (build reads it without numpy); re-exported here.
-from wasmai.manifest import TENSOR_TYPES, Preprocess, TensorSpec
+from wasmai.manifest import Preprocess, TensorSpec
+from wasmai.tensors import numpy_dtype
+from wasmai.vocab import DTYPES, dtype_from_numpy
 
 #: ONNX opset used by the PyTorch export. 17 is the first opset with LayerNormalization as a
 #: standard op (transformer exports stay compact), it is implemented by every ONNX Runtime
@@ -25,7 +27,6 @@ from wasmai.manifest import TENSOR_TYPES, Preprocess, TensorSpec
 #: backend - and it is well inside the range the TorchScript-based exporter supports.
 DEFAULT_OPSET = 17
 
-QUANTIZE_MODES = ("none", "dynamic", "static", "fp16")
 OPTIMIZE_LEVELS = ("none", "basic", "extended", "all")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 EXPORTERS = ("torchscript", "dynamo")
@@ -36,7 +37,7 @@ EXPORTERS = ("torchscript", "dynamo")
 #: seven wasi-nn tensor types to ONNX Runtime element types.
 HOST_TENSOR_TYPES: dict[str, tuple[str, ...]] = {
     "wasmtime-onnx": ("fp32",),
-    "wasmai": tuple(TENSOR_TYPES),
+    "wasmai": tuple(DTYPES),
 }
 
 
@@ -67,9 +68,6 @@ STEPS = ("load", "optimize", "quantize", "validate", "report", "write")
 RANDOM_SAMPLES = 4
 
 
-_NUMPY_TO_TENSOR_TYPE = {v[0]: k for k, v in TENSOR_TYPES.items() if k != "bf16"}
-
-
 ProgressFn = Callable[[str, str, str], None]
 """``progress(step, event, detail)`` with event ``"start"``, ``"done"`` or ``"skip"``."""
 
@@ -91,7 +89,7 @@ def parse_input_spec(text: str) -> InputSpec:
         raise WasmaiError(f"--input {text!r}: expected NAME=DIMxDIMx...[:dtype], e.g. input=1x3x224x224")
     shape_text, _, dtype = rest.partition(":")
     dtype = dtype or "fp32"
-    if dtype not in TENSOR_TYPES or dtype == "bf16":
+    if dtype not in DTYPES or dtype == "bf16":
         raise WasmaiError(f"--input {text!r}: unknown dtype {dtype!r} (fp32 fp16 fp64 i32 i64 u8)")
     try:
         shape = [int(d) for d in shape_text.lower().split("x")]
@@ -245,13 +243,17 @@ def _session(path: Path, threads: int = 0):
 
 
 def _ort_type_to_tensor_type(ort_type: str) -> str:
-    # "tensor(float)" -> numpy name -> wasi-nn type
+    """ONNX Runtime's type string (``"tensor(float)"``) -> wasi-nn dtype (``"fp32"``), through its
+    numpy name (``bfloat16`` is bf16: numpy has no such type). Raises WasmaiError for types
+    wasi-nn cannot carry."""
     inner = ort_type[len("tensor("):-1] if ort_type.startswith("tensor(") else ort_type
-    np_name = {"float": "float32", "double": "float64", "float16": "float16", "int32": "int32",
-               "int64": "int64", "uint8": "uint8", "bfloat16": "uint16"}.get(inner)
-    if np_name is None:
-        raise WasmaiError(f"tensor type {ort_type} has no wasi-nn equivalent (fp16 fp32 fp64 bf16 u8 i32 i64)")
-    return "bf16" if inner == "bfloat16" else _NUMPY_TO_TENSOR_TYPE[np_name]
+    if inner == "bfloat16":
+        return "bf16"
+    np_name = {"float": "float32", "double": "float64"}.get(inner, inner)
+    found = dtype_from_numpy(np_name)
+    if found is None:
+        raise WasmaiError(f"tensor type {ort_type} has no wasi-nn equivalent ({' '.join(DTYPES)})")
+    return found.name
 
 
 def _op_domains(path: Path) -> list[str]:
@@ -284,12 +286,8 @@ def ort_max_opset() -> int:
     return 7
 
 
-def _np_dtype(tensor_type: str) -> np.dtype:
-    return np.dtype(TENSOR_TYPES[tensor_type][0])
-
-
 def _example_array(spec: InputSpec, rng: np.random.Generator, vocab: int = 10) -> np.ndarray:
-    dt = _np_dtype(spec.dtype)
+    dt = numpy_dtype(spec.dtype)
     if spec.name == "attention_mask":
         return np.ones(spec.shape, dtype=dt)
     if spec.name == "token_type_ids":

@@ -10,10 +10,10 @@ from wasmai.convert._base import (
     RANDOM_SAMPLES,
     InputSpec,
     _example_array,
-    _np_dtype,
 )
 from wasmai.errors import WasmaiError, first_line
 from wasmai.manifest import Preprocess, TensorSpec
+from wasmai.tensors import numpy_dtype
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -108,6 +108,6 @@ def _check_feeds(feeds: list[dict[str, np.ndarray]], inputs: list[TensorSpec], w
             if arr.ndim != len(want) or any(isinstance(d, int) and d != a for d, a in zip(want, arr.shape)):
                 raise WasmaiError(f"{what} sample {k}: input {spec.name!r} has shape {list(arr.shape)}, "
                                   f"the model needs {want}")
-            fixed[spec.name] = np.ascontiguousarray(arr.astype(_np_dtype(spec.dtype), copy=False))
+            fixed[spec.name] = np.ascontiguousarray(arr.astype(numpy_dtype(spec.dtype), copy=False))
         out.append(fixed)
     return out

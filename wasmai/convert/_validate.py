@@ -11,7 +11,6 @@ import numpy as np
 
 from wasmai.convert._base import (
     HOST_TENSOR_TYPES,
-    _np_dtype,
     _op_domains,
     _ort,
     _ort_type_to_tensor_type,
@@ -20,6 +19,8 @@ from wasmai.convert._base import (
 )
 from wasmai.errors import ValidationError, WasmaiError, first_line
 from wasmai.manifest import EMBED_LIMIT_BYTES, TensorSpec
+from wasmai import tensors
+from wasmai.tensors import numpy_dtype
 
 
 def _run(path: Path, feeds: list[dict[str, np.ndarray]], threads: int = 1) -> list[list[np.ndarray]]:
@@ -29,19 +30,13 @@ def _run(path: Path, feeds: list[dict[str, np.ndarray]], threads: int = 1) -> li
     for feed in feeds:
         run_feed = {}
         for m in metas:
-            want = _np_dtype(_ort_type_to_tensor_type(m.type))
+            want = numpy_dtype(_ort_type_to_tensor_type(m.type))
             run_feed[m.name] = feed[m.name].astype(want, copy=False)
         try:
             results.append(sess.run(None, run_feed))
         except Exception as exc:  # noqa: BLE001
             raise WasmaiError(f"ONNX Runtime failed on a sample: {first_line(exc)}") from None
     return results
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _topk(scores: np.ndarray, labels: list[str], k: int = 5) -> list[dict[str, Any]]:
@@ -91,8 +86,8 @@ def _validate(ref: list[list[np.ndarray]], cand: list[list[np.ndarray]], out_nam
             r_scores = np.asarray(rs[0], dtype=np.float64).reshape(-1, np.asarray(rs[0]).shape[-1])
             c_scores = np.asarray(cs[0], dtype=np.float64).reshape(-1, np.asarray(cs[0]).shape[-1])
             for b in range(r_scores.shape[0]):
-                rp = _softmax(r_scores[b]) if softmax else r_scores[b]
-                cp = _softmax(c_scores[b]) if softmax else c_scores[b]
+                rp = tensors.softmax(r_scores[b]) if softmax else r_scores[b]
+                cp = tensors.softmax(c_scores[b]) if softmax else c_scores[b]
                 same = int(np.argmax(rp)) == int(np.argmax(cp))
                 agree += same
                 two = np.sort(rp)[-2:] if rp.size > 1 else np.array([0.0, float(rp.max())])
@@ -112,7 +107,7 @@ def _latency_ms(path: Path, feed: dict[str, np.ndarray], runs: int) -> float:
     """Median wall time (ms) of ``runs`` single-threaded ORT runs after 2 warm-up runs."""
     sess = _session(path, threads=1)
     metas = sess.get_inputs()
-    run_feed = {m.name: feed[m.name].astype(_np_dtype(_ort_type_to_tensor_type(m.type)), copy=False) for m in metas}
+    run_feed = {m.name: feed[m.name].astype(numpy_dtype(_ort_type_to_tensor_type(m.type)), copy=False) for m in metas}
     for _ in range(2):
         sess.run(None, run_feed)
     times = []

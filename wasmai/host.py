@@ -1,0 +1,321 @@
+"""The embedded wasmtime host with wasi-nn on ONNX Runtime: the only module that imports the
+native extension ``wasmai._host`` (Rust, built by maturin from ``host/``).
+
+One :class:`Host` is one wasmtime Engine: it compiles components with Cranelift (compiled code
+cached on disk under ``$WASMAI_CACHE_DIR/wasmtime``, default ``~/.cache/wasmai/wasmtime``, keyed
+by the sha256 of the component), implements the ``wasi:nn@0.2.0-rc-2024-10-28`` imports on ONNX
+Runtime (the ``libonnxruntime.so`` inside the installed Python ``onnxruntime`` wheel, so Python
+and the host share one ONNX Runtime build) and calls the component's ``wasmai:inference``
+exports. Tensor bytes cross the component boundary with memcpy and every call releases the GIL,
+so N instances can run on N threads.
+
+Sandbox: each :class:`Instance` has its own Store with a WASI p2 context that denies by default
+(no preopens, environment, arguments or network; stdout/stderr captured in memory), a
+linear-memory limit and an optional timeout (epoch interruption; ONNX Runtime calls themselves
+are not interrupted). What a Host grants and limits is checked by :mod:`wasmai.sandbox`.
+
+Errors: :class:`ComponentError` (compile, link, instantiate, trap, timeout) and
+:class:`InferenceError` (an ``error`` returned by the component, e.g. a wasi-nn
+``invalid-argument`` from the host, with :attr:`InferenceError.code`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wasmai.errors import WasmaiError
+from wasmai.sandbox import DEFAULT_MEMORY_LIMIT_MB, HostOptions, Preopen, SandboxOptions
+from wasmai.tensors import Tensor
+from wasmai.toolchain import cache_dir as cache_root
+
+
+def default_cache_dir() -> Path:
+    """Folder of the compiled-component cache: ``$WASMAI_CACHE_DIR/wasmtime``, or
+    ``~/.cache/wasmai/wasmtime`` (:func:`wasmai.toolchain.cache_dir`), read when called."""
+    return cache_root() / "wasmtime"
+
+
+class ComponentError(WasmaiError):
+    """A component could not be compiled, linked or instantiated, or it trapped or timed out.
+
+    ``code`` is a short machine-readable reason: compile, link, instantiate, trap, timeout,
+    memory-limit (a trap or failed instantiation after the host refused to grow linear memory),
+    dead (used after a trap), busy (used from two threads), unsupported, argument (bad
+    :meth:`Instance.call_export` arguments), config, onnxruntime, native, host-panic.
+    """
+
+    def __init__(self, message: str, code: str = "component") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InferenceError(WasmaiError):
+    """The component returned an error. ``code`` is the wasi-nn error-code name for host errors
+    (``invalid-argument``, ``invalid-encoding``, ``not-found``, ``unsupported-operation``,
+    ``runtime-error``, ``too-large``, ``security``, ...) or the component's own kind
+    (``bad-image``, ``bad-input``, ``internal``); ``message`` is the host's or component's text."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Prediction:
+    """One classification result: class ``label``, its ``index`` in the model output and the
+    ``score`` (softmax probability in 0..1 if the manifest asked for softmax, else the logit)."""
+
+    label: str
+    index: int
+    score: float
+
+
+def onnxruntime_library() -> Path:
+    """Path of the ONNX Runtime shared library inside the installed ``onnxruntime`` wheel
+    (``onnxruntime/capi/libonnxruntime.so.<version>``, ``.dylib`` or ``onnxruntime.dll``), or
+    ``$WASMAI_ORT_LIBRARY`` if set.
+
+    The package is located without importing it. Raises :class:`ComponentError` (code
+    ``onnxruntime``) if not found."""
+    override = os.environ.get("WASMAI_ORT_LIBRARY")
+    if override:
+        if not Path(override).is_file():
+            raise ComponentError(f"WASMAI_ORT_LIBRARY={override} does not exist", "onnxruntime")
+        return Path(override)
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise ComponentError("onnxruntime is not installed (pip install onnxruntime)", "onnxruntime")
+    capi = Path(list(spec.submodule_search_locations)[0]) / "capi"
+    candidates = sorted(capi.glob("libonnxruntime.so*")) + sorted(capi.glob("libonnxruntime*.dylib")) \
+        + sorted(capi.glob("onnxruntime.dll"))
+    candidates = [c for c in candidates if "providers" not in c.name]
+    if not candidates:
+        raise ComponentError(f"no ONNX Runtime shared library in {capi}", "onnxruntime")
+    return max(candidates, key=lambda p: len(p.name))
+
+
+_HOST_MODULE: Any = None
+
+
+def native_module() -> Any:
+    """The native extension ``wasmai._host`` (imported once). Raises :class:`ComponentError`
+    (code ``native``) if it is not built."""
+    global _HOST_MODULE
+    if _HOST_MODULE is None:
+        try:
+            _host = importlib.import_module("wasmai._host")
+        except ImportError as exc:
+            raise ComponentError(
+                f"the native host wasmai._host is not built ({exc}); run `pip install -e .` "
+                "or `maturin develop --release` in the repository", "native") from None
+        _HOST_MODULE = _host
+    return _HOST_MODULE
+
+
+def _converted(exc: BaseException) -> WasmaiError:
+    """The native ``HostError(kind, code, message)`` as InferenceError (kind ``inference``) or
+    ComponentError (any other kind)."""
+    kind, code, message = (list(exc.args) + ["", "", ""])[:3]
+    if kind == "inference":
+        return InferenceError(str(code), str(message))
+    return ComponentError(str(message), str(code))
+
+
+@contextlib.contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Turn the native HostError into ComponentError / InferenceError (for non-hot paths)."""
+    host = native_module()
+    try:
+        yield
+    except host.HostError as exc:
+        raise _converted(exc) from None
+
+
+class Component:
+    """A compiled component. ``compile_ms`` is the Cranelift compile time, or the time to load
+    the cached compilation when ``cache_hit``; ``sha256`` is the component's hex digest."""
+
+    def __init__(self, native: Any, path: Path | None, host: Host) -> None:
+        self._native = native
+        self._host = host
+        self.path = path
+        self.compile_ms: float = native.compile_ms
+        self.cache_hit: bool = native.cache_hit
+        self.sha256: str = native.sha256
+        #: True if the component exports wasmai:inference/image-classification.
+        self.is_classifier: bool = native.has_classifier
+
+
+class Instance:
+    """One Store + instance of a component. Not shared between threads (a concurrent call
+    raises ComponentError ``busy``); every call releases the GIL. After a trap the instance is
+    dead and further calls raise ComponentError ``dead``."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+        self._error = native_module().HostError
+        #: Milliseconds to instantiate (new Store, WASI context, instance, export lookup).
+        self.instantiate_ms: float = native.instantiate_ms
+
+    def info(self) -> dict[str, Any]:
+        """``metadata.info()`` as a dict: WIT field names with '-' -> '_'; tensor specs are
+        ``{"name", "dtype", "shape"}`` with ``dtype`` a lower-case wasi-nn type and ``shape`` ints
+        (fixed) or strings (dynamic axes)."""
+        with _mapped_errors():
+            return dict(self._native.info())
+
+    def load(self) -> None:
+        """``model.load()``: load the graph through wasi-nn (idempotent)."""
+        with _mapped_errors():
+            self._native.load()
+
+    def infer(self, inputs: Sequence[Tensor]) -> list[Tensor]:
+        """``model.infer``: inputs matched by name (position when names are empty); returns the
+        outputs in model order with their real types. Raises InferenceError / ComponentError."""
+        raw = [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
+        try:
+            out = self._native.infer(raw)
+        except self._error as exc:
+            raise _converted(exc) from None
+        return [Tensor(n, d, tuple(s), b) for n, d, s, b in out]
+
+    def classify(self, image: bytes, top_k: int = 5) -> list[Prediction]:
+        """``image-classification.classify``: PNG/JPEG bytes -> the ``top_k`` best predictions.
+        Raises WasmaiError for ``top_k`` < 1, ComponentError ``unsupported`` for tensor-model
+        components, InferenceError ``bad-image`` for undecodable bytes."""
+        if top_k < 1:
+            raise WasmaiError(f"top-k must be at least 1, not {top_k}")
+        try:
+            preds = self._native.classify(image if type(image) is bytes else bytes(image), int(top_k))
+        except self._error as exc:
+            raise _converted(exc) from None
+        return [Prediction(label=label, index=i, score=s) for label, i, s in preds]
+
+    def last_timings(self) -> dict[str, int]:
+        """Guest-measured microseconds of the last classify: decode_us, preprocess_us,
+        inference_us, postprocess_us."""
+        with _mapped_errors():
+            return dict(self._native.last_timings())
+
+    def host_stats(self) -> dict[str, Any]:
+        """``ort_run_ns`` (wall time of the last ONNX Runtime ``run`` inside the host, ns),
+        ``compute_calls``, ``execution_provider`` (of the last compute) and
+        ``linear_memory_bytes`` (largest linear memory of the instance, bytes)."""
+        try:
+            return dict(self._native.host_stats())
+        except self._error as exc:
+            raise _converted(exc) from None
+
+    def release(self) -> None:
+        """``model.release()``: drop the guest's graph and execution context."""
+        with _mapped_errors():
+            self._native.release()
+
+    def call_export(self, name: str, *args: Any) -> Any:
+        """Call any function the component exports, for tests and diagnostics (e.g. the sandbox
+        probe in tests/guests/sandbox). ``name`` is a world-level function (``"read-file"``) or
+        ``"<interface>#<function>"``. Arguments are converted by the function's WIT types:
+        bool/int/float/str (str of one character for ``char``), list (or bytes for
+        ``list<u8>``), tuple, None or the value for ``option``, dict for ``record``, str for
+        ``enum``, and ``("ok", value)`` / ``("err", value)`` for ``result`` (value None when
+        the case has no payload). The result comes back the same way (None for no result;
+        variants as ``(case, payload)``). Raises ComponentError (``unsupported`` for an unknown
+        function or type, ``argument`` for bad arguments, trap/timeout/memory-limit as usual)."""
+        with _mapped_errors():
+            return self._native.call_export(name, *args)
+
+    def output(self) -> tuple[bytes, bytes]:
+        """The guest's captured ``(stdout, stderr)`` bytes so far (at most 64 KiB each; empty
+        when the Host has ``inherit_stdio``)."""
+        out, err = self._native.output()
+        return bytes(out), bytes(err)
+
+
+class Host:
+    """One wasmtime Engine (compilation cache on disk) + ONNX Runtime + the graph registry for
+    wasi-nn ``load-by-name``.
+
+    Host settings (:class:`wasmai.sandbox.HostOptions`): ``graphs`` maps names to ONNX files
+    (each loaded once, on first use, and shared by every instance); ``allow_target_fallback``
+    lets a ``gpu``/``tpu`` execution target run on the CPU when ONNX Runtime has no such
+    execution provider (otherwise ``unsupported-operation``); ``intra_op_threads`` 0 = ONNX
+    Runtime's default. ``cache_dir``: compiled components (default :func:`default_cache_dir`).
+
+    Sandbox (:class:`wasmai.sandbox.SandboxOptions`), all grants off by default: ``dirs``
+    preopens host directories in every instance (:class:`~wasmai.sandbox.Preopen` or
+    ``"HOST::GUEST[:ro]"`` strings; read-only preopens refuse every write), ``env`` sets guest
+    environment variables, ``inherit_stdio`` sends guest stdout/stderr to this process's
+    (instead of the in-memory capture read by :meth:`Instance.output`). Limits:
+    ``memory_limit_mb`` bounds each linear memory (MiB; a guest that grows past it gets -1 from
+    ``memory.grow``, and a trap that follows is ComponentError ``memory-limit``); ``timeout_s``
+    bounds each guest call (seconds, 10 ms resolution); ``max_tensor_bytes`` refuses any wasi-nn
+    tensor (input or output) larger than that many bytes with wasi-nn error ``too-large`` (the
+    constructor cannot fail in this wasi-nn version, so the oversized tensor's bytes are dropped
+    there and ``compute`` answers ``too-large``); ``max_graphs`` refuses ``graph.load`` /
+    ``load-by-name`` with wasi-nn error ``security`` while an instance holds that many live
+    graphs (a graph is live while its handle or an execution context of it exists).
+
+    Raises :class:`WasmaiError` for a missing graph file or directory, or bad settings;
+    :class:`ComponentError` when the native host or ONNX Runtime is missing.
+    """
+
+    def __init__(self, *, graphs: Mapping[str, str | os.PathLike[str]] | None = None,
+                 allow_target_fallback: bool = False, intra_op_threads: int = 0,
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, timeout_s: float | None = None,
+                 dirs: Sequence[Preopen | str] = (), env: Mapping[str, str] | None = None,
+                 inherit_stdio: bool = False, max_tensor_bytes: int | None = None,
+                 max_graphs: int | None = None) -> None:
+        self.options = HostOptions({str(name): Path(p) for name, p in (graphs or {}).items()},
+                                   bool(allow_target_fallback), int(intra_op_threads))
+        self.sandbox = SandboxOptions(
+            dirs=tuple(Preopen.parse(d) if isinstance(d, str) else d for d in dirs), env=dict(env or {}),
+            inherit_stdio=bool(inherit_stdio), memory_limit_mb=int(memory_limit_mb), timeout_s=timeout_s,
+            max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        sb = self.sandbox
+        with _mapped_errors():
+            self._native = native_module().NativeHost(
+                str(onnxruntime_library()), str(self.cache_dir),
+                [(name, str(path)) for name, path in self.options.graphs.items()],
+                self.options.allow_target_fallback, self.options.intra_op_threads, sb.memory_limit_mb,
+                sb.timeout_s, dirs=[(str(d.host.resolve()), d.guest, d.read_only) for d in sb.dirs],
+                env=list(sb.env.items()), inherit_stdio=sb.inherit_stdio,
+                max_tensor_bytes=sb.max_tensor_bytes, max_graphs=sb.max_graphs)
+
+    def load_component(self, path_or_bytes: str | os.PathLike[str] | bytes) -> Component:
+        """Compile a component (file path or bytes), or load its cached compilation.
+        Raises WasmaiError if the file is missing, ComponentError if it is not a component
+        for the tensor-model / image-classifier worlds."""
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            with _mapped_errors():
+                return Component(self._native.load_component(bytes(path_or_bytes)), None, self)
+        path = Path(path_or_bytes)
+        if not path.is_file():
+            raise WasmaiError(f"component not found: {path}")
+        # A file's cached compilation is found from its path, size and mtime (no read, no hash).
+        with _mapped_errors():
+            return Component(self._native.load_component_file(str(path)), path, self)
+
+    def instantiate(self, component: Component) -> Instance:
+        """A new Store and instance of ``component`` (no export is called). The component must
+        come from this Host's :meth:`load_component` (compiled code is tied to its Engine);
+        raises ComponentError ``instantiate`` otherwise."""
+        if component._host is not self:
+            raise ComponentError("the component was loaded by another Host; load it with this one",
+                                 "instantiate")
+        with _mapped_errors():
+            return Instance(self._native.instantiate(component._native))
+
+    def execution_providers(self) -> list[str]:
+        """ONNX Runtime execution providers the host can use (CPU first)."""
+        with _mapped_errors():
+            return list(native_module().available_providers(str(onnxruntime_library())))
