@@ -70,10 +70,11 @@ def verify_component(path: str | os.PathLike[str], policy: VerificationPolicy,
                      bundle: str | os.PathLike[str] | None = None) -> VerifyResult:
     """Verify a component against its bundle (default :func:`default_bundle_path`) and a policy.
 
-    Recomputes the component's sha256, checks the signature (keyless: certificate chain to the
-    trusted root at the log's integration time, SCT, transparency log inclusion proof, checkpoint
-    and promise, then the identity policy; key: the DSSE signature with the public key and the
-    signed file digest). Returns a :class:`VerifyResult` only when everything holds. Raises
+    Recomputes the component's sha256, checks the signature (keyless, in sigstore's order:
+    certificate chain to the trusted root at the log's integration time, SCT, the identity
+    policy, transparency log inclusion proof, checkpoint and promise, the signature over the
+    digest; key: the key hint, the signed file digest and the DSSE signature). Returns a
+    :class:`VerifyResult` only when everything holds. Raises
     :class:`WasmaiError` for an invalid policy or missing component, and
     :class:`VerificationError` with one line naming what failed (missing/malformed bundle, digest
     mismatch, wrong key/identity/issuer, untrusted chain, expired certificate, ...).
