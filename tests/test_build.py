@@ -54,7 +54,7 @@ def test_templates_are_discovered_from_folders():
     assert {"tensor", "image-classification"} <= set(templates)
     ic = templates["image-classification"]
     assert ic.world == "image-classifier" and ic.base == "tensor" and "preprocess" in ic.requires
-    assert "wasmai:inference/image-classification@0.1.0" in ic.check_exports
+    assert "wasmai:inference/image-classification@0.2.0" in ic.check_exports
     files = wb._template_files(ic)
     # base files come through, the folder's own lib.rs overrides the base one
     assert files["src/nn.rs"].parent.parent.name == "tensor"
@@ -140,8 +140,8 @@ def test_tensor_component_imports_wasi_nn_and_exports_the_model(tensor_component
     wit = component_wit(component)
     for name in NN_IMPORTS:
         assert f"import {name};" in wit
-    assert "export wasmai:inference/metadata@0.1.0;" in wit
-    assert "export wasmai:inference/model@0.1.0;" in wit
+    assert "export wasmai:inference/metadata@0.2.0;" in wit
+    assert "export wasmai:inference/model@0.2.0;" in wit
     assert "image-classification" not in wit
     # embedded: the ONNX bytes are inside the component
     assert onnx_path.read_bytes() in component.read_bytes()
@@ -214,7 +214,7 @@ def test_wasip1_target_is_the_core_module(tensor_component, tmp_path):
     subprocess.run(["wasm-tools", "validate", str(result.output)], check=True)
     assert set(NN_IMPORTS) <= set(result.imports)
     assert "wasi_snapshot_preview1" in result.imports  # not adapted
-    assert "wasmai:inference/model@0.1.0" in result.exports
+    assert "wasmai:inference/model@0.2.0" in result.exports
 
 
 @pytest.mark.slow
@@ -237,7 +237,7 @@ def test_emitted_crate_compiles(tensor_component, tmp_path):
         artifact = toolchain.guest_target_dir() / "wasm32-wasip1" / "release" / "wasmai_tensor_model.wasm"
         shutil.copyfile(artifact, tmp_path / "emitted.wasm")
     wit = component_wit(tmp_path / "emitted.wasm")
-    assert "export wasmai:inference/model@0.1.0;" in wit
+    assert "export wasmai:inference/model@0.2.0;" in wit
     # a second emit into the same folder is allowed, an unrelated non-empty folder is not
     assert wasmai("build", str(onnx_path), "--emit-crate", str(crate)).returncode == 0
     (tmp_path / "junk").mkdir()
@@ -283,7 +283,7 @@ def test_build_std_fallback_builds_a_component(tensor_component, tmp_path, monke
     assert result.toolchain["rustc"] == toolchain._run([str(toolchain.DEBIAN_RUSTC), "--version"])
     subprocess.run(["wasm-tools", "validate", str(result.output)], check=True)
     assert set(NN_IMPORTS) <= set(result.imports)
-    assert "wasmai:inference/model@0.1.0" in result.exports
+    assert "wasmai:inference/model@0.2.0" in result.exports
 
 
 def _gradient_png(path: Path, width: int, height: int, seed: int = 0) -> Path:

@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 #: The wasi-nn version every component imports and the host implements.
 WASI_NN_VERSION = "0.2.0-rc-2024-10-28"
 #: Our WIT package (see wit/inference.wit).
-WIT_PACKAGE = "wasmai:inference@0.1.0"
+WIT_PACKAGE = "wasmai:inference@0.2.0"

@@ -49,11 +49,10 @@ from wasmai.manifest import (
     manifest_for,
     sha256_file,
 )
+from wasmai.vocab import ExecutionTarget, dtype
 
 #: Targets ``--target`` accepts.
 TARGETS = ("wasm32-wasip2", "wasm32-wasip1", "wasm32-unknown-unknown")
-#: wasi-nn execution targets (``wasi:nn/graph.execution-target``).
-DEVICES = ("cpu", "gpu", "tpu")
 
 #: The cargo target cargo-component compiles for; wasm32-wasip2 components are this core
 #: module adapted with the ``wasi_snapshot_preview1`` reactor adapter.
@@ -62,7 +61,8 @@ CARGO_TARGET = "wasm32-wasip1"
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
-ProgressFn = Callable[[str], None]
+#: Receives each line cargo prints; its return value is ignored.
+ProgressFn = Callable[[str], object]
 
 
 # --------------------------------------------------------------------------------- templates
@@ -191,9 +191,6 @@ def _rust_f32(value: float) -> str:
     return f"{value!r}_f32"
 
 
-_RUST_TY = {"fp16": "Fp16", "fp32": "Fp32", "fp64": "Fp64", "bf16": "Bf16", "u8": "U8", "i32": "I32", "i64": "I64"}
-
-
 def _rust_spec(spec: TensorSpec) -> str:
     dims = []
     for d in spec.shape:
@@ -205,15 +202,17 @@ def _rust_spec(spec: TensorSpec) -> str:
             dims.append(f"Dim::Fixed({d})")
         else:
             dims.append(f"Dim::Dynamic({_rust_str(d)})")
-    return (f"    Spec {{ name: {_rust_str(spec.name)}, ty: Ty::{_RUST_TY[spec.dtype]}, "
-            f"dims: &[{', '.join(dims)}] }},")
+    # wit-bindgen names the cases of wasi-nn's tensor-type fp32 -> Fp32, u8 -> U8, ...
+    return (f"    Spec {{ name: {_rust_str(spec.name)}, dtype: TensorType::{dtype(spec.dtype).name.capitalize()}, "
+            f"shape: &[{', '.join(dims)}] }},")
 
 
-def render_values(manifest: Manifest, *, placement: str, device: str, toolchain: dict[str, str],
-                  manifest_source: str) -> dict[str, str]:
+def render_values(manifest: Manifest, *, placement: str, execution_target: ExecutionTarget,
+                  toolchain: dict[str, str], manifest_source: str) -> dict[str, str]:
     """Placeholder name -> Rust source text for ``model.rs.in``.
 
-    ``placement`` is ``"embedded"`` or ``"by-name:NAME"``; ``device`` one of :data:`DEVICES`.
+    ``placement`` is ``"embedded"`` or ``"by-name:NAME"``; ``execution_target`` the wasi-nn
+    execution target embedded graphs are loaded on.
     """
     pre = manifest.preprocess
     if pre is None:
@@ -241,7 +240,7 @@ def render_values(manifest: Manifest, *, placement: str, device: str, toolchain:
         "task": _rust_str(manifest.task),
         "sha256": _rust_str(manifest.sha256),
         "placement": placement_rs,
-        "device": f"Device::{device.capitalize()}",
+        "execution_target": f"ExecutionTarget::{ExecutionTarget(execution_target).value.capitalize()}",
         "wasmai_version": _rust_str(__version__),
         "toolchain": "\n".join(f"    ({_rust_str(k)}, {_rust_str(v)})," for k, v in sorted(toolchain.items())),
         "inputs": "\n".join(_rust_spec(s) for s in manifest.inputs),
@@ -313,7 +312,7 @@ class BuildResult:
     target: str
     profile: str
     placement: str
-    device: str
+    execution_target: str
     crate_dir: Path
     toolchain: dict[str, str] = field(default_factory=dict)
     imports: list[str] = field(default_factory=list)
@@ -362,7 +361,7 @@ def build(
     target: str = "wasm32-wasip2",
     release: bool = True,
     by_name: str | None = None,
-    device: str = "cpu",
+    execution_target: ExecutionTarget | str = ExecutionTarget.CPU,
     emit_crate: str | os.PathLike[str] | None = None,
     rebuild: bool = False,
     progress: ProgressFn | None = None,
@@ -372,8 +371,8 @@ def build(
     ``manifest`` defaults to ``MODEL.toml`` beside the model; without one a ``tensor`` manifest
     is derived from the graph. ``task`` picks the template (default: the manifest's task).
     ``by_name`` switches from embedding the ONNX bytes (at most :data:`EMBED_LIMIT_BYTES`) to
-    ``wasi:nn/graph.load-by-name(by_name)``; ``device`` is the wasi-nn execution target for
-    embedded graphs. ``emit_crate`` writes the rendered crate there and returns a
+    ``wasi:nn/graph.load-by-name(by_name)``; ``execution_target`` is the wasi-nn execution target
+    (cpu, gpu, tpu) embedded graphs are loaded on. ``emit_crate`` writes the rendered crate there and returns a
     :class:`CrateResult` without compiling. ``rebuild`` ignores an earlier build of the same
     inputs: the crate is rendered afresh and recompiled (dependencies stay cached).
     ``progress`` receives cargo's stderr lines.
@@ -392,8 +391,10 @@ def build(
             "(std::time::Instant::now panics, and the image guests time their stages with it) and wasmai "
             "builds and tests its guests for WASI only; use wasm32-wasip2 (a component, runs on any "
             "component host with wasi-nn) or wasm32-wasip1 (the core module)")
-    if device not in DEVICES:
-        raise WasmaiError(f"unknown target device {device!r} (choose from {', '.join(DEVICES)})")
+    if execution_target not in set(ExecutionTarget):
+        raise WasmaiError(f"unknown execution target {execution_target!r} "
+                          f"(choose from {', '.join(ExecutionTarget)})")
+    execution_target = ExecutionTarget(execution_target)
     model_path = Path(model)
     if not model_path.is_file():
         raise WasmaiError(f"model not found: {model_path}")
@@ -435,7 +436,8 @@ def build(
     tc = tc_mod.detect()
     versions = tc.versions()
     profile = "release" if release else "debug"
-    values = render_values(man, placement=placement, device=device, toolchain=versions, manifest_source=source)
+    values = render_values(man, placement=placement, execution_target=execution_target, toolchain=versions,
+                           manifest_source=source)
     files = render_crate(tmpl, values, model_path if placement == "embedded" else None)
 
     if emit_crate is not None:
@@ -466,8 +468,8 @@ def build(
         output=out_path.resolve(), size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
         build_seconds=round(time.monotonic() - started, 3), cached=cached, template=tmpl.name,
         world=f"{WIT_PACKAGE.split('@')[0]}/{tmpl.world}@{WIT_PACKAGE.split('@')[1]}", target=target,
-        profile=profile, placement=placement, device=device, crate_dir=crate_dir, toolchain=versions,
-        imports=imports, exports=exports)
+        profile=profile, placement=placement, execution_target=execution_target.value, crate_dir=crate_dir,
+        toolchain=versions, imports=imports, exports=exports)
 
 
 def _read_manifest(model_path: Path, manifest: str | os.PathLike[str] | None) -> Manifest:
@@ -642,29 +644,43 @@ def _run_streaming(cmd: list[str], env: dict[str, str], cwd: Path, say: Progress
     return None if proc.wait() == 0 else lines
 
 
-def diagnostics(lines: list[str]) -> list[str]:
-    """The error blocks of cargo/rustc output: each ``error...`` line and the lines after it up
-    to the next blank line."""
-    out: list[str] = []
-    inside = False
-    for line in lines:
+class ErrorBlocks:
+    """Picks the error blocks out of cargo/rustc output, line by line: each ``error...`` line and
+    the lines after it up to the next blank line. Calling it with a line returns whether the line
+    belongs to an error block; ``emit`` (if given) receives those lines, and ``""`` after each block.
+    """
+
+    def __init__(self, emit: Callable[[str], None] | None = None) -> None:
+        self.emit = emit
+        self.inside = False
+
+    def __call__(self, line: str) -> bool:
         if line.startswith("error"):
-            inside = True
+            self.inside = True
         elif not line.strip():
-            if inside:
-                out.append("")
-            inside = False
-        if inside:
-            out.append(line)
+            if self.inside and self.emit is not None:
+                self.emit("")
+            self.inside = False
+        if self.inside and self.emit is not None:
+            self.emit(line)
+        return self.inside
+
+
+def diagnostics(lines: list[str]) -> list[str]:
+    """The error blocks of cargo/rustc output (see :class:`ErrorBlocks`), blocks separated by ``""``."""
+    out: list[str] = []
+    blocks = ErrorBlocks(out.append)
+    for line in lines:
+        blocks(line)
     return out
 
 
 def _cargo_failure(lines: list[str], log_path: Path) -> CargoBuildError:
     blocks = diagnostics(lines)
-    first = next((l for l in blocks if l.startswith("error") and "could not compile" not in l), None)
-    first = first or next((l for l in blocks if l.startswith("error")), None)
+    first = next((b for b in blocks if b.startswith("error") and "could not compile" not in b), None)
+    first = first or next((b for b in blocks if b.startswith("error")), None)
     first = first or (lines[-1] if lines else "no output")
-    where = next((l.strip() for l in blocks if l.strip().startswith("-->")), "")
+    where = next((b.strip() for b in blocks if b.strip().startswith("-->")), "")
     detail = first.removeprefix("error: ").strip() + (f" ({where.removeprefix('--> ')})" if where else "")
     return CargoBuildError(f"cargo component build failed: {detail} (full log: {log_path})",
                            "\n".join(blocks), log_path)

@@ -2,94 +2,93 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import JSON_HELP, console, run_command
+from wasmai.cli._common import console, run_command
+from wasmai.cli.options import ExecutionTargetOpt, JsonOpt
+from wasmai.vocab import ExecutionTarget
 
+if TYPE_CHECKING:
+    from wasmai.build import BuildResult, CrateResult
 
 def build(
-    model: Path = typer.Argument(..., help="The ONNX model.", show_default=False),
-    manifest: Path | None = typer.Option(
-        None, "--manifest", "-m",
+    model: Annotated[Path, typer.Argument(help="The ONNX model.", show_default=False)],
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", "-m",
         help="Model manifest (TOML). Default: MODEL.toml beside the model; without one a tensor "
-             "manifest is derived from the ONNX graph."),
-    task: str | None = typer.Option(
-        None, "--task", help="Template to build: tensor or image-classification (a folder under "
-                             "templates/). Default: the manifest's task."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Output file. Default: MODEL.wasm beside the model "
-                                     "(MODEL.core.wasm for wasm32-wasip1)."),
-    target: str = typer.Option(
-        "wasm32-wasip2", "--target",
-        help="wasm32-wasip2 (component), wasm32-wasip1 (core module without the WASI adapter) or "
-             "wasm32-unknown-unknown (refused: Rust's std there has no clock)."),
-    release: bool = typer.Option(True, "--release/--debug", help="Cargo profile."),
-    embed: bool = typer.Option(
-        False, "--embed", help="Embed the ONNX bytes in the component (the default; at most 256 MiB)."),
-    by_name: str | None = typer.Option(
-        None, "--by-name", metavar="NAME",
-        help="Do not embed: the guest calls wasi:nn load-by-name(NAME); the host registers the model."),
-    target_device: str = typer.Option(
-        "cpu", "--target-device", help="wasi-nn execution target for embedded models: cpu, gpu or tpu."),
-    emit_crate: Path | None = typer.Option(
-        None, "--emit-crate", metavar="DIR",
-        help="Write the generated Rust crate to DIR and stop (build it with cargo component build)."),
-    rebuild: bool = typer.Option(
-        False, "--rebuild", help="Ignore an earlier build of the same inputs; compile the crate again."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+             "manifest is derived from the ONNX graph.")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="Template to build: a folder under templates/ (tensor, image-classification). "
+                       "Default: the manifest's task.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output file. Default: MODEL.wasm beside the model "
+                               "(MODEL.core.wasm for wasm32-wasip1).")] = None,
+    target: Annotated[str, typer.Option(
+        "--target",
+        help="Rust target: wasm32-wasip2 (component), wasm32-wasip1 (core module without the WASI adapter) "
+             "or wasm32-unknown-unknown (refused: Rust's std there has no clock).")] = "wasm32-wasip2",
+    release: Annotated[bool, typer.Option("--release/--debug", help="Cargo profile.")] = True,
+    embed: Annotated[bool, typer.Option(
+        "--embed", help="Embed the ONNX bytes in the component (the default; at most 256 MiB).")] = False,
+    by_name: Annotated[str | None, typer.Option(
+        "--by-name", metavar="NAME",
+        help="Do not embed: the guest calls wasi:nn load-by-name(NAME); the host registers the model.")] = None,
+    execution_target: ExecutionTargetOpt = ExecutionTarget.CPU,
+    emit_crate: Annotated[Path | None, typer.Option(
+        "--emit-crate", metavar="DIR",
+        help="Write the generated Rust crate to DIR and stop (build it with cargo component build).")] = None,
+    rebuild: Annotated[bool, typer.Option(
+        "--rebuild", help="Ignore an earlier build of the same inputs; compile the crate again.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Build an ONNX model into a WebAssembly component (wasm32-wasip2) that runs it through wasi:nn."""
+    """Build an ONNX model into a WebAssembly component (wasm32-wasip2) that runs it through wasi:nn.
 
-    def work():
+    Examples:
+
+      wasmai build effnet-int8.onnx -o effnet-int8.wasm        [dim]# model embedded; manifest beside it[/dim]
+
+      wasmai build big.onnx --by-name big                      [dim]# the host registers big.onnx as "big"[/dim]
+
+      wasmai build model.onnx --execution-target gpu --json    [dim]# machine-readable result for CI[/dim]
+
+      wasmai build model.onnx --emit-crate crate/              [dim]# write the Rust crate, do not compile[/dim]
+    """
+
+    def work() -> BuildResult | CrateResult:
         from wasmai.build import build as build_fn
         from wasmai.errors import WasmaiError
 
         if embed and by_name is not None:
             raise WasmaiError("--embed and --by-name exclude each other")
 
+        def call(say: Callable[[str], object]) -> BuildResult | CrateResult:
+            return build_fn(model, manifest=manifest, task=task, output=output, target=target, release=release,
+                            by_name=by_name, execution_target=execution_target, emit_crate=emit_crate,
+                            rebuild=rebuild, progress=say)
+
         if json_out:
-            return build_fn(model, manifest=manifest, task=task, output=output, target=target,
-                            release=release, by_name=by_name, device=target_device, emit_crate=emit_crate,
-                            rebuild=rebuild, progress=_error_echo())
-        return _with_progress(lambda say: build_fn(
-            model, manifest=manifest, task=task, output=output, target=target, release=release,
-            by_name=by_name, device=target_device, emit_crate=emit_crate, rebuild=rebuild,
-            progress=say))
+            from wasmai.build import ErrorBlocks
+
+            # stdout carries the JSON: compiler errors go to stderr as they come.
+            errors = ErrorBlocks(lambda text: sys.stderr.write(text + "\n"))
+            return call(errors)
+        return _with_progress(call)
 
     run_command(work, json_out=json_out, render=_render)
 
 
-class _ErrorBlocks:
-    """Pass cargo's stderr lines through, printing compiler error blocks to stderr as they come."""
-
-    def __init__(self, emit) -> None:
-        self.emit = emit
-        self.inside = False
-
-    def __call__(self, line: str) -> bool:
-        if line.startswith("error"):
-            self.inside = True
-        elif not line.strip():
-            if self.inside:
-                self.emit("")
-            self.inside = False
-        if self.inside:
-            self.emit(line)
-        return self.inside
-
-
-def _error_echo():
-    import sys
-
-    return _ErrorBlocks(lambda text: sys.stderr.write(text + "\n"))
-
-
-def _with_progress(call):
-    """Run ``call(say)`` under a rich progress display on stderr fed by cargo's output."""
+def _with_progress(call: Callable[[Callable[[str], object]], BuildResult | CrateResult]) -> BuildResult | CrateResult:
+    """Run ``call(say)`` under a rich progress display on stderr fed by cargo's output; compiler
+    error blocks are printed above it as they come."""
     from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from wasmai.build import ErrorBlocks
 
     err = console(stderr=True)
     compiled = 0
@@ -97,7 +96,7 @@ def _with_progress(call):
                   TextColumn("{task.completed} crates"), TimeElapsedColumn(), console=err,
                   transient=True) as bar:
         task_id = bar.add_task("preparing", total=None)
-        errors = _ErrorBlocks(lambda text: bar.console.print(escape(text), highlight=False, soft_wrap=True))
+        errors = ErrorBlocks(lambda text: bar.console.print(escape(text), highlight=False, soft_wrap=True))
 
         def say(line: str) -> None:
             nonlocal compiled
@@ -112,7 +111,7 @@ def _with_progress(call):
         return call(say)
 
 
-def _render(result) -> None:
+def _render(result: BuildResult | CrateResult) -> None:
     from wasmai.build import CrateResult
 
     out = console()

@@ -1,43 +1,23 @@
 //! A wasmai guest component for the `wasmai:inference/image-classifier` world: one ONNX
 //! image classifier behind wasi:nn, with decoding, preprocessing and top-k inside the
 //! component. `model.rs` (rendered by `wasmai build` from the manifest) holds the model's
-//! description; `vision.rs` the image pipeline; `nn.rs` the wasi-nn calls.
+//! description; `vision.rs` the image pipeline; `nn.rs` the wasi-nn calls; `component.rs` (from
+//! the tensor template) the `metadata` and `model` exports.
 //!
 //! Build: `cargo component build --release --locked` (cargo-component generates
 //! `src/bindings.rs` from `wit/`).
 
 #[allow(warnings)]
 mod bindings;
+mod component;
 mod model;
 mod nn;
 mod spec;
 mod vision;
 
 use bindings::exports::wasmai::inference::image_classification::{self, Prediction, Timings};
-use bindings::exports::wasmai::inference::{metadata, model as model_api};
-use bindings::wasmai::inference::types::{Error, ModelInfo, Tensor};
-
-struct Component;
-
-impl metadata::Guest for Component {
-    fn info() -> ModelInfo {
-        spec::model_info()
-    }
-}
-
-impl model_api::Guest for Component {
-    fn load() -> Result<(), Error> {
-        nn::load()
-    }
-
-    fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
-        nn::infer(inputs)
-    }
-
-    fn release() {
-        nn::release()
-    }
-}
+use bindings::wasmai::inference::types::{Error, Tensor};
+use component::Component;
 
 impl image_classification::Guest for Component {
     fn preprocess(image: Vec<u8>) -> Result<Tensor, Error> {

@@ -23,7 +23,8 @@ use crate::bindings::exports::wasmai::inference::image_classification::{Predicti
 use crate::bindings::wasmai::inference::types::{Error, Tensor};
 use crate::model;
 use crate::nn;
-use crate::spec::{Color, Dim, Layout, Preprocess, Ty};
+use crate::bindings::wasi::nn::tensor::TensorType;
+use crate::spec::{dtype_name, dtype_size, Color, Dim, Layout, Preprocess};
 
 /// Largest accepted image side, in pixels (decoder limit).
 pub const MAX_SIDE: u32 = 16384;
@@ -36,12 +37,12 @@ const fn input_fits(pre: Preprocess) -> bool {
         return false;
     }
     let input = model::INPUTS[0];
-    if input.dims.len() != 4 {
+    if input.shape.len() != 4 {
         return false;
     }
     let (c, h, w) = match pre.layout {
-        Layout::Nchw => (input.dims[1], input.dims[2], input.dims[3]),
-        Layout::Nhwc => (input.dims[3], input.dims[1], input.dims[2]),
+        Layout::Nchw => (input.shape[1], input.shape[2], input.shape[3]),
+        Layout::Nhwc => (input.shape[3], input.shape[1], input.shape[2]),
     };
     let channels_ok = matches!(c, Dim::Fixed(3) | Dim::Dynamic(_));
     let h_ok = match h {
@@ -52,7 +53,7 @@ const fn input_fits(pre: Preprocess) -> bool {
         Dim::Fixed(n) => n == pre.crop_width,
         Dim::Dynamic(_) => true,
     };
-    let ty_ok = matches!(input.ty, Ty::Fp32 | Ty::Fp16);
+    let ty_ok = matches!(input.dtype, TensorType::Fp32 | TensorType::Fp16);
     channels_ok && h_ok && w_ok && ty_ok
 }
 
@@ -176,23 +177,18 @@ pub fn to_tensor(image: RgbImage) -> Result<Tensor, Error> {
         }
     }
     let input = model::INPUTS[0];
-    let data: Vec<u8> = match input.ty {
-        Ty::Fp16 => values
+    let data: Vec<u8> = match input.dtype {
+        TensorType::Fp16 => values
             .iter()
             .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
             .collect(),
         _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
-    let dimensions = match PRE.layout {
+    let shape = match PRE.layout {
         Layout::Nchw => vec![1, 3, ch as u32, cw as u32],
         Layout::Nhwc => vec![1, ch as u32, cw as u32, 3],
     };
-    let tensor = Tensor {
-        name: input.name.to_string(),
-        ty: input.ty.to_wit(),
-        dimensions,
-        data,
-    };
+    let tensor = Tensor { name: input.name.to_string(), dtype: input.dtype, shape, data };
     nn::check_tensor(&input, &tensor)?;
     Ok(tensor)
 }
@@ -204,10 +200,9 @@ pub fn preprocess(bytes: &[u8]) -> Result<Tensor, Error> {
 
 /// Scores of the first batch row of a float tensor, as f32.
 fn scores(tensor: &Tensor) -> Result<Vec<f32>, Error> {
-    let ty = Ty::from_wit(tensor.ty);
-    let size = ty.size();
+    let size = dtype_size(tensor.dtype);
     let count = tensor
-        .dimensions
+        .shape
         .iter()
         .try_fold(1usize, |acc, d| acc.checked_mul(*d as usize));
     if count.and_then(|n| n.checked_mul(size)) != Some(tensor.data.len()) {
@@ -215,28 +210,28 @@ fn scores(tensor: &Tensor) -> Result<Vec<f32>, Error> {
             "output {:?}: {} bytes do not match its shape {:?}",
             tensor.name,
             tensor.data.len(),
-            tensor.dimensions
+            tensor.shape
         )));
     }
-    let classes = tensor.dimensions.last().copied().unwrap_or(1) as usize;
+    let classes = tensor.shape.last().copied().unwrap_or(1) as usize;
     let row_bytes = classes
         .checked_mul(size)
         .filter(|&n| n > 0 && n <= tensor.data.len())
         .ok_or_else(|| Error::BadInput(format!("output {:?} has no scores", tensor.name)))?;
     let row = &tensor.data[..row_bytes];
     let chunks = row.chunks_exact(size);
-    let values: Vec<f32> = match ty {
-        Ty::Fp32 => chunks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Ty::Fp16 => chunks.map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Ty::Bf16 => chunks.map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Ty::Fp64 => chunks
+    let values: Vec<f32> = match tensor.dtype {
+        TensorType::Fp32 => chunks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        TensorType::Fp16 => chunks.map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        TensorType::Bf16 => chunks.map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        TensorType::Fp64 => chunks
             .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
             .collect(),
         other => {
             return Err(Error::BadInput(format!(
                 "output {:?} is {}, expected floating-point scores",
                 tensor.name,
-                other.name()
+                dtype_name(other)
             )))
         }
     };
@@ -328,11 +323,11 @@ mod tests {
 
     use super::*;
 
-    fn tensor(ty: Ty, dimensions: Vec<u32>, values: &[f32]) -> Tensor {
+    fn tensor(dtype: TensorType, shape: Vec<u32>, values: &[f32]) -> Tensor {
         Tensor {
             name: model::OUTPUTS[0].name.to_string(),
-            ty: ty.to_wit(),
-            dimensions,
+            dtype,
+            shape,
             data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
@@ -346,23 +341,23 @@ mod tests {
 
     #[test]
     fn postprocess_ranks_and_checks_its_input() {
-        let n = match model::OUTPUTS[0].dims.last() {
+        let n = match model::OUTPUTS[0].shape.last() {
             Some(Dim::Fixed(n)) => *n as usize,
             _ => 4,
         };
         let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let best = postprocess(&[tensor(Ty::Fp32, vec![1, n as u32], &values)], 2).unwrap();
+        let best = postprocess(&[tensor(TensorType::Fp32, vec![1, n as u32], &values)], 2).unwrap();
         assert_eq!(best.len(), 2.min(n));
         assert_eq!(best[0].index as usize, n - 1);
         if model::SOFTMAX {
-            let all = postprocess(&[tensor(Ty::Fp32, vec![1, n as u32], &values)], n as u32).unwrap();
+            let all = postprocess(&[tensor(TensorType::Fp32, vec![1, n as u32], &values)], n as u32).unwrap();
             let sum: f32 = all.iter().map(|p| p.score).sum();
             assert!((sum - 1.0).abs() < 1e-5);
         }
-        let short = Tensor { data: vec![0; 3], ..tensor(Ty::Fp32, vec![1, n as u32], &values) };
+        let short = Tensor { data: vec![0; 3], ..tensor(TensorType::Fp32, vec![1, n as u32], &values) };
         assert!(matches!(postprocess(&[short], 1), Err(Error::BadInput(_))));
         assert!(matches!(postprocess(&[], 1), Err(Error::BadInput(_))));
-        let empty = tensor(Ty::Fp32, vec![0, n as u32], &[]);
+        let empty = tensor(TensorType::Fp32, vec![0, n as u32], &[]);
         assert!(matches!(postprocess(&[empty], 1), Err(Error::BadInput(_))));
     }
 

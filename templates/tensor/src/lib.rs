@@ -6,33 +6,11 @@
 
 #[allow(warnings)]
 mod bindings;
+mod component;
 mod model;
 mod nn;
 mod spec;
 
-use bindings::exports::wasmai::inference::{metadata, model as model_api};
-use bindings::wasmai::inference::types::{Error, ModelInfo, Tensor};
-
-struct Component;
-
-impl metadata::Guest for Component {
-    fn info() -> ModelInfo {
-        spec::model_info()
-    }
-}
-
-impl model_api::Guest for Component {
-    fn load() -> Result<(), Error> {
-        nn::load()
-    }
-
-    fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
-        nn::infer(inputs)
-    }
-
-    fn release() {
-        nn::release()
-    }
-}
+use component::Component;
 
 bindings::export!(Component with_types_in bindings);

@@ -1,16 +1,16 @@
 //! wasi-nn plumbing: the graph is loaded lazily once and its execution context reused;
 //! input tensors are checked against the manifest before they reach the host; wasi-nn errors
-//! become `error::backend` carrying the wasi-nn error-code name and the host's message.
+//! become `error::backend` carrying the wasi-nn error code and the host's message.
 
 use std::cell::RefCell;
 
-use crate::bindings::wasi::nn::errors::{Error as NnError, ErrorCode};
+use crate::bindings::wasi::nn::errors::Error as NnError;
 use crate::bindings::wasi::nn::graph::{self, Graph, GraphEncoding};
 use crate::bindings::wasi::nn::inference::GraphExecutionContext;
 use crate::bindings::wasi::nn::tensor::Tensor as NnTensor;
 use crate::bindings::wasmai::inference::types::{BackendError, Error, Tensor};
 use crate::model;
-use crate::spec::{Dim, Placement, Spec, Ty};
+use crate::spec::{dtype_name, dtype_size, Dim, Placement, Spec};
 
 /// A loaded graph and its execution context. Fields drop in declaration order, so the
 /// context is released before the graph it belongs to.
@@ -23,24 +23,9 @@ thread_local! {
     static STATE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
 }
 
-/// The wasi-nn error-code case name, as written in wasi-nn.wit.
-pub fn code_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::InvalidArgument => "invalid-argument",
-        ErrorCode::InvalidEncoding => "invalid-encoding",
-        ErrorCode::Timeout => "timeout",
-        ErrorCode::RuntimeError => "runtime-error",
-        ErrorCode::UnsupportedOperation => "unsupported-operation",
-        ErrorCode::TooLarge => "too-large",
-        ErrorCode::NotFound => "not-found",
-        ErrorCode::Security => "security",
-        ErrorCode::Unknown => "unknown",
-    }
-}
-
 fn backend(err: NnError) -> Error {
     Error::Backend(BackendError {
-        code: code_name(err.code()).to_string(),
+        code: err.code(),
         message: err.data(),
     })
 }
@@ -48,7 +33,7 @@ fn backend(err: NnError) -> Error {
 fn open() -> Result<Loaded, Error> {
     let graph = match model::PLACEMENT {
         Placement::Embedded(bytes) => {
-            graph::load(&[bytes], GraphEncoding::Onnx, model::DEVICE.to_nn())
+            graph::load(&[bytes], GraphEncoding::Onnx, model::EXECUTION_TARGET)
         }
         Placement::ByName(name) => graph::load_by_name(name),
     }
@@ -80,7 +65,7 @@ fn shape_text(dims: &[u32]) -> String {
 
 fn spec_shape_text(spec: &Spec) -> String {
     let parts: Vec<String> = spec
-        .dims
+        .shape
         .iter()
         .map(|d| match d {
             Dim::Fixed(n) => n.to_string(),
@@ -92,17 +77,17 @@ fn spec_shape_text(spec: &Spec) -> String {
 
 /// Check one tensor against its spec: type, rank, fixed axes and byte length.
 pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
-    let ty = Ty::from_wit(tensor.ty);
-    if ty != spec.ty {
+    let dtype = tensor.dtype;
+    if dtype != spec.dtype {
         return Err(Error::BadInput(format!(
             "input {:?}: type {} but the model takes {}",
             spec.name,
-            ty.name(),
-            spec.ty.name()
+            dtype_name(dtype),
+            dtype_name(spec.dtype)
         )));
     }
-    let fits = tensor.dimensions.len() == spec.dims.len()
-        && spec.dims.iter().zip(&tensor.dimensions).all(|(d, n)| match d {
+    let fits = tensor.shape.len() == spec.shape.len()
+        && spec.shape.iter().zip(&tensor.shape).all(|(d, n)| match d {
             Dim::Fixed(want) => want == n,
             Dim::Dynamic(_) => *n > 0,
         });
@@ -110,28 +95,25 @@ pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
         return Err(Error::BadInput(format!(
             "input {:?}: shape {} does not match the model's {}",
             spec.name,
-            shape_text(&tensor.dimensions),
+            shape_text(&tensor.shape),
             spec_shape_text(spec)
         )));
     }
-    let expected = tensor
-        .dimensions
-        .iter()
-        .try_fold(ty.size(), |acc, d| acc.checked_mul(*d as usize));
+    let expected = tensor.shape.iter().try_fold(dtype_size(dtype), |acc, d| acc.checked_mul(*d as usize));
     match expected {
         Some(n) if n == tensor.data.len() => Ok(()),
         Some(n) => Err(Error::BadInput(format!(
             "input {:?}: {} data bytes, shape {} of {} needs {}",
             spec.name,
             tensor.data.len(),
-            shape_text(&tensor.dimensions),
-            ty.name(),
+            shape_text(&tensor.shape),
+            dtype_name(dtype),
             n
         ))),
         None => Err(Error::BadInput(format!(
             "input {:?}: shape {} is too large",
             spec.name,
-            shape_text(&tensor.dimensions)
+            shape_text(&tensor.shape)
         ))),
     }
 }
@@ -186,7 +168,7 @@ pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
         .iter()
         .zip(&ordered)
         .map(|(spec, t)| {
-            let tensor = NnTensor::new(&t.dimensions, spec.ty.to_nn(), &t.data);
+            let tensor = NnTensor::new(&t.shape, spec.dtype, &t.data);
             (spec.name.to_string(), tensor)
         })
         .collect();
@@ -200,12 +182,7 @@ pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
     })?;
     let mut tensors: Vec<Tensor> = outputs
         .into_iter()
-        .map(|(name, t)| Tensor {
-            name,
-            ty: Ty::from_nn(t.ty()).to_wit(),
-            dimensions: t.dimensions(),
-            data: t.data(),
-        })
+        .map(|(name, t)| Tensor { name, dtype: t.ty(), shape: t.dimensions(), data: t.data() })
         .collect();
     let positions: Option<Vec<usize>> = model::OUTPUTS
         .iter()
@@ -225,24 +202,20 @@ mod tests {
     //! Native unit tests of the input checks (`cargo test`; wasi-nn is not called).
 
     use super::*;
+    use crate::bindings::wasi::nn::tensor::TensorType;
 
     /// A valid tensor for `spec` (dynamic axes = 1).
     fn valid(spec: &Spec) -> Tensor {
-        let dimensions: Vec<u32> = spec
-            .dims
+        let shape: Vec<u32> = spec
+            .shape
             .iter()
             .map(|d| match d {
                 Dim::Fixed(n) => *n,
                 Dim::Dynamic(_) => 1,
             })
             .collect();
-        let len = dimensions.iter().map(|&d| d as usize).product::<usize>() * spec.ty.size();
-        Tensor {
-            name: spec.name.to_string(),
-            ty: spec.ty.to_wit(),
-            dimensions,
-            data: vec![0; len],
-        }
+        let len = shape.iter().map(|&d| d as usize).product::<usize>() * dtype_size(spec.dtype);
+        Tensor { name: spec.name.to_string(), dtype: spec.dtype, shape, data: vec![0; len] }
     }
 
     fn all_valid() -> Vec<Tensor> {
@@ -281,11 +254,11 @@ mod tests {
         short[0].data.pop();
         assert!(bad(short));
         let mut wrong_type = all_valid();
-        let other = if model::INPUTS[0].ty == Ty::U8 { Ty::I64 } else { Ty::U8 };
-        wrong_type[0].ty = other.to_wit();
+        let other = if model::INPUTS[0].dtype == TensorType::U8 { TensorType::I64 } else { TensorType::U8 };
+        wrong_type[0].dtype = other;
         assert!(bad(wrong_type));
         let mut wrong_rank = all_valid();
-        wrong_rank[0].dimensions.push(1);
+        wrong_rank[0].shape.push(1);
         assert!(bad(wrong_rank));
     }
 }

@@ -1,98 +1,34 @@
 //! Static model description types (the values live in the generated `model.rs`) and their
-//! conversions to the WIT types of `wasmai:inference/types` and `wasi:nn/tensor`.
+//! conversion to `wasmai:inference/types`. Tensor types are wasi-nn's own `tensor-type`, used
+//! as is by the WIT records, wasi-nn calls and `model.rs`.
 
 // Which variants are constructed depends on the manifest rendered into model.rs.
 #![allow(dead_code)]
 
-use crate::bindings::wasi::nn::graph::ExecutionTarget;
-use crate::bindings::wasi::nn::tensor::TensorType as NnType;
-use crate::bindings::wasmai::inference::types::{
-    Dim as WitDim, ModelInfo, PreprocessInfo, TensorSpec, TensorType,
-};
+use crate::bindings::wasi::nn::tensor::TensorType;
+use crate::bindings::wasmai::inference::types::{Dim as WitDim, ModelInfo, PreprocessInfo, TensorSpec};
 use crate::model;
 
-/// Element type of a tensor; same cases and order as `wasi:nn/tensor.tensor-type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ty {
-    Fp16,
-    Fp32,
-    Fp64,
-    Bf16,
-    U8,
-    I32,
-    I64,
+/// Bytes per element of a tensor type.
+pub const fn dtype_size(dtype: TensorType) -> usize {
+    match dtype {
+        TensorType::U8 => 1,
+        TensorType::Fp16 | TensorType::Bf16 => 2,
+        TensorType::Fp32 | TensorType::I32 => 4,
+        TensorType::Fp64 | TensorType::I64 => 8,
+    }
 }
 
-impl Ty {
-    /// Bytes per element.
-    pub const fn size(self) -> usize {
-        match self {
-            Ty::Fp16 | Ty::Bf16 => 2,
-            Ty::Fp32 | Ty::I32 => 4,
-            Ty::Fp64 | Ty::I64 => 8,
-            Ty::U8 => 1,
-        }
-    }
-
-    /// Lower-case name as in the manifest ("fp32", ...).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Ty::Fp16 => "fp16",
-            Ty::Fp32 => "fp32",
-            Ty::Fp64 => "fp64",
-            Ty::Bf16 => "bf16",
-            Ty::U8 => "u8",
-            Ty::I32 => "i32",
-            Ty::I64 => "i64",
-        }
-    }
-
-    pub fn to_wit(self) -> TensorType {
-        match self {
-            Ty::Fp16 => TensorType::Fp16,
-            Ty::Fp32 => TensorType::Fp32,
-            Ty::Fp64 => TensorType::Fp64,
-            Ty::Bf16 => TensorType::Bf16,
-            Ty::U8 => TensorType::U8,
-            Ty::I32 => TensorType::I32,
-            Ty::I64 => TensorType::I64,
-        }
-    }
-
-    pub fn from_wit(ty: TensorType) -> Ty {
-        match ty {
-            TensorType::Fp16 => Ty::Fp16,
-            TensorType::Fp32 => Ty::Fp32,
-            TensorType::Fp64 => Ty::Fp64,
-            TensorType::Bf16 => Ty::Bf16,
-            TensorType::U8 => Ty::U8,
-            TensorType::I32 => Ty::I32,
-            TensorType::I64 => Ty::I64,
-        }
-    }
-
-    pub fn to_nn(self) -> NnType {
-        match self {
-            Ty::Fp16 => NnType::Fp16,
-            Ty::Fp32 => NnType::Fp32,
-            Ty::Fp64 => NnType::Fp64,
-            Ty::Bf16 => NnType::Bf16,
-            Ty::U8 => NnType::U8,
-            Ty::I32 => NnType::I32,
-            Ty::I64 => NnType::I64,
-        }
-    }
-
-    pub fn from_nn(ty: NnType) -> Ty {
-        match ty {
-            NnType::Fp16 => Ty::Fp16,
-            NnType::Fp32 => Ty::Fp32,
-            NnType::Fp64 => Ty::Fp64,
-            NnType::Bf16 => Ty::Bf16,
-            NnType::U8 => Ty::U8,
-            NnType::I32 => Ty::I32,
-            NnType::I64 => Ty::I64,
-        }
+/// Lower-case name as in the manifest ("fp32", ...).
+pub const fn dtype_name(dtype: TensorType) -> &'static str {
+    match dtype {
+        TensorType::Fp16 => "fp16",
+        TensorType::Fp32 => "fp32",
+        TensorType::Fp64 => "fp64",
+        TensorType::Bf16 => "bf16",
+        TensorType::U8 => "u8",
+        TensorType::I32 => "i32",
+        TensorType::I64 => "i64",
     }
 }
 
@@ -107,17 +43,17 @@ pub enum Dim {
 #[derive(Clone, Copy, Debug)]
 pub struct Spec {
     pub name: &'static str,
-    pub ty: Ty,
-    pub dims: &'static [Dim],
+    pub dtype: TensorType,
+    pub shape: &'static [Dim],
 }
 
 impl Spec {
     pub fn to_wit(&self) -> TensorSpec {
         TensorSpec {
             name: self.name.to_string(),
-            ty: self.ty.to_wit(),
-            dims: self
-                .dims
+            dtype: self.dtype,
+            shape: self
+                .shape
                 .iter()
                 .map(|d| match *d {
                     Dim::Fixed(n) => WitDim::Fixed(n),
@@ -131,7 +67,7 @@ impl Spec {
 /// Where the ONNX bytes come from.
 #[derive(Clone, Copy, Debug)]
 pub enum Placement {
-    /// Inside the component; loaded with `wasi:nn/graph.load(.., onnx, DEVICE)`.
+    /// Inside the component; loaded with `wasi:nn/graph.load(.., onnx, EXECUTION_TARGET)`.
     Embedded(&'static [u8]),
     /// Registered with the host under this name; loaded with `wasi:nn/graph.load-by-name`.
     ByName(&'static str),
@@ -142,24 +78,6 @@ impl Placement {
         match self {
             Placement::Embedded(_) => "embedded".to_string(),
             Placement::ByName(name) => format!("by-name:{name}"),
-        }
-    }
-}
-
-/// wasi-nn execution target for embedded graphs.
-#[derive(Clone, Copy, Debug)]
-pub enum Device {
-    Cpu,
-    Gpu,
-    Tpu,
-}
-
-impl Device {
-    pub fn to_nn(self) -> ExecutionTarget {
-        match self {
-            Device::Cpu => ExecutionTarget::Cpu,
-            Device::Gpu => ExecutionTarget::Gpu,
-            Device::Tpu => ExecutionTarget::Tpu,
         }
     }
 }
@@ -224,10 +142,7 @@ pub fn model_info() -> ModelInfo {
         model_sha256: model::MODEL_SHA256.to_string(),
         placement: model::PLACEMENT.describe(),
         wasmai_version: model::WASMAI_VERSION.to_string(),
-        toolchain: model::TOOLCHAIN
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        toolchain: model::TOOLCHAIN.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         preprocess: model::PREPROCESS.as_ref().map(Preprocess::to_wit),
     }
 }

@@ -1,0 +1,270 @@
+//! The wasmtime side: one [`HostEngine`] (engine, linker, compiled-component cache, sandbox
+//! grants, epoch ticker for timeouts) makes [`Ready`] components and [`Instance`]s; each
+//! instance has its own [`State`] (WASI context, resource table, wasi-nn state, limiter).
+
+pub mod cache;
+pub mod limits;
+pub mod sandbox;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::exports::wasmai::inference::{image_classification, metadata, model};
+use crate::bindings::wasmai::inference::types as wtypes;
+use crate::error::{Error, Fault};
+use crate::nn::{self, WasiNnConfig, WasiNnCtx, WasiNnView};
+use cache::Cache;
+use limits::Limiter;
+use sandbox::{Captured, Grants};
+
+/// Epoch ticks per second when a timeout is configured.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The data of one Store.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub nn: WasiNnCtx,
+    pub limiter: Limiter,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// `wasmai:inference/types` has types only.
+impl wtypes::Host for State {}
+
+/// Everything a host is created with (validated by the caller, `wasmai.sandbox`).
+pub struct Settings {
+    pub cache_dir: PathBuf,
+    pub nn: WasiNnConfig,
+    pub memory_limit_bytes: usize,
+    pub timeout: Option<Duration>,
+    pub grants: Grants,
+}
+
+pub struct HostEngine {
+    engine: Engine,
+    linker: Linker<State>,
+    nn: Arc<WasiNnConfig>,
+    cache: Cache,
+    memory_limit_bytes: usize,
+    pub timeout: Option<Duration>,
+    ticker_stop: Arc<AtomicBool>,
+    grants: Grants,
+}
+
+impl Drop for HostEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl HostEngine {
+    pub fn new(settings: Settings) -> Result<Self, Error> {
+        let engine_err = |e: wasmtime::Error| Error::new(Fault::Engine, format!("{e:#}"));
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        config.epoch_interruption(settings.timeout.is_some());
+        let engine = Engine::new(&config).map_err(engine_err)?;
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        nn::add_to_linker(&mut linker, |s: &mut State| WasiNnView::new(&mut s.nn, &mut s.table)).map_err(engine_err)?;
+        wtypes::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(engine_err)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        if settings.timeout.is_some() {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("wasmai-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::new(Fault::Engine, format!("cannot start the epoch thread: {e}")))?;
+        }
+        Ok(Self {
+            engine,
+            linker,
+            nn: Arc::new(settings.nn),
+            cache: Cache::new(settings.cache_dir),
+            memory_limit_bytes: settings.memory_limit_bytes,
+            timeout: settings.timeout,
+            ticker_stop,
+            grants: settings.grants,
+        })
+    }
+
+    /// Compile (or load from the cache) a component from its bytes and link it.
+    pub fn load(&self, bytes: &[u8]) -> Result<Ready, Error> {
+        self.link(self.cache.compile(&self.engine, bytes)?)
+    }
+
+    /// Compile (or load from the cache) a component file and link it.
+    pub fn load_file(&self, path: &str) -> Result<Ready, Error> {
+        self.link(self.cache.compile_file(&self.engine, path)?)
+    }
+
+    /// Link a compiled component against this host and check it exports our worlds.
+    fn link(&self, compiled: cache::Compiled) -> Result<Ready, Error> {
+        let compile_ms = compiled.started.elapsed().as_secs_f64() * 1e3;
+        let pre = self.linker.instantiate_pre(&compiled.component).map_err(|e| {
+            Error::new(Fault::Link, format!("the component needs imports this host does not provide: {e:#}"))
+        })?;
+        let has_classifier = image_classification::GuestIndices::new(&pre).is_ok();
+        if metadata::GuestIndices::new(&pre).is_err() || model::GuestIndices::new(&pre).is_err() {
+            return Err(Error::new(
+                Fault::Link,
+                "the component does not export wasmai:inference/metadata and wasmai:inference/model \
+                 (it was not built for the tensor-model or image-classifier world)",
+            ));
+        }
+        Ok(Ready { pre, compile_ms, cache_hit: compiled.cache_hit, sha256: compiled.sha256, has_classifier })
+    }
+
+    /// A new Store and instance of `ready` (runs no export).
+    pub fn instantiate(&self, ready: &Ready) -> Result<Instance, Error> {
+        let start = Instant::now();
+        let (wasi, captured) = self.grants.wasi_ctx()?;
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            nn: WasiNnCtx::new(self.nn.clone()),
+            limiter: Limiter::new(self.memory_limit_bytes),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        self.set_deadline(&mut store);
+        let instance = ready.pre.instantiate(&mut store).map_err(|e| {
+            let message = format!("cannot instantiate the component: {e:#}");
+            match store.data().limiter.refusal_note() {
+                Some(note) => Error::new(Fault::MemoryLimit, format!("{message} ({note})")),
+                None => Error::new(Fault::Instantiate, message),
+            }
+        })?;
+        let load = |e: wasmtime::Error| Error::new(Fault::Instantiate, format!("{e:#}"));
+        let meta = metadata::GuestIndices::new(&ready.pre).and_then(|g| g.load(&mut store, &instance)).map_err(load)?;
+        let model = model::GuestIndices::new(&ready.pre).and_then(|g| g.load(&mut store, &instance)).map_err(load)?;
+        let classifier = if ready.has_classifier {
+            Some(
+                image_classification::GuestIndices::new(&ready.pre)
+                    .and_then(|g| g.load(&mut store, &instance))
+                    .map_err(load)?,
+            )
+        } else {
+            None
+        };
+        Ok(Instance {
+            store,
+            instance,
+            meta,
+            model,
+            classifier,
+            captured,
+            dead: None,
+            instantiate_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    fn set_deadline(&self, store: &mut Store<State>) {
+        if let Some(t) = self.timeout {
+            let ticks = (t.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1;
+            store.set_epoch_deadline(ticks);
+        }
+    }
+}
+
+/// A compiled and linked component, ready to instantiate.
+pub struct Ready {
+    pre: InstancePre<State>,
+    /// Milliseconds to compile, or to load the cached compilation when `cache_hit`.
+    pub compile_ms: f64,
+    pub cache_hit: bool,
+    /// Hex sha256 of the component bytes.
+    pub sha256: String,
+    /// Exports wasmai:inference/image-classification.
+    pub has_classifier: bool,
+}
+
+/// One Store and instance with its typed exports.
+pub struct Instance {
+    pub store: Store<State>,
+    pub instance: wasmtime::component::Instance,
+    pub meta: metadata::Guest,
+    pub model: model::Guest,
+    pub classifier: Option<image_classification::Guest>,
+    pub captured: Captured,
+    /// Set once a call trapped: the instance must not be used again.
+    pub dead: Option<String>,
+    pub instantiate_ms: f64,
+}
+
+impl Instance {
+    /// Run `f` (a call into the guest) under the host's deadline. A trap marks the instance dead
+    /// and becomes [`Fault::Trap`] (or `Timeout`, or `MemoryLimit` when the limiter had refused
+    /// a growth), carrying the trap and the tail of the guest's stderr.
+    pub fn call<T>(
+        &mut self,
+        host: &HostEngine,
+        what: &str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<T>,
+    ) -> Result<T, Error> {
+        if let Some(reason) = &self.dead {
+            return Err(Error::new(
+                Fault::Dead,
+                format!("the instance is unusable after an earlier trap ({reason}); instantiate again"),
+            ));
+        }
+        host.set_deadline(&mut self.store);
+        self.store.data_mut().limiter.refused_bytes = None;
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let trap = e.downcast_ref::<wasmtime::Trap>();
+                let mut message = match trap {
+                    Some(wasmtime::Trap::Interrupt) => {
+                        format!("{what} timed out after {:.3} s", host.timeout.map_or(0.0, |t| t.as_secs_f64()))
+                    }
+                    Some(trap) => format!("guest trapped in {what}: {trap}"),
+                    None => format!("{what} failed: {}", e.root_cause()),
+                };
+                let memory_note = self.store.data().limiter.refusal_note();
+                if let Some(note) = &memory_note {
+                    message.push_str(&format!(" after {note}"));
+                }
+                let stderr = self.captured.stderr.contents();
+                let text = String::from_utf8_lossy(&stderr);
+                let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                if !tail.is_empty() {
+                    message.push_str(&format!(" (guest stderr: {})", tail[tail.len().saturating_sub(3)..].join(" | ")));
+                }
+                self.dead = Some(message.clone());
+                let fault = if matches!(trap, Some(wasmtime::Trap::Interrupt)) {
+                    Fault::Timeout
+                } else if memory_note.is_some() {
+                    Fault::MemoryLimit
+                } else {
+                    Fault::Trap
+                };
+                Err(Error::new(fault, message))
+            }
+            Err(panic) => {
+                self.dead = Some("host panic".into());
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}

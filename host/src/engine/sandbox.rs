@@ -1,0 +1,60 @@
+//! The WASI context of an instance: nothing ambient (no arguments, network or stdin; guest
+//! stdout/stderr in bounded in-memory pipes), plus only what the host grants: preopened
+//! directories (read-write or read-only), environment variables, the process's stdio.
+//! The settings are validated once, in Python (`wasmai.sandbox`), before they reach the host.
+
+use std::path::PathBuf;
+
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx};
+
+use crate::error::{Error, Fault};
+
+/// Bytes of guest stdout/stderr kept (the tail goes into trap messages).
+const PIPE_CAPACITY: usize = 64 * 1024;
+
+/// A host directory preopened in the guest.
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// What a host grants every instance beyond the empty default sandbox.
+#[derive(Default)]
+pub struct Grants {
+    pub dirs: Vec<Preopen>,
+    pub env: Vec<(String, String)>,
+    /// Guest stdout/stderr go to the process's instead of in-memory pipes.
+    pub inherit_stdio: bool,
+}
+
+/// The guest's captured output (empty when the host inherits stdio).
+pub struct Captured {
+    pub stdout: MemoryOutputPipe,
+    pub stderr: MemoryOutputPipe,
+}
+
+impl Grants {
+    /// A WASI context with these grants and the pipes capturing the guest's output.
+    pub fn wasi_ctx(&self) -> Result<(WasiCtx, Captured), Error> {
+        let captured =
+            Captured { stdout: MemoryOutputPipe::new(PIPE_CAPACITY), stderr: MemoryOutputPipe::new(PIPE_CAPACITY) };
+        let mut builder = WasiCtx::builder();
+        if self.inherit_stdio {
+            builder.inherit_stdout().inherit_stderr();
+        } else {
+            builder.stdout(captured.stdout.clone()).stderr(captured.stderr.clone());
+        }
+        for (k, v) in &self.env {
+            builder.env(k, v);
+        }
+        for d in &self.dirs {
+            let perms = if d.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            builder.preopened_dir(&d.host, &d.guest, perms).map_err(|e| {
+                Error::new(Fault::Instantiate, format!("cannot preopen {} as {}: {e:#}", d.host.display(), d.guest))
+            })?;
+        }
+        Ok((builder.build(), captured))
+    }
+}

@@ -1,0 +1,55 @@
+//! The interface between the wasi-nn glue and an ML framework (cf. wasmtime-wasi-nn's
+//! `BackendInner` / `BackendGraph`). The glue matches and checks inputs ([`super::check_inputs`])
+//! and enforces the quota; a backend loads graphs and runs them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::quota::Limits;
+use super::{CheckedInput, Error, IoSpec, Tensor};
+use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
+
+/// Session settings the host passes to every backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Intra-op threads per graph; 0 = the framework's default.
+    pub intra_op_threads: usize,
+    /// Run a gpu/tpu execution target on the CPU when the framework has no such device
+    /// (otherwise `unsupported-operation`).
+    pub allow_target_fallback: bool,
+}
+
+/// One ML framework.
+pub trait Backend: Send + Sync {
+    /// The graph encoding it loads.
+    fn encoding(&self) -> GraphEncoding;
+    /// Whether `bytes` look like a graph of this encoding (for `autodetect`).
+    fn detect(&self, bytes: &[u8]) -> bool;
+    /// Load a graph from its builders (the bytes the guest passed to `graph.load`).
+    fn load(
+        &self,
+        builders: &[Vec<u8>],
+        target: ExecutionTarget,
+        options: &Options,
+    ) -> Result<Arc<dyn BackendGraph>, Error>;
+    /// Load a graph registered by the host from its file (for `load-by-name`).
+    fn load_file(&self, path: &Path, options: &Options) -> Result<Arc<dyn BackendGraph>, Error>;
+}
+
+/// The outputs of one `compute`, in graph order, and the framework's own run time.
+pub struct Computed {
+    pub outputs: Vec<(String, Tensor)>,
+    pub run_ns: u64,
+}
+
+/// A loaded graph. Shared by every execution context made from it (and, for registered graphs,
+/// by every instance), so `compute` takes `&self`.
+pub trait BackendGraph: Send + Sync {
+    /// The graph's inputs, in graph order (what `compute` checks its inputs against).
+    fn inputs(&self) -> &[IoSpec];
+    /// The framework's name for the device the graph runs on (e.g. `CPUExecutionProvider`).
+    fn execution_provider(&self) -> &str;
+    /// Run the graph on checked inputs in graph order. Outputs over `limits.max_tensor_bytes`
+    /// are refused with `too-large` before they are copied.
+    fn compute(&self, inputs: &[CheckedInput], limits: &Limits) -> Result<Computed, Error>;
+}

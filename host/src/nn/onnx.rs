@@ -1,0 +1,337 @@
+//! The ONNX Runtime backend (the `ort` crate, with `libonnxruntime` loaded at run time from the
+//! Python onnxruntime wheel, so the host and Python share one ONNX Runtime; see host/README.md).
+//!
+//! All seven wasi-nn tensor types cross as raw little-endian bytes: inputs whose element type
+//! ort can view and whose bytes are aligned are read in place; others are copied once into a
+//! tensor ONNX Runtime allocates; outputs are copied out of ONNX Runtime's buffer with one memcpy,
+//! so fp16/bf16 need no conversion. Nothing here panics on guest input.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use ort::ep::ExecutionProvider;
+use ort::memory::Allocator;
+use ort::session::{Session, SessionInputValue, SessionInputs};
+use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
+
+use super::backend::{Backend, BackendGraph, Computed, Options};
+use super::quota::Limits;
+use super::{CheckedInput, Error, IoSpec, Tensor};
+use crate::bindings::wasi::nn::errors::ErrorCode;
+use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
+use crate::bindings::wasi::nn::tensor::TensorType;
+
+/// The ONNX Runtime environment shared by every host in the process (ONNX Runtime allows one).
+static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Load ONNX Runtime from `lib_path` (the `libonnxruntime.so.*` inside the Python onnxruntime
+/// wheel) and create the process-wide environment. Later calls return the first result.
+pub fn init(lib_path: &str) -> Result<&'static ort::environment::Environment, String> {
+    ORT_ENV
+        .get_or_init(|| {
+            let builder =
+                ort::init_from(lib_path).map_err(|e| format!("cannot load ONNX Runtime from {lib_path}: {e}"))?;
+            builder.with_name("wasmai").build().map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+fn env() -> Result<&'static ort::environment::Environment, Error> {
+    match ORT_ENV.get() {
+        Some(Ok(env)) => Ok(env),
+        _ => Err(Error::runtime("ONNX Runtime is not initialised")),
+    }
+}
+
+/// Names of the execution providers compiled into the loaded ONNX Runtime (CPU first).
+pub fn available_providers() -> Vec<String> {
+    let mut out = vec!["CPUExecutionProvider".to_string()];
+    if ort::ep::CUDA::is_available().unwrap_or(false) {
+        out.push("CUDAExecutionProvider".into());
+    }
+    if ort::ep::ROCm::is_available().unwrap_or(false) {
+        out.push("ROCMExecutionProvider".into());
+    }
+    out
+}
+
+/// GPU execution providers this backend knows how to register, in order of preference.
+fn gpu_provider() -> Option<(&'static str, ort::ep::ExecutionProviderDispatch)> {
+    if ort::ep::CUDA::is_available().unwrap_or(false) {
+        return Some(("CUDAExecutionProvider", ort::ep::CUDA::default().build().error_on_failure()));
+    }
+    if ort::ep::ROCm::is_available().unwrap_or(false) {
+        return Some(("ROCMExecutionProvider", ort::ep::ROCm::default().build().error_on_failure()));
+    }
+    None
+}
+
+fn ort_err(context: &str, e: impl std::fmt::Display) -> Error {
+    Error::runtime(format!("{context}: {e}"))
+}
+
+fn from_onnx(ty: TensorElementType) -> Option<TensorType> {
+    Some(match ty {
+        TensorElementType::Float16 => TensorType::Fp16,
+        TensorElementType::Float32 => TensorType::Fp32,
+        TensorElementType::Float64 => TensorType::Fp64,
+        TensorElementType::Bfloat16 => TensorType::Bf16,
+        TensorElementType::Uint8 => TensorType::U8,
+        TensorElementType::Int32 => TensorType::I32,
+        TensorElementType::Int64 => TensorType::I64,
+        _ => return None,
+    })
+}
+
+fn to_onnx(ty: TensorType) -> TensorElementType {
+    match ty {
+        TensorType::Fp16 => TensorElementType::Float16,
+        TensorType::Fp32 => TensorElementType::Float32,
+        TensorType::Fp64 => TensorElementType::Float64,
+        TensorType::Bf16 => TensorElementType::Bfloat16,
+        TensorType::U8 => TensorElementType::Uint8,
+        TensorType::I32 => TensorElementType::Int32,
+        TensorType::I64 => TensorElementType::Int64,
+    }
+}
+
+fn io_specs(outlets: &[ort::value::Outlet]) -> Vec<IoSpec> {
+    outlets
+        .iter()
+        .map(|o| match o.dtype() {
+            ValueType::Tensor { ty, shape, .. } => IoSpec {
+                name: o.name().to_string(),
+                backend_type: ty.to_string(),
+                dtype: from_onnx(*ty),
+                shape: shape.iter().copied().collect(),
+            },
+            other => IoSpec { name: o.name().to_string(), backend_type: other.to_string(), dtype: None, shape: vec![] },
+        })
+        .collect()
+}
+
+/// Looks like a serialized ONNX ModelProto: protobuf field 1 (`ir_version`, varint) comes first,
+/// which every ONNX serializer writes (fields are emitted in field-number order).
+fn looks_like_onnx(bytes: &[u8]) -> bool {
+    bytes.len() > 2 && bytes[0] == 0x08
+}
+
+/// The ONNX Runtime backend.
+pub struct OnnxBackend;
+
+impl Backend for OnnxBackend {
+    fn encoding(&self) -> GraphEncoding {
+        GraphEncoding::Onnx
+    }
+
+    fn detect(&self, bytes: &[u8]) -> bool {
+        looks_like_onnx(bytes)
+    }
+
+    fn load(
+        &self,
+        builders: &[Vec<u8>],
+        target: ExecutionTarget,
+        options: &Options,
+    ) -> Result<Arc<dyn BackendGraph>, Error> {
+        match builders {
+            [bytes] => Ok(Arc::new(OnnxGraph::load(bytes, target, options)?)),
+            _ => Err(Error::invalid(format!("an ONNX graph is one builder, got {}", builders.len()))),
+        }
+    }
+
+    fn load_file(&self, path: &Path, options: &Options) -> Result<Arc<dyn BackendGraph>, Error> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())))?;
+        Ok(Arc::new(OnnxGraph::load(&bytes, ExecutionTarget::Cpu, options)?))
+    }
+}
+
+/// A loaded graph: one ONNX Runtime session (its `run` needs `&mut`, hence the mutex) and its
+/// signature.
+pub struct OnnxGraph {
+    session: Mutex<Session>,
+    inputs: Vec<IoSpec>,
+    outputs: Vec<IoSpec>,
+    execution_provider: String,
+}
+
+impl OnnxGraph {
+    /// Create an ONNX Runtime session for `bytes` on `target`. A gpu target without a GPU
+    /// execution provider is `unsupported-operation` unless `options.allow_target_fallback`.
+    fn load(bytes: &[u8], target: ExecutionTarget, options: &Options) -> Result<Self, Error> {
+        if !looks_like_onnx(bytes) {
+            return Err(Error::new(
+                ErrorCode::InvalidEncoding,
+                format!("graph is not an ONNX model ({} bytes; an ONNX ModelProto starts with 0x08)", bytes.len()),
+            ));
+        }
+        let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
+        if options.intra_op_threads > 0 {
+            builder =
+                builder.with_intra_threads(options.intra_op_threads).map_err(|e| ort_err("intra-op threads", e))?;
+        }
+        let mut provider = "CPUExecutionProvider".to_string();
+        if !matches!(target, ExecutionTarget::Cpu) {
+            let wanted = if matches!(target, ExecutionTarget::Gpu) { "gpu" } else { "tpu" };
+            match (matches!(target, ExecutionTarget::Gpu), gpu_provider()) {
+                (true, Some((name, ep))) => {
+                    builder = builder.with_execution_providers([ep]).map_err(|e| {
+                        Error::new(ErrorCode::UnsupportedOperation, format!("cannot enable {name}: {e}"))
+                    })?;
+                    provider = name.to_string();
+                }
+                _ if options.allow_target_fallback => {
+                    provider =
+                        format!("CPUExecutionProvider (fallback: no {wanted} execution provider in this ONNX Runtime)");
+                }
+                _ => {
+                    return Err(Error::new(
+                        ErrorCode::UnsupportedOperation,
+                        format!(
+                            "execution target {wanted}: this ONNX Runtime has no {wanted} execution provider \
+                             (the host can allow a CPU fallback: allow-target-fallback)"
+                        ),
+                    ))
+                }
+            }
+        }
+        let session = builder.commit_from_memory(bytes).map_err(|e| {
+            let code = match e.code() {
+                ort::ErrorCode::InvalidProtobuf => ErrorCode::InvalidEncoding,
+                ort::ErrorCode::InvalidGraph | ort::ErrorCode::NotImplemented => ErrorCode::InvalidArgument,
+                _ => ErrorCode::RuntimeError,
+            };
+            Error::new(code, format!("ONNX Runtime cannot load the graph: {e}"))
+        })?;
+        let inputs = io_specs(session.inputs());
+        let outputs = io_specs(session.outputs());
+        Ok(Self { session: Mutex::new(session), inputs, outputs, execution_provider: provider })
+    }
+}
+
+/// An input as an ONNX Runtime tensor that reads the bytes in place (no copy), for the element
+/// types ort can view and when the bytes are aligned for that type; `None` = copy instead.
+fn borrowed_input<'a>(ty: TensorType, shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>> {
+    fn view<'a, T>(shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>>
+    where
+        T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+    {
+        let size = std::mem::size_of::<T>();
+        if data.is_empty()
+            || !data.len().is_multiple_of(size)
+            || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+        {
+            return None;
+        }
+        // SAFETY: the pointer is aligned for T and the length a multiple of its size (checked
+        // above); T is a plain number type, valid for every bit pattern; the slice borrows `data`.
+        let slice = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
+        Some(ort::value::TensorRef::from_array_view((shape.to_vec(), slice)).map(SessionInputValue::from))
+    }
+    match ty {
+        TensorType::Fp32 => view::<f32>(shape, data),
+        TensorType::Fp64 => view::<f64>(shape, data),
+        TensorType::U8 => view::<u8>(shape, data),
+        TensorType::I32 => view::<i32>(shape, data),
+        TensorType::I64 => view::<i64>(shape, data),
+        // fp16/bf16 (no element type without ort's `half` feature): copied.
+        TensorType::Fp16 | TensorType::Bf16 => None,
+    }
+}
+
+/// An input's bytes copied into a tensor that ONNX Runtime allocates (any element type).
+fn copied_input(name: &str, t: &Tensor, shape: Vec<i64>) -> Result<SessionInputValue<'static>, Error> {
+    let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.dtype), shape)
+        .map_err(|e| ort_err(&format!("input '{name}': cannot allocate the tensor"), e))?;
+    if !t.data.is_empty() {
+        let dst = value.data_ptr_mut() as *mut u8;
+        if dst.is_null() {
+            return Err(Error::runtime(format!("input '{name}': no tensor buffer")));
+        }
+        // SAFETY: ONNX Runtime allocated product(shape) * size-of(dtype) == data.len() bytes on
+        // the CPU allocator for this tensor (checked by `check_inputs`); the regions are disjoint.
+        unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), dst, t.data.len()) };
+    }
+    Ok(SessionInputValue::from(value))
+}
+
+impl BackendGraph for OnnxGraph {
+    fn inputs(&self) -> &[IoSpec] {
+        &self.inputs
+    }
+
+    fn execution_provider(&self) -> &str {
+        &self.execution_provider
+    }
+
+    fn compute(&self, inputs: &[CheckedInput], limits: &Limits) -> Result<Computed, Error> {
+        let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let name = input.name.as_str();
+            let value = match borrowed_input(input.tensor.dtype, &input.shape, &input.tensor.data) {
+                Some(view) => view.map_err(|e| ort_err(&format!("input '{name}': cannot wrap the tensor"), e))?,
+                None => copied_input(name, &input.tensor, input.shape.clone())?,
+            };
+            values.push((Cow::Borrowed(name), value));
+        }
+
+        let mut session =
+            self.session.lock().map_err(|_| Error::runtime("the graph's session is poisoned by an earlier panic"))?;
+        let start = Instant::now();
+        let outputs = session
+            .run(SessionInputs::<'_, '_, 0>::ValueMap(values))
+            .map_err(|e| Error::runtime(format!("ONNX Runtime run failed: {e}")))?;
+        let run_ns = start.elapsed().as_nanos() as u64;
+
+        let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);
+        let mut result = Vec::with_capacity(self.outputs.len());
+        for spec in &self.outputs {
+            let name = &spec.name;
+            let value = outputs.get(name.as_str()).ok_or_else(|| Error::runtime(format!("output '{name}' missing")))?;
+            let tensor = value
+                .view()
+                .downcast::<DynTensorValueType>()
+                .map_err(|_| unsupported(format!("output '{name}' is a {}, not a tensor", value.dtype())))?;
+            let (onnx_ty, shape) = match tensor.dtype() {
+                ValueType::Tensor { ty, shape, .. } => (*ty, shape.iter().copied().collect::<Vec<i64>>()),
+                other => return Err(unsupported(format!("output '{name}' is a {other}"))),
+            };
+            let dtype = from_onnx(onnx_ty).ok_or_else(|| {
+                unsupported(format!("output '{name}' has type {onnx_ty}, which wasi-nn cannot express"))
+            })?;
+            let mut dims = Vec::with_capacity(shape.len().max(1));
+            for &d in &shape {
+                dims.push(
+                    u32::try_from(d)
+                        .map_err(|_| Error::runtime(format!("output '{name}': dimension {d} does not fit u32")))?,
+                );
+            }
+            if dims.is_empty() {
+                dims.push(1);
+            }
+            let len = dims
+                .iter()
+                .try_fold(super::dtype_size(dtype), |acc, &d| acc.checked_mul(d as usize))
+                .ok_or_else(|| Error::new(ErrorCode::TooLarge, format!("output '{name}' does not fit in memory")))?;
+            if let Some(e) = limits.tensor_too_large(&format!("output '{name}'"), len) {
+                return Err(e);
+            }
+            let mut data = Vec::new();
+            if len > 0 {
+                let src = tensor.data_ptr() as *const u8;
+                if src.is_null() || !tensor.memory_info().is_cpu_accessible() {
+                    return Err(Error::runtime(format!("output '{name}' is not in CPU memory")));
+                }
+                // SAFETY: ONNX Runtime owns `len` bytes of CPU memory for this tensor until
+                // `outputs` is dropped at the end of this function.
+                data = unsafe { std::slice::from_raw_parts(src, len) }.to_vec();
+            }
+            result.push((name.clone(), Tensor::new(dims, dtype, data)));
+        }
+        Ok(Computed { outputs: result, run_ns })
+    }
+}

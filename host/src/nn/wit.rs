@@ -1,0 +1,250 @@
+//! The WIT glue: the four `wasi:nn` interfaces implemented against a [`WasiNnView`] (the store's
+//! [`WasiNnCtx`] and its resource table), as wasmtime-wasi-nn's `wit.rs` does. Every failure
+//! becomes a wasi-nn `error` resource; only a broken resource table traps.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use super::backend::{Backend, Options};
+use super::onnx::OnnxBackend;
+use super::quota::{Limits, Quota};
+use super::registry::Registry;
+use super::{check_inputs, Error, ExecutionContext, Graph, Tensor};
+use crate::bindings::wasi::nn::errors::{self, ErrorCode};
+use crate::bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
+use crate::bindings::wasi::nn::inference;
+use crate::bindings::wasi::nn::tensor::{self, TensorType};
+
+/// Host-wide wasi-nn configuration, shared by every instance: the backends, the load-by-name
+/// registry, session options and the sandbox's limits.
+pub struct WasiNnConfig {
+    backends: Vec<Box<dyn Backend>>,
+    registry: Registry,
+    pub options: Options,
+    pub limits: Limits,
+}
+
+impl WasiNnConfig {
+    /// ONNX Runtime as the one backend; `graphs` are (name, file) pairs for `load-by-name`.
+    pub fn new(graphs: Vec<(String, PathBuf)>, options: Options, limits: Limits) -> Self {
+        Self { backends: vec![Box::new(OnnxBackend)], registry: Registry::new(graphs), options, limits }
+    }
+
+    /// The backend for `encoding` (`autodetect`: the first whose `detect` accepts `bytes`).
+    fn backend(&self, encoding: GraphEncoding, bytes: Option<&[u8]>) -> Result<&dyn Backend, Error> {
+        let found = match encoding {
+            GraphEncoding::Autodetect => {
+                self.backends.iter().find(|b| bytes.is_some_and(|x| b.detect(x))).or(self.backends.first())
+            }
+            wanted => self.backends.iter().find(|b| b.encoding() == wanted),
+        };
+        found.map(|b| b.as_ref()).ok_or_else(|| {
+            let supported: Vec<String> = self.backends.iter().map(|b| format!("{:?}", b.encoding())).collect();
+            Error::new(
+                ErrorCode::InvalidEncoding,
+                format!(
+                    "graph encoding {encoding:?} is not supported by this host ({} and autodetect are)",
+                    supported.join(", ").to_lowercase()
+                ),
+            )
+        })
+    }
+}
+
+/// Per-instance statistics, read by `Instance.host_stats()`.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Wall time of the last backend run, in nanoseconds.
+    pub run_ns: u64,
+    pub compute_calls: u64,
+    pub execution_provider: String,
+}
+
+/// Per-instance wasi-nn state: the shared configuration, the graph quota and statistics.
+pub struct WasiNnCtx {
+    pub config: Arc<WasiNnConfig>,
+    quota: Quota,
+    pub stats: Stats,
+}
+
+impl WasiNnCtx {
+    pub fn new(config: Arc<WasiNnConfig>) -> Self {
+        Self { config, quota: Quota::default(), stats: Stats::default() }
+    }
+}
+
+/// What the glue works on: the instance's wasi-nn state and the store's resource table.
+pub struct WasiNnView<'a> {
+    ctx: &'a mut WasiNnCtx,
+    table: &'a mut ResourceTable,
+}
+
+impl<'a> WasiNnView<'a> {
+    pub fn new(ctx: &'a mut WasiNnCtx, table: &'a mut ResourceTable) -> Self {
+        Self { ctx, table }
+    }
+
+    fn error(&mut self, e: Error) -> wasmtime::Result<Resource<Error>> {
+        Ok(self.table.push(e)?)
+    }
+
+    /// Push a loaded graph, or the error, as the guest's result.
+    fn graph_result(
+        &mut self,
+        result: Result<Graph, Error>,
+    ) -> wasmtime::Result<Result<Resource<Graph>, Resource<Error>>> {
+        match result {
+            Ok(g) => Ok(Ok(self.table.push(g)?)),
+            Err(e) => Ok(Err(self.error(e)?)),
+        }
+    }
+}
+
+struct WasiNn;
+
+impl HasData for WasiNn {
+    type Data<'a> = WasiNnView<'a>;
+}
+
+/// Add the `wasi:nn` imports to `linker`; `view` gives the glue its view of the store data.
+pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> WasiNnView<'_>) -> wasmtime::Result<()> {
+    errors::add_to_linker::<T, WasiNn>(linker, view)?;
+    tensor::add_to_linker::<T, WasiNn>(linker, view)?;
+    graph::add_to_linker::<T, WasiNn>(linker, view)?;
+    inference::add_to_linker::<T, WasiNn>(linker, view)?;
+    Ok(())
+}
+
+impl errors::Host for WasiNnView<'_> {}
+
+impl errors::HostError for WasiNnView<'_> {
+    fn code(&mut self, self_: Resource<Error>) -> wasmtime::Result<ErrorCode> {
+        Ok(self.table.get(&self_)?.code)
+    }
+    fn data(&mut self, self_: Resource<Error>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&self_)?.data.clone())
+    }
+    fn drop(&mut self, rep: Resource<Error>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl tensor::Host for WasiNnView<'_> {}
+
+impl tensor::HostTensor for WasiNnView<'_> {
+    fn new(&mut self, dimensions: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
+        // The constructor cannot return an error: lengths are checked when the tensor is used
+        // (compute). Bytes over the tensor limit are dropped here and refused there.
+        let tensor = if self.ctx.config.limits.tensor_too_large("tensor", data.len()).is_some() {
+            Tensor { shape: dimensions, dtype: ty, data: Vec::new(), refused_bytes: Some(data.len()) }
+        } else {
+            Tensor::new(dimensions, ty, data)
+        };
+        Ok(self.table.push(tensor)?)
+    }
+    fn dimensions(&mut self, self_: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&self_)?.shape.clone())
+    }
+    fn ty(&mut self, self_: Resource<Tensor>) -> wasmtime::Result<TensorType> {
+        Ok(self.table.get(&self_)?.dtype)
+    }
+    fn data(&mut self, self_: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&self_)?.data.clone())
+    }
+    fn drop(&mut self, rep: Resource<Tensor>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl graph::Host for WasiNnView<'_> {
+    fn load(
+        &mut self,
+        builder: Vec<Vec<u8>>,
+        encoding: GraphEncoding,
+        target: ExecutionTarget,
+    ) -> wasmtime::Result<Result<Resource<Graph>, Resource<Error>>> {
+        let config = self.ctx.config.clone();
+        let result = self.ctx.quota.admit(config.limits.max_graphs).and_then(|live| {
+            let backend = config.backend(encoding, builder.first().map(Vec::as_slice))?;
+            let inner = backend.load(&builder, target, &config.options)?;
+            Ok(Graph { inner, live })
+        });
+        self.graph_result(result)
+    }
+
+    fn load_by_name(&mut self, name: String) -> wasmtime::Result<Result<Resource<Graph>, Resource<Error>>> {
+        let config = self.ctx.config.clone();
+        let result = self.ctx.quota.admit(config.limits.max_graphs).and_then(|live| {
+            let backend = config.backend(GraphEncoding::Onnx, None)?;
+            let inner = config.registry.get(&name, backend, &config.options)?;
+            Ok(Graph { inner, live })
+        });
+        self.graph_result(result)
+    }
+}
+
+impl graph::HostGraph for WasiNnView<'_> {
+    fn init_execution_context(
+        &mut self,
+        self_: Resource<Graph>,
+    ) -> wasmtime::Result<Result<Resource<ExecutionContext>, Resource<Error>>> {
+        let g = self.table.get(&self_)?;
+        let ctx = ExecutionContext { inner: g.inner.clone(), _live: g.live.clone() };
+        Ok(Ok(self.table.push(ctx)?))
+    }
+    fn drop(&mut self, rep: Resource<Graph>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl inference::Host for WasiNnView<'_> {}
+
+impl inference::HostGraphExecutionContext for WasiNnView<'_> {
+    fn compute(
+        &mut self,
+        self_: Resource<ExecutionContext>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> wasmtime::Result<Result<Vec<(String, Resource<Tensor>)>, Resource<Error>>> {
+        // The tensors are owned handles: take them out of the table (no copy).
+        let limits = self.ctx.config.limits;
+        let mut tensors = Vec::with_capacity(inputs.len());
+        let mut refused = None;
+        for (name, r) in inputs {
+            let t = self.table.delete(r)?;
+            if let (None, Some(bytes)) = (&refused, t.refused_bytes) {
+                refused = limits.tensor_too_large(&format!("input tensor '{name}'"), bytes);
+            }
+            tensors.push((name, t));
+        }
+        let graph = self.table.get(&self_)?.inner.clone();
+        let result = match refused {
+            Some(e) => Err(e),
+            None => check_inputs(graph.inputs(), tensors).and_then(|checked| graph.compute(&checked, &limits)),
+        };
+        match result {
+            Ok(computed) => {
+                let stats = &mut self.ctx.stats;
+                stats.run_ns = computed.run_ns;
+                stats.compute_calls += 1;
+                if stats.execution_provider != graph.execution_provider() {
+                    stats.execution_provider = graph.execution_provider().to_string();
+                }
+                let mut out = Vec::with_capacity(computed.outputs.len());
+                for (name, t) in computed.outputs {
+                    out.push((name, self.table.push(t)?));
+                }
+                Ok(Ok(out))
+            }
+            Err(e) => Ok(Err(self.error(e)?)),
+        }
+    }
+    fn drop(&mut self, rep: Resource<ExecutionContext>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! `NativeHost`: the engine, ONNX Runtime and the load-by-name registry.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::guarded;
+use super::instance::{NativeComponent, NativeInstance};
+use crate::engine::sandbox::{Grants, Preopen};
+use crate::engine::{HostEngine, Settings};
+use crate::error::{Error, Fault};
+use crate::nn::backend::Options;
+use crate::nn::quota::Limits;
+use crate::nn::{onnx, WasiNnConfig};
+
+#[pyclass(frozen, module = "wasmai._host")]
+pub struct NativeHost {
+    pub(super) engine: Arc<HostEngine>,
+}
+
+fn init_ort(ort_library: &str) -> Result<(), Error> {
+    onnx::init(ort_library).map(|_| ()).map_err(|m| Error::new(Fault::OnnxRuntime, m))
+}
+
+#[pymethods]
+impl NativeHost {
+    /// Create a host. `ort_library` is the path of libonnxruntime (loaded once per process);
+    /// `graphs` are (name, path) pairs for wasi-nn load-by-name; `cache_dir` holds serialized
+    /// compiled components; `memory_limit_mb` bounds each linear memory (MiB); `timeout_s` each
+    /// guest call (seconds; epoch interruption, 10 ms resolution).
+    ///
+    /// Sandbox grants (default: none): `dirs` are (host directory, guest path, read_only)
+    /// preopens, `env` (name, value) environment variables, `inherit_stdio` sends guest
+    /// stdout/stderr to the process's. Limits: `max_tensor_bytes` bounds each wasi-nn tensor
+    /// (`too-large`), `max_graphs` the live wasi-nn graphs per instance (`security`).
+    /// The values are validated by the caller (`wasmai.sandbox`).
+    #[new]
+    #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb,
+                        timeout_s=None, dirs=Vec::new(), env=Vec::new(), inherit_stdio=false,
+                        max_tensor_bytes=None, max_graphs=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ort_library: String,
+        cache_dir: String,
+        graphs: Vec<(String, String)>,
+        allow_target_fallback: bool,
+        intra_op_threads: usize,
+        memory_limit_mb: usize,
+        timeout_s: Option<f64>,
+        dirs: Vec<(String, String, bool)>,
+        env: Vec<(String, String)>,
+        inherit_stdio: bool,
+        max_tensor_bytes: Option<usize>,
+        max_graphs: Option<usize>,
+    ) -> PyResult<Self> {
+        guarded(|| {
+            init_ort(&ort_library)?;
+            let timeout = timeout_s
+                .map(Duration::try_from_secs_f64)
+                .transpose()
+                .map_err(|e| Error::new(Fault::Config, format!("timeout: {e}")))?;
+            let nn = WasiNnConfig::new(
+                graphs.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect(),
+                Options { intra_op_threads, allow_target_fallback },
+                Limits { max_tensor_bytes, max_graphs },
+            );
+            let grants = Grants {
+                dirs: dirs
+                    .into_iter()
+                    .map(|(host, guest, read_only)| Preopen { host: PathBuf::from(host), guest, read_only })
+                    .collect(),
+                env,
+                inherit_stdio,
+            };
+            let settings = Settings {
+                cache_dir: PathBuf::from(cache_dir),
+                nn,
+                memory_limit_bytes: memory_limit_mb.saturating_mul(1 << 20),
+                timeout,
+                grants,
+            };
+            Ok(Self { engine: Arc::new(HostEngine::new(settings)?) })
+        })
+    }
+
+    /// Compile (or load from the on-disk cache) a component from its bytes. Releases the GIL.
+    fn load_component(&self, py: Python<'_>, wasm: &Bound<'_, PyBytes>) -> PyResult<NativeComponent> {
+        let bytes = wasm.as_bytes().to_vec();
+        let engine = self.engine.clone();
+        py.detach(move || guarded(|| engine.load(&bytes)).map(NativeComponent::from))
+    }
+
+    /// Load a component file: its compilation is cached by content, and an unchanged file (same
+    /// path, size, inode, mtime) is neither read nor hashed again. Releases the GIL.
+    fn load_component_file(&self, py: Python<'_>, path: String) -> PyResult<NativeComponent> {
+        let engine = self.engine.clone();
+        py.detach(move || guarded(|| engine.load_file(&path)).map(NativeComponent::from))
+    }
+
+    /// Create a new Store and instance of `component` (runs no export). Releases the GIL.
+    fn instantiate(&self, py: Python<'_>, component: &NativeComponent) -> PyResult<NativeInstance> {
+        let engine = self.engine.clone();
+        py.detach(move || guarded(|| engine.instantiate(&component.ready)).map(|i| NativeInstance::new(engine, i)))
+    }
+}
+
+/// Names of the ONNX Runtime execution providers compiled into the loaded library (CPU first).
+#[pyfunction]
+pub fn available_providers(ort_library: String) -> PyResult<Vec<String>> {
+    guarded(|| {
+        init_ort(&ort_library)?;
+        Ok(onnx::available_providers())
+    })
+}

@@ -1,0 +1,291 @@
+//! `NativeComponent` (compiled, linked) and `NativeInstance` (one Store): the typed
+//! `wasmai:inference` exports, statistics, captured output and `call_export` for any export.
+
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use wasmtime::component::{Type, Val};
+
+use super::guarded;
+use super::values::{py_to_val, val_to_py};
+use crate::bindings::wasmai::inference::types as wtypes;
+use crate::engine::{HostEngine, Instance, Ready};
+use crate::error::{Error, Fault};
+use crate::nn::{dtype_name, parse_dtype};
+
+/// A compiled component, ready to instantiate.
+#[pyclass(frozen, module = "wasmai._host")]
+pub struct NativeComponent {
+    pub(super) ready: Ready,
+}
+
+impl From<Ready> for NativeComponent {
+    fn from(ready: Ready) -> Self {
+        Self { ready }
+    }
+}
+
+#[pymethods]
+impl NativeComponent {
+    /// Milliseconds to compile, or to load the cached compilation when `cache_hit`.
+    #[getter]
+    fn compile_ms(&self) -> f64 {
+        self.ready.compile_ms
+    }
+    #[getter]
+    fn cache_hit(&self) -> bool {
+        self.ready.cache_hit
+    }
+    /// Hex sha256 of the component bytes.
+    #[getter]
+    fn sha256(&self) -> &str {
+        &self.ready.sha256
+    }
+    /// Exports wasmai:inference/image-classification.
+    #[getter]
+    fn has_classifier(&self) -> bool {
+        self.ready.has_classifier
+    }
+}
+
+/// One Store and instance. Calls release the GIL; concurrent calls on one instance are refused.
+#[pyclass(frozen, module = "wasmai._host")]
+pub struct NativeInstance {
+    engine: Arc<HostEngine>,
+    #[pyo3(get)]
+    instantiate_ms: f64,
+    inner: Mutex<Instance>,
+}
+
+/// (name, dtype, shape, bytes): a tensor as Python passes and receives it.
+type PyTensor<'py> = (String, String, Vec<u32>, Bound<'py, PyBytes>);
+
+fn busy() -> Error {
+    Error::new(Fault::Busy, "this instance is in use by another thread (use one instance per thread)")
+}
+
+impl NativeInstance {
+    pub(super) fn new(engine: Arc<HostEngine>, instance: Instance) -> Self {
+        Self { engine, instantiate_ms: instance.instantiate_ms, inner: Mutex::new(instance) }
+    }
+
+    /// The instance, unless another thread is calling it. A mutex poisoned by a host panic is
+    /// taken anyway: the instance is already marked dead, so the next call is refused.
+    fn try_lock(&self) -> Result<MutexGuard<'_, Instance>, Error> {
+        match self.inner.try_lock() {
+            Ok(guard) => Ok(guard),
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(busy()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Instance> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Call into the guest without the GIL (see `Instance::call`).
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| guarded(|| self.try_lock()?.call(&self.engine, what, f)))
+    }
+
+    /// Like `call` for an export that returns the guest's `result<T, error>`.
+    fn call_result<T: Send>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<Result<T, wtypes::Error>> + Send,
+    ) -> PyResult<T> {
+        self.call(py, what, f)?.map_err(|e| Error::Guest(e).into())
+    }
+
+    fn classifier_call<T: Send>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<T> + Send,
+    ) -> PyResult<T> {
+        if self.lock().classifier.is_none() {
+            return Err(Error::new(
+                Fault::Unsupported,
+                "this component does not export wasmai:inference/image-classification (it is a tensor-model)",
+            )
+            .into());
+        }
+        self.call(py, what, f)
+    }
+}
+
+fn spec_dict<'py>(py: Python<'py>, spec: &wtypes::TensorSpec) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &spec.name)?;
+    d.set_item("dtype", dtype_name(spec.dtype))?;
+    let shape = PyList::empty(py);
+    for dim in &spec.shape {
+        match dim {
+            wtypes::Dim::Fixed(n) => shape.append(*n)?,
+            wtypes::Dim::Dynamic(s) => shape.append(s)?,
+        }
+    }
+    d.set_item("shape", shape)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl NativeInstance {
+    /// metadata.info() as a dict (WIT field names with '-' -> '_'; dtypes lower case; tensor
+    /// specs as {"name", "dtype", "shape"}).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let info = self.call(py, "metadata.info", |i| i.meta.call_info(&mut i.store))?;
+        let d = PyDict::new(py);
+        d.set_item("name", &info.name)?;
+        d.set_item("version", &info.version)?;
+        d.set_item("task", &info.task)?;
+        for (key, specs) in [("inputs", &info.inputs), ("outputs", &info.outputs)] {
+            let list = PyList::empty(py);
+            for s in specs {
+                list.append(spec_dict(py, s)?)?;
+            }
+            d.set_item(key, list)?;
+        }
+        d.set_item("labels", &info.labels)?;
+        d.set_item("model_sha256", &info.model_sha256)?;
+        d.set_item("placement", &info.placement)?;
+        d.set_item("wasmai_version", &info.wasmai_version)?;
+        d.set_item("toolchain", info.toolchain.iter().map(|(a, b)| vec![a.clone(), b.clone()]).collect::<Vec<_>>())?;
+        match &info.preprocess {
+            None => d.set_item("preprocess", py.None())?,
+            Some(p) => {
+                let pd = PyDict::new(py);
+                pd.set_item("resize_shorter", p.resize_shorter)?;
+                pd.set_item("crop_height", p.crop_height)?;
+                pd.set_item("crop_width", p.crop_width)?;
+                pd.set_item("layout", &p.layout)?;
+                pd.set_item("color", &p.color)?;
+                pd.set_item("mean", &p.mean)?;
+                pd.set_item("std", &p.std)?;
+                d.set_item("preprocess", pd)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// model.load().
+    fn load(&self, py: Python<'_>) -> PyResult<()> {
+        self.call_result(py, "model.load", |i| i.model.call_load(&mut i.store))
+    }
+
+    /// model.infer(inputs): inputs and outputs are (name, dtype, shape, bytes) tuples.
+    fn infer<'py>(&self, py: Python<'py>, inputs: Vec<PyTensor<'py>>) -> PyResult<Vec<PyTensor<'py>>> {
+        let mut tensors = Vec::with_capacity(inputs.len());
+        for (name, dtype, shape, data) in inputs {
+            let dtype = parse_dtype(&dtype)
+                .ok_or_else(|| Error::new(Fault::Argument, format!("tensor '{name}': unknown dtype '{dtype}'")))?;
+            tensors.push(wtypes::Tensor { name, dtype, shape, data: data.as_bytes().to_vec() });
+        }
+        let outputs = self.call_result(py, "model.infer", move |i| i.model.call_infer(&mut i.store, &tensors))?;
+        Ok(outputs
+            .into_iter()
+            .map(|t| (t.name, dtype_name(t.dtype).to_string(), t.shape, PyBytes::new(py, &t.data)))
+            .collect())
+    }
+
+    /// image-classification.classify(image, top_k) -> [(label, index, score)].
+    fn classify(&self, py: Python<'_>, image: &Bound<'_, PyBytes>, top_k: u32) -> PyResult<Vec<(String, u32, f32)>> {
+        let bytes = image.as_bytes().to_vec();
+        let preds = self.classifier_call(py, "image-classification.classify", move |i| match &i.classifier {
+            Some(c) => c.call_classify(&mut i.store, &bytes, top_k),
+            None => Err(wasmtime::format_err!("not an image classifier")),
+        })?;
+        Ok(preds.map_err(Error::Guest)?.into_iter().map(|p| (p.label, p.index, p.score)).collect())
+    }
+
+    /// image-classification.last-timings() as a dict of microseconds.
+    fn last_timings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.classifier_call(py, "image-classification.last-timings", |i| match &i.classifier {
+            Some(c) => c.call_last_timings(&mut i.store),
+            None => Err(wasmtime::format_err!("not an image classifier")),
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("decode_us", t.decode_us)?;
+        d.set_item("preprocess_us", t.preprocess_us)?;
+        d.set_item("inference_us", t.inference_us)?;
+        d.set_item("postprocess_us", t.postprocess_us)?;
+        Ok(d)
+    }
+
+    /// Host-side statistics of this instance: the last backend run (ns), compute calls, the
+    /// execution provider and the peak linear memory (bytes).
+    fn host_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let inner = self.lock();
+        let data = inner.store.data();
+        let d = PyDict::new(py);
+        d.set_item("ort_run_ns", data.nn.stats.run_ns)?;
+        d.set_item("compute_calls", data.nn.stats.compute_calls)?;
+        d.set_item("execution_provider", &data.nn.stats.execution_provider)?;
+        d.set_item("linear_memory_bytes", data.limiter.peak_bytes)?;
+        Ok(d)
+    }
+
+    /// model.release().
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, "model.release", |i| i.model.call_release(&mut i.store))
+    }
+
+    /// Call any exported function by name, with arguments converted from Python by the
+    /// function's WIT parameter types and the result converted back (None when it has none);
+    /// a way for tests and diagnostics to reach exports beyond `wasmai:inference` (the
+    /// component still had to pass the normal export check to be loaded). `name` is a
+    /// world-level function (`read-file`) or `<interface>#<function>`. See `values.rs` for the
+    /// mapping. Same sandbox, timeout and trap handling as every call.
+    #[pyo3(signature = (name, *args))]
+    fn call_export<'py>(&self, py: Python<'py>, name: String, args: Vec<Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let (func, params, n_results) = {
+            let mut guard = self.try_lock()?;
+            let inner = &mut *guard;
+            let index = match name.split_once('#') {
+                Some((iface, f)) => inner
+                    .instance
+                    .get_export_index(&mut inner.store, None, iface)
+                    .and_then(|i| inner.instance.get_export_index(&mut inner.store, Some(&i), f)),
+                None => inner.instance.get_export_index(&mut inner.store, None, &name),
+            };
+            let func = index
+                .and_then(|i| inner.instance.get_func(&mut inner.store, i))
+                .ok_or_else(|| Error::new(Fault::Unsupported, format!("the component exports no function '{name}'")))?;
+            let ty = func.ty(&inner.store);
+            let params: Vec<(String, Type)> = ty.params().map(|(n, t)| (n.to_string(), t)).collect();
+            let n_results = ty.results().len();
+            (func, params, n_results)
+        };
+        let argument = |m: String| PyErr::from(Error::new(Fault::Argument, m));
+        if args.len() != params.len() {
+            return Err(argument(format!("{name} takes {} argument(s), got {}", params.len(), args.len())));
+        }
+        let mut values = Vec::with_capacity(args.len());
+        for (arg, (pname, ty)) in args.iter().zip(&params) {
+            values.push(py_to_val(arg, ty).map_err(|m| argument(format!("{name}({pname}): {m}")))?);
+        }
+        let out = self.call(py, &name, move |i| {
+            let mut out = vec![Val::Bool(false); n_results];
+            func.call(&mut i.store, &values, &mut out)?;
+            Ok(out)
+        })?;
+        match out.first() {
+            None => Ok(py.None()),
+            Some(v) => val_to_py(py, v).map_err(|m| Error::new(Fault::Unsupported, format!("{name}: {m}")).into()),
+        }
+    }
+
+    /// The guest's captured (stdout, stderr) so far: at most 64 KiB each, empty when the host
+    /// inherits stdio.
+    fn output<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+        let inner = self.lock();
+        (PyBytes::new(py, &inner.captured.stdout.contents()), PyBytes::new(py, &inner.captured.stderr.contents()))
+    }
+}
