@@ -155,7 +155,7 @@ def test_classifier_component_exports_image_classification(classifier_component)
     for name in NN_IMPORTS:
         assert f"import {name};" in wit
     for name in ("metadata", "model", "image-classification"):
-        assert f"export wasmai:inference/{name}@0.1.0;" in wit
+        assert f"export wasmai:inference/{name}@0.2.0;" in wit
     # the guest times its stages with std::time::Instant -> WASI monotonic clock
     assert "import wasi:clocks/monotonic-clock@" in wit
     assert manifest.preprocess is not None and manifest.labels
