@@ -15,7 +15,8 @@ import onnx_factory as factory
 import pytest
 
 from wasmai.errors import WasmaiError
-from wasmai.runtime import ComponentError, Host, InferenceError, Tensor
+from wasmai.host import ComponentError, Host, InferenceError
+from wasmai.tensors import Tensor
 
 pytestmark = pytest.mark.slow  # the fixtures build components with cargo-component
 
@@ -40,7 +41,7 @@ def components(models, build_component) -> dict[str, Path]:
     return {
         "all_types": build_component(models["all_types"]),
         "mlp_by_name": build_component(models["mlp"], by_name="mlp"),
-        "mlp_gpu": build_component(models["mlp"], device="gpu"),
+        "mlp_gpu": build_component(models["mlp"], execution_target="gpu"),
     }
 
 
@@ -59,7 +60,7 @@ def test_all_seven_dtypes_round_trip_through_the_component(host, components):
               for i, d in enumerate(factory.DTYPES)]
     outputs = inst.infer(inputs)
     assert [t.name for t in outputs] == [f"y_{d}" for d in factory.DTYPES]  # model order
-    for src, out in zip(inputs, outputs):
+    for src, out in zip(inputs, outputs, strict=True):
         assert out.dtype == src.dtype and out.shape == (2, 3)
         assert out.data == src.data, src.dtype
     assert outputs[3].numpy().dtype == np.uint16  # bf16 as raw bits
@@ -72,9 +73,9 @@ def test_all_seven_dtypes_round_trip_through_the_component(host, components):
 def test_inputs_by_position_and_in_any_order(host, components):
     inst = _instance(host, components["all_types"])
     arrays = [factory.random_input(d, (2, 3), seed=10 + i) for i, d in enumerate(factory.DTYPES)]
-    by_position = inst.infer([Tensor.from_numpy("", a, d) for a, d in zip(arrays, factory.DTYPES)])
+    by_position = inst.infer([Tensor.from_numpy("", a, d) for a, d in zip(arrays, factory.DTYPES, strict=True)])
     reversed_named = inst.infer([Tensor.from_numpy(f"x_{d}", a, d)
-                                 for a, d in reversed(list(zip(arrays, factory.DTYPES)))])
+                                 for a, d in reversed(list(zip(arrays, factory.DTYPES, strict=True)))])
     assert [t.data for t in by_position] == [t.data for t in reversed_named] == [a.tobytes() for a in arrays]
 
 
@@ -306,7 +307,7 @@ def test_cli_inspect_json(components, models):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert any(i.startswith("wasi:nn/graph@0.2.0-rc-2024-10-28") for i in doc["imports"])
-    assert any(e.startswith("wasmai:inference/model@0.1.0") for e in doc["exports"])
+    assert any(e.startswith("wasmai:inference/model@0.2.0") for e in doc["exports"])
     assert doc["info"]["placement"] == "by-name:mlp" and len(doc["sha256"]) == 64
     assert doc["signature"] is None  # no bundle beside it
     sizes = doc["size_breakdown"]
@@ -350,7 +351,8 @@ def test_classify_matches_onnxruntime_on_reference_preprocessing(host, classifie
     inst = _instance(host, classifier["component"])
     preds = inst.classify(classifier["image"].read_bytes(), top_k=3)
     x = preprocess_image(classifier["image"], classifier["pre"])
-    logits = ort.InferenceSession(str(classifier["onnx"]), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0][0]
+    session = ort.InferenceSession(str(classifier["onnx"]), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": x})[0][0]
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     order = np.argsort(-probs)[:3]
     assert [p.index for p in preds] == order.tolist()
