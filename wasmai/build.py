@@ -36,6 +36,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasmai import WIT_PACKAGE, __version__
 from wasmai._atomic import write_bytes
@@ -50,6 +51,9 @@ from wasmai.manifest import (
     sha256_file,
 )
 from wasmai.vocab import ExecutionTarget, dtype
+
+if TYPE_CHECKING:
+    from wasmai.toolchain import Toolchain
 
 #: Targets ``--target`` accepts.
 TARGETS = ("wasm32-wasip2", "wasm32-wasip1", "wasm32-unknown-unknown")
@@ -534,7 +538,7 @@ def _remap_flags() -> list[str]:
     return flags
 
 
-def cargo_environment(tc) -> dict[str, str]:
+def cargo_environment(tc: Toolchain) -> dict[str, str]:
     """The full environment for ``cargo component build``: ``os.environ`` without any
     RUSTFLAGS overrides, plus ``tc.cargo_env()``, the path remapping, the shared
     ``CARGO_TARGET_DIR`` and plain (non-interactive) cargo output."""
@@ -577,7 +581,7 @@ def target_lock(say: ProgressFn | None = None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _compile(crate_dir: Path, tmpl: Template, target: str, profile: str, env: dict[str, str], tc,
+def _compile(crate_dir: Path, tmpl: Template, target: str, profile: str, env: dict[str, str], tc: Toolchain,
              say: ProgressFn) -> tuple[bytes, list[str], list[str]]:
     """Run cargo component build under the target-dir lock; return the output bytes and its
     checked imports/exports."""
@@ -650,7 +654,7 @@ class ErrorBlocks:
     belongs to an error block; ``emit`` (if given) receives those lines, and ``""`` after each block.
     """
 
-    def __init__(self, emit: Callable[[str], None] | None = None) -> None:
+    def __init__(self, emit: Callable[[str], object] | None = None) -> None:
         self.emit = emit
         self.inside = False
 

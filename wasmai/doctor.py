@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 from dataclasses import dataclass, field
 
 from wasmai.toolchain import Check, detect
 
-#: Python distributions each stage needs: (distribution, import name, stage, required).
-PYTHON_PACKAGES = [
-    ("typer", "typer", "cli", True),
-    ("rich", "rich", "cli", True),
-    ("numpy", "numpy", "all", True),
-    ("onnx", "onnx", "convert", True),
-    ("onnxruntime", "onnxruntime", "convert/run", True),
-    ("onnxconverter-common", "onnxconverter_common", "convert (fp16)", True),
-    ("tomli-w", "tomli_w", "manifest", True),
-    ("pillow", "PIL", "convert (images)", True),
-    ("sigstore", "sigstore", "sign/verify", True),
-    ("model-signing", "model_signing", "sign --key", True),
-    ("torch", "torch", "convert --torch (extra: torch)", False),
-    ("transformers", "transformers", "convert --hf (extra: hf)", False),
-    ("matplotlib", "matplotlib", "bench --plot (extra: plot)", False),
+#: Python distributions each stage needs: (distribution, stage, required).
+PYTHON_PACKAGES: list[tuple[str, str, bool]] = [
+    ("typer", "cli", True),
+    ("rich", "cli", True),
+    ("numpy", "all", True),
+    ("onnx", "convert", True),
+    ("onnxruntime", "convert/run", True),
+    ("onnxconverter-common", "convert (fp16)", True),
+    ("tomli-w", "manifest", True),
+    ("pillow", "convert (images)", True),
+    ("sigstore", "sign/verify", True),
+    ("model-signing", "sign --key", True),
+    ("torch", "convert --torch (extra: torch)", False),
+    ("transformers", "convert --hf (extra: hf)", False),
+    ("matplotlib", "bench --plot (extra: plot)", False),
 ]
 
 
@@ -36,8 +35,8 @@ class DoctorReport:
 
 
 def _python_checks() -> list[Check]:
-    checks = []
-    for dist, module, stage, required in PYTHON_PACKAGES:
+    checks: list[Check] = []
+    for dist, stage, required in PYTHON_PACKAGES:
         try:
             version = importlib.metadata.version(dist)
             ok, detail = True, version
@@ -50,7 +49,7 @@ def _python_checks() -> list[Check]:
 
 
 def _runtime_checks() -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     try:
         import onnxruntime
 
@@ -58,11 +57,13 @@ def _runtime_checks() -> list[Check]:
         checks.append(Check("onnxruntime execution providers", True, f"{onnxruntime.__version__}: {eps}"))
     except ImportError:
         pass  # reported by the package check
+    from wasmai.errors import WasmaiError
+    from wasmai.host import native_module
+
     try:
-        host = importlib.import_module("wasmai._host")
-        detail = getattr(host, "__version__", "built")
-        checks.append(Check("native host (wasmai._host)", True, str(detail)))
-    except ImportError as exc:
+        host = native_module()
+        checks.append(Check("native host (wasmai._host)", True, f"wasi:nn@{host.WASI_NN_VERSION}"))
+    except WasmaiError as exc:
         checks.append(Check("native host (wasmai._host)", False, str(exc).splitlines()[0],
                             "pip install -e . (builds host/ with maturin; needs cargo)"))
     return checks

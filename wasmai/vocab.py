@@ -7,14 +7,17 @@ choices without slowing ``wasmai --help``.
   ``wit/deps/wasi-nn/wasi-nn.wit``, lower case) with their numpy dtype, item size and ONNX
   element type (``TensorProto.DataType`` in onnx/onnx.proto3). One spelling everywhere:
   ``dtype`` for the type, ``shape`` for the dimensions.
-* :class:`Task`, :class:`Layout`, :class:`Color`, :class:`Quantize`, :class:`ExecutionTarget` -
-  ``str`` enums, so a member compares equal to its value and serializes as it (TOML, JSON).
+* :class:`Task`, :class:`Layout`, :class:`Color`, :class:`Quantize`, :class:`Optimize`,
+  :class:`CalibrationMethod`, :class:`Exporter`, :class:`ExecutionTarget` - ``str`` enums, so a
+  member compares equal to its value and serializes as it (TOML, JSON); :func:`choice` turns a
+  user's string into a member with one error line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from wasmai.errors import WasmaiError
 
@@ -75,6 +78,18 @@ def dtype_from_numpy(numpy_name: str) -> DType | None:
     return _BY_NUMPY.get(numpy_name)
 
 
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice(kind: type[E], value: str | E, flag: str) -> E:
+    """The member of ``kind`` whose value is ``value``. Raises :class:`WasmaiError`
+    ``"<flag> 'x': expected one of a, b, c"`` for anything else."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise WasmaiError(f"{flag} {value!r}: expected one of {', '.join(kind)}") from None
+
+
 class Task(StrEnum):
     """What a component does beyond running tensors; one template folder per task."""
 
@@ -104,6 +119,31 @@ class Quantize(StrEnum):
     DYNAMIC = "dynamic"
     STATIC = "static"
     FP16 = "fp16"
+
+
+class Optimize(StrEnum):
+    """ONNX Runtime offline graph optimization level (``GraphOptimizationLevel``): ``extended`` and
+    ``all`` write ONNX Runtime-specific fused operators."""
+
+    NONE = "none"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+class CalibrationMethod(StrEnum):
+    """``onnxruntime.quantization.CalibrationMethod`` for static quantization."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Exporter(StrEnum):
+    """``torch.onnx`` exporter: the TorchScript-based one or ``dynamo=True``."""
+
+    TORCHSCRIPT = "torchscript"
+    DYNAMO = "dynamo"
 
 
 class ExecutionTarget(StrEnum):

@@ -9,6 +9,7 @@ command imports its stage module when it runs.
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
 
@@ -46,8 +47,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     """wasmai: convert -> build -> sign -> verify -> run / bench."""
 

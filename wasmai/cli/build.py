@@ -50,13 +50,17 @@ def build(
 
     Examples:
 
-      wasmai build effnet-int8.onnx -o effnet-int8.wasm        [dim]# model embedded; manifest beside it[/dim]
+      [dim]# the model embedded; its manifest (effnet-int8.toml) beside it[/dim]
+      wasmai build effnet-int8.onnx -o effnet-int8.wasm
 
-      wasmai build big.onnx --by-name big                      [dim]# the host registers big.onnx as "big"[/dim]
+      [dim]# not embedded: run it with --graph big=big.onnx (wasi-nn load-by-name)[/dim]
+      wasmai build big.onnx --by-name big
 
-      wasmai build model.onnx --execution-target gpu --json    [dim]# machine-readable result for CI[/dim]
+      [dim]# ask for a GPU; machine-readable result for CI[/dim]
+      wasmai build model.onnx --execution-target gpu --json
 
-      wasmai build model.onnx --emit-crate crate/              [dim]# write the Rust crate, do not compile[/dim]
+      [dim]# write the Rust guest crate and stop[/dim]
+      wasmai build model.onnx --emit-crate crate/
     """
 
     def work() -> BuildResult | CrateResult:

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from wasmai.cli._common import JSON_HELP, console, run_command
+from wasmai.cli._common import console, run_command
+from wasmai.cli.options import JsonOpt
+
+if TYPE_CHECKING:
+    from wasmai.doctor import DoctorReport
 
 
-def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+def doctor(json_out: JsonOpt = False) -> None:
     """Check what the pipeline needs (toolchain, Python packages, ONNX Runtime, native host) and how to fix
-    what is missing. Exit 1 if a required item is missing."""
+    what is missing. Exit 1 if a required item is missing.
+
+    Examples:
+
+      [dim]# a table of what is there and how to get what is not[/dim]
+      wasmai doctor
+
+      [dim]# in CI: fail the job early, with the report as JSON[/dim]
+      wasmai doctor --json > doctor.json
+    """
     from wasmai.doctor import doctor as run_doctor
 
-    def render(report) -> None:
+    def render(report: DoctorReport) -> None:
         from rich.table import Table
 
         table = Table(title=f"wasmai doctor (guest toolchain: {report.toolchain_mode})")

@@ -78,7 +78,7 @@ TopKOpt = Annotated[int, typer.Option(
 
 # --- the signature policy: `verify`, and `run` / `bench` before instantiating --------------------
 
-POLICY_PANEL = "Signature policy (verify before instantiating)"
+POLICY_PANEL = "Signature policy"
 
 KeyOpt = Annotated[Path | None, typer.Option(
     "--key", rich_help_panel=POLICY_PANEL, help="Signed with this public key (PEM).")]

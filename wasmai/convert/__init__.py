@@ -33,13 +33,10 @@ from typing import Any
 import numpy as np
 
 from wasmai.convert._base import (
-    CALIBRATION_METHODS,
     DEFAULT_OPSET,
     DEFAULT_TOLERANCES,
     DYNAMIC_OP_TYPES,
-    EXPORTERS,
     HOST_TENSOR_TYPES,
-    OPTIMIZE_LEVELS,
     RANDOM_SAMPLES,
     STEPS,
     ConvertOptions,
@@ -68,12 +65,12 @@ from wasmai.manifest import (
     manifest_for,
     sha256_file,
 )
-from wasmai.vocab import Quantize, Task
+from wasmai.vocab import CalibrationMethod, Exporter, Optimize, Quantize, Task, choice
 
 #: The public API (the CLI, bench and the benchmarks import these from ``wasmai.convert``).
 __all__ = [
-    "CALIBRATION_METHODS", "DEFAULT_OPSET", "DEFAULT_TOLERANCES", "DYNAMIC_OP_TYPES", "EMBED_LIMIT_BYTES",
-    "EXPORTERS", "HOST_TENSOR_TYPES", "OPTIMIZE_LEVELS", "RANDOM_SAMPLES", "STEPS",
+    "DEFAULT_OPSET", "DEFAULT_TOLERANCES", "DYNAMIC_OP_TYPES", "EMBED_LIMIT_BYTES",
+    "HOST_TENSOR_TYPES", "RANDOM_SAMPLES", "STEPS",
     "ConvertOptions", "ConvertResult", "InputSpec", "ProgressFn", "StepReport", "check_onnx", "convert",
     "graph_io", "ort_max_opset", "parse_dynamic", "parse_floats3", "parse_input_spec", "wasi_nn_compat",
 ]
@@ -85,17 +82,11 @@ def _check_options(opts: ConvertOptions) -> None:
         raise WasmaiError("give exactly one source: --torch, --onnx or --hf")
     if opts.output.suffix != ".onnx":
         raise WasmaiError(f"-o {opts.output}: the output must end in .onnx")
-    tasks, modes = [t.value for t in Task], [q.value for q in Quantize]
-    if opts.task not in tasks:
-        raise WasmaiError(f"--task {opts.task!r}: expected one of {', '.join(tasks)}")
-    if opts.quantize not in modes:
-        raise WasmaiError(f"--quantize {opts.quantize!r}: expected one of {', '.join(modes)}")
-    if opts.optimize not in OPTIMIZE_LEVELS:
-        raise WasmaiError(f"--optimize {opts.optimize!r}: expected one of {', '.join(OPTIMIZE_LEVELS)}")
-    if opts.calibration_method not in CALIBRATION_METHODS:
-        raise WasmaiError(f"--calibration-method {opts.calibration_method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
-    if opts.exporter not in EXPORTERS:
-        raise WasmaiError(f"--exporter {opts.exporter!r}: expected one of {', '.join(EXPORTERS)}")
+    choice(Task, opts.task, "--task")
+    choice(Quantize, opts.quantize, "--quantize")
+    choice(Optimize, opts.optimize, "--optimize")
+    choice(CalibrationMethod, opts.calibration_method, "--calibration-method")
+    choice(Exporter, opts.exporter, "--exporter")
     if opts.quantize != "none" and opts.optimize in ("extended", "all"):
         raise WasmaiError(f"--optimize {opts.optimize} writes ONNX Runtime-specific fused ops that cannot be "
                           "quantized; use --optimize basic or none with --quantize")

@@ -27,10 +27,6 @@ from wasmai.vocab import DTYPES, dtype_from_numpy
 #: backend - and it is well inside the range the TorchScript-based exporter supports.
 DEFAULT_OPSET = 17
 
-OPTIMIZE_LEVELS = ("none", "basic", "extended", "all")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-EXPORTERS = ("torchscript", "dynamo")
-
 
 #: wasi-nn hosts and the tensor types they accept. wasmtime's own ONNX backend
 #: (crates/wasi-nn/src/backend/onnx.rs) converts tensors as FP32 only; the wasmai host maps all
