@@ -20,10 +20,10 @@ use image::imageops::{self, FilterType};
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::bindings::exports::wasmai::inference::image_classification::{Prediction, Timings};
+use crate::bindings::wasi::nn::tensor::TensorType;
 use crate::bindings::wasmai::inference::types::{Error, Tensor};
 use crate::model;
 use crate::nn;
-use crate::bindings::wasi::nn::tensor::TensorType;
 use crate::spec::{dtype_name, dtype_size, Color, Dim, Layout, Preprocess};
 
 /// Largest accepted image side, in pixels (decoder limit).
@@ -97,9 +97,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Error> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|e| Error::BadImage(format!("cannot decode image: {e}")))?;
+    let image = reader.decode().map_err(|e| Error::BadImage(format!("cannot decode image: {e}")))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(Error::BadImage("image has no pixels".to_string()));
     }
@@ -115,9 +113,7 @@ fn round_half_even(x: f64) -> u64 {
 fn resize_to(image: RgbImage, nw: u64, nh: u64) -> Result<RgbImage, Error> {
     let (w, h) = image.dimensions();
     if nw.saturating_mul(nh).saturating_mul(3) > MAX_ALLOC {
-        return Err(Error::BadImage(format!(
-            "resizing the {w}x{h} image would give {nw}x{nh} pixels, too large"
-        )));
+        return Err(Error::BadImage(format!("resizing the {w}x{h} image would give {nw}x{nh} pixels, too large")));
     }
     if (nw, nh) == (w as u64, h as u64) {
         return Ok(image);
@@ -178,10 +174,7 @@ pub fn to_tensor(image: RgbImage) -> Result<Tensor, Error> {
     }
     let input = model::INPUTS[0];
     let data: Vec<u8> = match input.dtype {
-        TensorType::Fp16 => values
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect(),
+        TensorType::Fp16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
         _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
     let shape = match PRE.layout {
@@ -201,10 +194,7 @@ pub fn preprocess(bytes: &[u8]) -> Result<Tensor, Error> {
 /// Scores of the first batch row of a float tensor, as f32.
 fn scores(tensor: &Tensor) -> Result<Vec<f32>, Error> {
     let size = dtype_size(tensor.dtype);
-    let count = tensor
-        .shape
-        .iter()
-        .try_fold(1usize, |acc, d| acc.checked_mul(*d as usize));
+    let count = tensor.shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d as usize));
     if count.and_then(|n| n.checked_mul(size)) != Some(tensor.data.len()) {
         return Err(Error::BadInput(format!(
             "output {:?}: {} bytes do not match its shape {:?}",
@@ -224,9 +214,9 @@ fn scores(tensor: &Tensor) -> Result<Vec<f32>, Error> {
         TensorType::Fp32 => chunks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         TensorType::Fp16 => chunks.map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         TensorType::Bf16 => chunks.map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        TensorType::Fp64 => chunks
-            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-            .collect(),
+        TensorType::Fp64 => {
+            chunks.map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect()
+        }
         other => {
             return Err(Error::BadInput(format!(
                 "output {:?} is {}, expected floating-point scores",
@@ -273,10 +263,7 @@ pub fn postprocess(outputs: &[Tensor], top_k: u32) -> Result<Vec<Prediction>, Er
     Ok(order
         .into_iter()
         .map(|i| Prediction {
-            label: model::LABELS
-                .get(i)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| i.to_string()),
+            label: model::LABELS.get(i).map(|s| s.to_string()).unwrap_or_else(|| i.to_string()),
             index: i as u32,
             score: values[i],
         })
@@ -286,12 +273,7 @@ pub fn postprocess(outputs: &[Tensor], top_k: u32) -> Result<Vec<Prediction>, Er
 /// `image-classification.classify`: decode, preprocess, infer and postprocess, timing each
 /// stage with `std::time::Instant` (microseconds; see `last_timings`).
 pub fn classify(bytes: &[u8], top_k: u32) -> Result<Vec<Prediction>, Error> {
-    let mut timings = Timings {
-        decode_us: 0,
-        preprocess_us: 0,
-        inference_us: 0,
-        postprocess_us: 0,
-    };
+    let mut timings = Timings { decode_us: 0, preprocess_us: 0, inference_us: 0, postprocess_us: 0 };
     let result = (|| {
         let start = Instant::now();
         let image = decode(bytes)?;
@@ -365,10 +347,7 @@ mod tests {
     /// tensor's bytes for that image (used by wasmai's tests to compare with wasmai.preprocess).
     #[test]
     fn preprocess_image_file() {
-        let (Ok(image), Ok(out)) = (
-            std::env::var("WASMAI_VISION_IMAGE"),
-            std::env::var("WASMAI_VISION_OUT"),
-        ) else {
+        let (Ok(image), Ok(out)) = (std::env::var("WASMAI_VISION_IMAGE"), std::env::var("WASMAI_VISION_OUT")) else {
             return;
         };
         let bytes = std::fs::read(image).unwrap();

@@ -24,17 +24,12 @@ thread_local! {
 }
 
 fn backend(err: NnError) -> Error {
-    Error::Backend(BackendError {
-        code: err.code(),
-        message: err.data(),
-    })
+    Error::Backend(BackendError { code: err.code(), message: err.data() })
 }
 
 fn open() -> Result<Loaded, Error> {
     let graph = match model::PLACEMENT {
-        Placement::Embedded(bytes) => {
-            graph::load(&[bytes], GraphEncoding::Onnx, model::EXECUTION_TARGET)
-        }
+        Placement::Embedded(bytes) => graph::load(&[bytes], GraphEncoding::Onnx, model::EXECUTION_TARGET),
         Placement::ByName(name) => graph::load_by_name(name),
     }
     .map_err(backend)?;
@@ -110,11 +105,9 @@ pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
             dtype_name(dtype),
             n
         ))),
-        None => Err(Error::BadInput(format!(
-            "input {:?}: shape {} is too large",
-            spec.name,
-            shape_text(&tensor.shape)
-        ))),
+        None => {
+            Err(Error::BadInput(format!("input {:?}: shape {} is too large", spec.name, shape_text(&tensor.shape))))
+        }
     }
 }
 
@@ -175,19 +168,15 @@ pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
     drop(ordered);
     let outputs = STATE.with(|state| {
         let state = state.borrow();
-        let loaded = state
-            .as_ref()
-            .ok_or_else(|| Error::Internal("graph not loaded".to_string()))?;
+        let loaded = state.as_ref().ok_or_else(|| Error::Internal("graph not loaded".to_string()))?;
         loaded.context.compute(named).map_err(backend)
     })?;
     let mut tensors: Vec<Tensor> = outputs
         .into_iter()
         .map(|(name, t)| Tensor { name, dtype: t.ty(), shape: t.dimensions(), data: t.data() })
         .collect();
-    let positions: Option<Vec<usize>> = model::OUTPUTS
-        .iter()
-        .map(|spec| tensors.iter().position(|t| t.name == spec.name))
-        .collect();
+    let positions: Option<Vec<usize>> =
+        model::OUTPUTS.iter().map(|spec| tensors.iter().position(|t| t.name == spec.name)).collect();
     if let Some(positions) = positions {
         if positions.len() == tensors.len() {
             let mut slots: Vec<Option<Tensor>> = tensors.into_iter().map(Some).collect();
@@ -231,10 +220,7 @@ mod tests {
         for (spec, t) in model::INPUTS.iter().zip(&ordered) {
             assert_eq!(t.name, spec.name);
         }
-        let unnamed: Vec<Tensor> = all_valid()
-            .into_iter()
-            .map(|t| Tensor { name: String::new(), ..t })
-            .collect();
+        let unnamed: Vec<Tensor> = all_valid().into_iter().map(|t| Tensor { name: String::new(), ..t }).collect();
         assert!(match_inputs(unnamed).is_ok());
     }
 
