@@ -48,7 +48,7 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn to_wit(&self) -> TensorSpec {
+    pub fn to_wit(self) -> TensorSpec {
         TensorSpec {
             name: self.name.to_string(),
             dtype: self.dtype,
@@ -109,7 +109,7 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
-    pub fn to_wit(&self) -> PreprocessInfo {
+    pub fn to_wit(self) -> PreprocessInfo {
         PreprocessInfo {
             resize_shorter: self.resize_shorter,
             crop_height: self.crop_height,
@@ -136,13 +136,13 @@ pub fn model_info() -> ModelInfo {
         name: model::NAME.to_string(),
         version: model::VERSION.to_string(),
         task: model::TASK.to_string(),
-        inputs: model::INPUTS.iter().map(Spec::to_wit).collect(),
-        outputs: model::OUTPUTS.iter().map(Spec::to_wit).collect(),
+        inputs: model::INPUTS.iter().map(|s| s.to_wit()).collect(),
+        outputs: model::OUTPUTS.iter().map(|s| s.to_wit()).collect(),
         labels: model::LABELS.iter().map(|s| s.to_string()).collect(),
         model_sha256: model::MODEL_SHA256.to_string(),
         placement: model::PLACEMENT.describe(),
         wasmai_version: model::WASMAI_VERSION.to_string(),
         toolchain: model::TOOLCHAIN.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        preprocess: model::PREPROCESS.as_ref().map(Preprocess::to_wit),
+        preprocess: model::PREPROCESS.map(Preprocess::to_wit),
     }
 }
