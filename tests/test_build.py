@@ -55,7 +55,7 @@ def test_templates_are_discovered_from_folders():
     ic = templates["image-classification"]
     assert ic.world == "image-classifier" and ic.base == "tensor" and "preprocess" in ic.requires
     assert "wasmai:inference/image-classification@0.2.0" in ic.check_exports
-    files = wb._template_files(ic)
+    files = wb.templates._template_files(ic)
     # base files come through, the folder's own lib.rs overrides the base one
     assert files["src/nn.rs"].parent.parent.name == "tensor"
     assert files["src/lib.rs"].parent.parent.name == "image-classification"
@@ -66,7 +66,7 @@ def test_render_rejects_unknown_placeholders_and_escapes_strings():
     assert wb.render_text("a {{ x }} b", {"x": "1"}, "t") == "a 1 b"
     with pytest.raises(wb.WasmaiError, match="unknown placeholder"):
         wb.render_text("{{ nope }}", {"x": "1"}, "t")
-    assert wb._rust_str('a"b\\c\nd\x01é') == '"a\\"b\\\\c\\nd\\u{1}é"'
+    assert wb.render._rust_str('a"b\\c\nd\x01é') == '"a\\"b\\\\c\\nd\\u{1}é"'
 
 
 def test_derive_manifest_reads_the_graph(tmp_path):

@@ -1,0 +1,95 @@
+"""Guest templates: one folder per task under ``templates/``, each with a ``template.toml``
+(world, crate name, files to render, required manifest tables, imports/exports to check); a
+template may take its files from a ``base`` template and override some."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasmai.errors import WasmaiError
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Template:
+    """A guest template folder (``templates/<name>/template.toml``)."""
+
+    name: str
+    path: Path
+    description: str
+    world: str
+    crate: str
+    base: str | None
+    render: tuple[str, ...]
+    requires: tuple[str, ...]
+    check_imports: tuple[str, ...]
+    check_exports: tuple[str, ...]
+
+
+def templates_dir() -> Path:
+    """Folder holding the templates: ``$WASMAI_TEMPLATES_DIR`` or ``templates/`` in the source tree."""
+    return Path(os.environ.get("WASMAI_TEMPLATES_DIR") or _REPO_ROOT / "templates")
+
+
+def wit_dir() -> Path:
+    """Folder holding ``inference.wit`` and ``deps/wasi-nn``: ``$WASMAI_WIT_DIR`` or ``wit/``."""
+    return Path(os.environ.get("WASMAI_WIT_DIR") or _REPO_ROOT / "wit")
+
+
+def list_templates() -> dict[str, Template]:
+    """Every template folder, by name. Raises :class:`WasmaiError` on a malformed ``template.toml``."""
+    root = templates_dir()
+    found = {}
+    for toml_path in sorted(root.glob("*/template.toml")):
+        tmpl = _read_template(toml_path)
+        found[tmpl.name] = tmpl
+    return found
+
+
+def load_template(name: str) -> Template:
+    """The template called ``name``. Raises :class:`WasmaiError` naming the known ones."""
+    templates = list_templates()
+    if name not in templates:
+        raise WasmaiError(f"no template for task {name!r} (known: {', '.join(sorted(templates)) or 'none'}; "
+                          f"templates live in {templates_dir()})")
+    return templates[name]
+
+
+def _read_template(toml_path: Path) -> Template:
+    try:
+        doc = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        t = doc["template"]
+        check = doc.get("check", {})
+        return Template(
+            name=t["name"], path=toml_path.parent, description=t.get("description", ""),
+            world=t["world"], crate=t["crate"], base=t.get("base") or None,
+            render=tuple(t.get("render", [])), requires=tuple(t.get("requires", [])),
+            check_imports=tuple(check.get("imports", [])), check_exports=tuple(check.get("exports", [])),
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise WasmaiError(f"bad template {toml_path}: {exc}") from None
+
+
+def _template_files(tmpl: Template, _chain: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Relative path -> source file: the base template's files overridden by this one's."""
+    files: dict[str, Path] = {}
+    if tmpl.base:
+        if tmpl.base in (*_chain, tmpl.name):
+            raise WasmaiError(f"template {tmpl.name!r}: circular base {' -> '.join((*_chain, tmpl.name, tmpl.base))}")
+        files.update(_template_files(load_template(tmpl.base), (*_chain, tmpl.name)))
+    for path in sorted(tmpl.path.rglob("*")):
+        rel = path.relative_to(tmpl.path).as_posix()
+        if path.is_file() and rel != "template.toml" and not _ignored(rel):
+            files[rel] = path
+    return files
+
+
+def _ignored(rel: str) -> bool:
+    parts = rel.split("/")
+    return "target" in parts or rel == "src/bindings.rs" or any(p.startswith(".") for p in parts)
+
+
