@@ -2,9 +2,11 @@
 
 Pipeline (one module per stage): :mod:`wasmai.convert` (model -> ONNX + manifest),
 :mod:`wasmai.build` (ONNX -> wasm32-wasip2 component importing wasi:nn),
-:mod:`wasmai.sign` (Sigstore bundles), :mod:`wasmai.runtime` (embedded wasmtime host with
-wasi-nn on ONNX Runtime) and :mod:`wasmai.bench`. Importing this package is cheap: stages
-import their heavy dependencies lazily.
+:mod:`wasmai.sign` (Sigstore bundles), :mod:`wasmai.runtime` (``wasmai run`` / ``inspect`` over
+:mod:`wasmai.host`, the embedded wasmtime host with wasi-nn on ONNX Runtime, sandboxed as
+:mod:`wasmai.sandbox` says) and :mod:`wasmai.bench`. :mod:`wasmai.vocab` defines the shared
+vocabulary (dtypes, tasks, execution targets). See ARCHITECTURE.md. Importing this package is
+cheap: stages import their heavy dependencies lazily.
 """
 
 __version__ = "0.1.0"
