@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: Targets ``--target`` accepts.
-TARGETS = ("wasm32-wasip2", "wasm32-wasip1", "wasm32-unknown-unknown")
+TARGETS = ("wasm32-wasip2", CARGO_TARGET, "wasm32-unknown-unknown")
 
 
 def derive_manifest(onnx_path: Path) -> Manifest:
@@ -117,7 +117,7 @@ class CrateResult:
 
 def default_output(model: Path, target: str) -> Path:
     """``model.onnx`` -> ``model.wasm`` beside it (``model.core.wasm`` for wasm32-wasip1)."""
-    return model.with_suffix(".core.wasm" if target == "wasm32-wasip1" else ".wasm")
+    return model.with_suffix(".core.wasm" if target == CARGO_TARGET else ".wasm")
 
 
 def build(

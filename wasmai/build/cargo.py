@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 from wasmai.build.templates import Template
 from wasmai.errors import ToolchainError
+from wasmai.toolchain import GUEST_TARGET
 
 if TYPE_CHECKING:
     from wasmai.toolchain import Toolchain
 
 #: The cargo target cargo-component compiles for; wasm32-wasip2 components are this core
 #: module adapted with the ``wasi_snapshot_preview1`` reactor adapter.
-CARGO_TARGET = "wasm32-wasip1"
+CARGO_TARGET = GUEST_TARGET
 
 
 #: Receives each line cargo prints; its return value is ignored.
@@ -120,14 +121,14 @@ def _compile(crate_dir: Path, tmpl: Template, target: str, profile: str, env: di
         lines = _run_streaming(cmd, env, crate_dir, say, log_path)
         artifact_dir = target_dir / CARGO_TARGET / profile
         stem = tmpl.crate.replace("-", "_")
-        artifact = artifact_dir / (f"deps/{stem}.wasm" if target == "wasm32-wasip1" else f"{stem}.wasm")
+        artifact = artifact_dir / (f"deps/{stem}.wasm" if target == CARGO_TARGET else f"{stem}.wasm")
         if lines is not None:
             raise _cargo_failure(lines, log_path)
         if not artifact.is_file():
             raise ToolchainError(f"cargo component build succeeded but {artifact} is missing")
         data = artifact.read_bytes()
     kind = data[4:8]
-    if target == "wasm32-wasip1" and kind != b"\x01\x00\x00\x00":
+    if target == CARGO_TARGET and kind != b"\x01\x00\x00\x00":
         raise ToolchainError(f"{artifact} is not a core wasm module")
     if target == "wasm32-wasip2" and kind == b"\x01\x00\x00\x00":
         raise ToolchainError(f"{artifact} is a core module, not a component (did cargo-component run?)")
@@ -222,7 +223,7 @@ def _check_output(path: Path, tmpl: Template, target: str, wasm_tools: str) -> t
     Returns (imports, exports): WIT interface names (component) or import module / export
     interface names (core module)."""
     _tool([wasm_tools, "validate", str(path)], f"wasm-tools validate rejected the build output {path}")
-    if target == "wasm32-wasip1":
+    if target == CARGO_TARGET:
         text = _tool([wasm_tools, "print", "--skeleton", str(path)], f"wasm-tools print failed on {path}")
         imports = sorted(set(_CORE_IMPORT.findall(text)))
         exports = sorted(set(_CORE_EXPORT.findall(text)))
