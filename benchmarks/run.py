@@ -305,11 +305,14 @@ def markdown(doc: dict) -> str:
                 f"| {row['model']} | {row['precision']} | {t['threads'] or 'default'} | {fmt(t['native_p50_ms'])} | "
                 f"{fmt(t['component_p50_ms'])} | {fmt(t['ratio_p50'])} | {fmt(t['host_overhead_p50_us'], '.1f')} | "
                 f"{fmt(web['p50_ms']) if web else '-'} | {fmt(speedup, '.2f', 'x')} | "
-                f"{row['component_bytes'] / (1 << 20):.1f} | {fmt(t['compile_ms'], '.0f')} | {fmt(t['cached_load_instantiate_ms'], '.2f')} |")
+                f"{row['component_bytes'] / (1 << 20):.1f} | {fmt(t['compile_ms'], '.0f')} | "
+                f"{fmt(t['cached_load_instantiate_ms'], '.2f')} |")
     if doc["image"]:
-        lines += ["", "## Image-classification template (EfficientNet-Lite0, `classify` on chelsea.png)", "",
-                  "| prec | threads | classify p50 ms | native p50 ms | ratio | guest decode / preprocess / inference / "
-                  "postprocess us | native decode / preprocess / inference / postprocess us |",
+        lines += ["", "## Image-classification template (EfficientNet-Lite0, `classify` on chelsea.png)",
+                  "",
+                  "| prec | threads | classify p50 ms | native p50 ms | ratio | "
+                  "guest decode / preprocess / inference / postprocess us | "
+                  "native decode / preprocess / inference / postprocess us |",
                   "|---|---|---:|---:|---:|---|---|"]
         for row in doc["image"]:
             for t in row["threads"]:
@@ -365,7 +368,8 @@ def targets(doc: dict) -> list[dict]:
                 sp = web["p50_ms"] / t["component_p50_ms"] if web else None
                 add(f"{label}: >= {TARGET_VS_WEB:.0f}x faster than onnxruntime-web wasm (1 thr)",
                     f"{sp:.2f}x" if sp else "not measured", (sp >= TARGET_VS_WEB) if sp else None)
-        cached = [t["cached_load_instantiate_ms"] for t in row["threads"] if t["cached_load_instantiate_ms"] is not None]
+        cached = [t["cached_load_instantiate_ms"] for t in row["threads"]
+                  if t["cached_load_instantiate_ms"] is not None]
         if cached:
             c = statistics.median(cached)
             add(f"{label}: cached load + instantiate <= {TARGET_COLD_MS:.0f} ms", f"{c:.2f} ms", c <= TARGET_COLD_MS)

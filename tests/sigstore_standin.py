@@ -322,7 +322,9 @@ class StandIn:
             "certificateAuthorities": [{
                 "subject": {"organization": self.name, "commonName": f"{self.name} fulcio root"},
                 "uri": self.url,
-                "certChain": {"certificates": [{"rawBytes": _b64(self.ca_cert.public_bytes(serialization.Encoding.DER))}]},
+                "certChain": {"certificates": [
+                    {"rawBytes": _b64(self.ca_cert.public_bytes(serialization.Encoding.DER))},
+                ]},
                 "validFor": {"start": EPOCH},
             }],
             "ctlogs": [tlog(self.ct_key, self.ct_log_id)],

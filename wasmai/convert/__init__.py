@@ -41,8 +41,10 @@ from wasmai.convert._base import (
     STEPS,
     ConvertOptions,
     ConvertResult,
+    Feed,
     InputSpec,
     ProgressFn,
+    ReferenceFn,
     StepReport,
     _ort,
     _Steps,
@@ -116,10 +118,10 @@ def _default_preprocess(opts: ConvertOptions, inputs: list[TensorSpec]) -> Prepr
         return opts.preprocess
     shape = inputs[0].shape if inputs else []
     if len(shape) == 4:
-        hw = shape[2:4] if shape[1] == 3 else shape[1:3]
-        if all(isinstance(d, int) for d in hw):
+        h, w = shape[2:4] if shape[1] == 3 else shape[1:3]
+        if isinstance(h, int) and isinstance(w, int):
             layout = "NCHW" if shape[1] == 3 else "NHWC"
-            return Preprocess(crop=(hw[0], hw[1]), layout=layout)
+            return Preprocess(crop=(h, w), layout=layout)
     raise WasmaiError("--task image-classification needs --crop (the model input has no fixed HxW)")
 
 
@@ -167,29 +169,32 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
     with tempfile.TemporaryDirectory(prefix="wasmai-convert-") as tmp:
         work = Path(tmp)
         base = work / "model.onnx"
-        reference = None
+        reference: ReferenceFn | None = None
         vocab = 10
         source: dict[str, Any]
         # 1. load / export
         with steps.step("load") as st:
             if opts.onnx:
-                source = {"kind": "onnx", "path": str(opts.onnx), "sha256": sha256_file(opts.onnx) if opts.onnx.is_file() else None}
+                source = {"kind": "onnx", "path": str(opts.onnx),
+                          "sha256": sha256_file(opts.onnx) if opts.onnx.is_file() else None}
                 check_onnx(Path(opts.onnx), base)
                 st["detail"] = f"checked {opts.onnx.name}"
             else:
                 raw = work / "export.onnx"
                 if opts.torch:
                     torch = _import_torch()
-                    model = _torch_module(opts)
+                    model = _torch_module(opts.torch, opts.weights)
                     specs = opts.inputs
                     axis_names = {0: "batch"}
-                    hf_axes = None
+                    hf_axes: list[dict[int, str]] | None = None
 
                     source = {"kind": "torch", "spec": opts.torch, "torch_version": torch.__version__}
                     if opts.weights:
                         source["weights"] = str(opts.weights)
                         source["weights_sha256"] = sha256_file(opts.weights)
                 else:
+                    if opts.hf is None:  # not reached: _check_options requires exactly one source
+                        raise WasmaiError("give exactly one source: --torch, --onnx or --hf")
                     torch = _import_torch()
                     model, names, hf_outs, vocab = _hf_module(Path(opts.hf))
                     specs = [given.get(n, InputSpec(n, [1, 8], "i64")) for n in names]
@@ -228,16 +233,18 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
             if labels and isinstance(last, int) and last != len(labels):
                 raise WasmaiError(f"--labels has {len(labels)} lines but output {outputs[0].name!r} has {last} classes")
             if len(inputs) != 1:
-                raise WasmaiError(f"--task image-classification needs a model with one input, this one has {len(inputs)}")
+                raise WasmaiError("--task image-classification needs a model with one input, "
+                                  f"this one has {len(inputs)}")
             if pre is not None:
                 shape = inputs[0].shape
                 hw = shape[2:4] if pre.layout == "NCHW" else shape[1:3]
-                if len(shape) != 4 or any(isinstance(d, int) and d != c for d, c in zip(hw, pre.crop)):
+                # rank 4 checked first: hw and crop both hold (height, width)
+                if len(shape) != 4 or any(isinstance(d, int) and d != c for d, c in zip(hw, pre.crop, strict=True)):
                     raise WasmaiError(f"--crop {pre.crop[0]}x{pre.crop[1]} ({pre.layout}) does not fit input "
                                       f"{inputs[0].name!r} of shape {shape}")
 
         # samples: calibration, validation
-        calib: list[dict[str, np.ndarray]] = []
+        calib: list[Feed] = []
         calib_names: list[str] = []
         if opts.calibration is not None:
             calib, calib_names = _samples_from(opts.calibration, opts.task, pre, inputs, "calibration")
@@ -278,7 +285,8 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
                 if opts.calibration is not None:
                     quant["calibration_source"] = str(opts.calibration)
                 current = qpath
-                st["detail"] = ", ".join(f"{k}={v}" for k, v in quant.items() if k in ("mode", "format", "calibration_method", "calibration_samples"))
+                st["detail"] = ", ".join(f"{k}={v}" for k, v in quant.items()
+                                         if k in ("mode", "format", "calibration_method", "calibration_samples"))
             try:
                 import onnx
 
@@ -328,7 +336,8 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
             size_before, size_after = base.stat().st_size, current.stat().st_size
             lat_before = _latency_ms(base, val[0], opts.latency_runs)
             lat_after = _latency_ms(current, val[0], opts.latency_runs) if current != base else lat_before
-            report = {
+            wasi_nn = wasi_nn_compat(current, final_inputs, final_outputs, final_opset)
+            report: dict[str, Any] = {
                 "size": {"before_bytes": size_before, "after_bytes": size_after,
                          "ratio": round(size_after / size_before, 4) if size_before else None},
                 "latency": {"before_ms": lat_before, "after_ms": lat_after,
@@ -336,12 +345,12 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
                             "statistic": "median", "runs": opts.latency_runs, "threads": 1,
                             "engine": "onnxruntime CPUExecutionProvider",
                             "note": "before = model as exported/loaded, after = written model; this machine"},
-                "wasi_nn": wasi_nn_compat(current, final_inputs, final_outputs, final_opset),
+                "wasi_nn": wasi_nn,
             }
-            for host, info in report["wasi_nn"]["hosts"].items():
+            for host, info in wasi_nn["hosts"].items():
                 if not info["accepts"]:
                     warn.append(f"host {host} rejects tensor types {', '.join(info['rejects'])}")
-            if not report["wasi_nn"]["embed"]["fits"]:
+            if not wasi_nn["embed"]["fits"]:
                 warn.append(f"model is {size_after} bytes, over the {EMBED_LIMIT_BYTES} byte embed limit: "
                             "load it from a file at run time")
             st["detail"] = (f"{size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB, "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,12 @@ RANDOM_SAMPLES = 4
 ProgressFn = Callable[[str, str, str], None]
 """``progress(step, event, detail)`` with event ``"start"``, ``"done"`` or ``"skip"``."""
 
+Feed = dict[str, np.ndarray]
+"""One sample: input name -> array (the model input's dtype and shape)."""
+
+ReferenceFn = Callable[[list[Feed]], list[list[np.ndarray]]]
+"""A reference model: samples -> per sample, the output arrays in output order."""
+
 
 @dataclass
 class InputSpec:
@@ -97,7 +105,8 @@ def parse_input_spec(text: str) -> InputSpec:
 
 
 def parse_dynamic(texts: Sequence[str]) -> dict[str, list[int]]:
-    """Parse ``NAME=0`` or ``NAME=0,1`` (dynamic axis indices) into ``{name: [axes]}``."""
+    """Parse ``NAME=0`` or ``NAME=0,1`` (dynamic axis indices) into ``{name: [axes]}``; repeated
+    names accumulate. Raises :class:`WasmaiError` on malformed text or a negative axis."""
     out: dict[str, list[int]] = {}
     for text in texts:
         name, sep, axes = text.partition("=")
@@ -112,7 +121,8 @@ def parse_dynamic(texts: Sequence[str]) -> dict[str, list[int]]:
 
 
 def parse_floats3(text: str, flag: str) -> list[float]:
-    """Parse ``a,b,c`` (three numbers) for ``--mean``/``--std``."""
+    """Parse ``a,b,c`` (three numbers) for ``--mean``/``--std``; one number ``a`` means ``a,a,a``.
+    Raises :class:`WasmaiError` unless the text holds one or three numbers."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
@@ -202,7 +212,8 @@ class _Steps:
         self.done: list[StepReport] = []
 
     @contextlib.contextmanager
-    def step(self, name: str):
+    def step(self, name: str) -> Iterator[dict[str, str]]:
+        """Time the ``with`` body as step ``name``; set ``["detail"]`` on the yielded dict."""
         if self.progress:
             self.progress(name, "start", "")
         t0 = time.perf_counter()
@@ -219,14 +230,17 @@ class _Steps:
             self.progress(name, "skip", why)
 
 
-def _ort():
-    import onnxruntime as ort
-
+def _ort() -> ModuleType:
+    """The ``onnxruntime`` module, its default logger set to errors only."""
+    ort = importlib.import_module("onnxruntime")
     ort.set_default_logger_severity(3)
     return ort
 
 
-def _session(path: Path, threads: int = 0):
+def _session(path: Path, threads: int = 0) -> Any:
+    """An ``onnxruntime.InferenceSession`` (untyped: ``Any``) on the CPU provider for ``path``,
+    ``threads`` intra-op threads (0 = ORT's default). Raises :class:`WasmaiError` if ORT refuses
+    the model."""
     ort = _ort()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -294,7 +308,7 @@ def _example_array(spec: InputSpec, rng: np.random.Generator, vocab: int = 10) -
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def _quiet_stderr() -> Iterator[None]:
     """Silence C-level stderr chatter (torch's exporter, ORT) while keeping Python errors."""
     try:
         fd = sys.stderr.fileno()

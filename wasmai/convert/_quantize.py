@@ -8,11 +8,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from wasmai.convert._base import (
     DYNAMIC_OP_TYPES,
     ConvertOptions,
+    Feed,
     _ort,
     _quiet_stderr,
 )
@@ -20,6 +19,8 @@ from wasmai.errors import WasmaiError, first_line
 
 
 def _optimize(src: Path, dest: Path, level: str) -> None:
+    """ONNX Runtime offline graph optimization of ``src`` at ``level`` (basic, extended, all),
+    written to ``dest``. Raises :class:`WasmaiError` if ORT cannot load the model."""
     ort = _ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = {
@@ -44,7 +45,7 @@ def _count_ops(path: Path) -> dict[str, int]:
     return counts
 
 
-def _quantize(src: Path, dest: Path, opts: ConvertOptions, calib: list[dict[str, np.ndarray]],
+def _quantize(src: Path, dest: Path, opts: ConvertOptions, calib: list[Feed],
               work: Path, warn: list[str]) -> dict[str, Any]:
     """Run the requested quantization; returns the manifest's [quantization] table.
 
@@ -60,7 +61,7 @@ def _quantize(src: Path, dest: Path, opts: ConvertOptions, calib: list[dict[str,
         return _quantize_inner(src, dest, opts, calib, work, warn)
 
 
-def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dict[str, np.ndarray]],
+def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[Feed],
                     work: Path, warn: list[str]) -> dict[str, Any]:
     mode = opts.quantize
     if mode == "fp16":
@@ -75,7 +76,6 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dic
         return {"mode": "fp16", "tool": "onnxconverter_common.float16.convert_float_to_float16",
                 "keep_io_types": opts.keep_io_types}
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
@@ -93,10 +93,11 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dic
         if n == 0:
             warn.append("dynamic quantization found nothing to quantize (it handles MatMul/Gather/Attention/LSTM, "
                         "not Conv or Gemm); use --quantize static")
+        quantized_ops = {k: v for k, v in ops.items()
+                         if k in ("MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear")}
         return {"mode": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "int8",
                 "per_channel": True, "reduce_range": True,
-                "op_types": DYNAMIC_OP_TYPES, "quantized_ops": {k: v for k, v in ops.items()
-                                                               if k in ("MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear")}}
+                "op_types": DYNAMIC_OP_TYPES, "quantized_ops": quantized_ops}
     # static, QDQ
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -109,20 +110,13 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dic
         warn.append(f"quantization pre-processing skipped: {first_line(exc)}")
         shutil.copyfile(src, pre)
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self, feeds):
-            self._it = iter(feeds)
-
-        def get_next(self):
-            return next(self._it, None)
-
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[opts.calibration_method]
     try:
         with warnings.catch_warnings(), _quiet_stderr():
             warnings.simplefilter("ignore")
-            quantize_static(str(pre), str(dest), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            quantize_static(str(pre), str(dest), _calibration_reader(calib), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, reduce_range=True)
     except WasmaiError:
         raise
@@ -131,3 +125,20 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[dic
     return {"mode": "static", "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "per_channel": True, "reduce_range": True, "activation_type": "int8", "weight_type": "int8",
             "calibration_method": opts.calibration_method, "calibration_samples": len(calib)}
+
+
+def _calibration_reader(feeds: list[Feed]) -> Any:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` that hands out ``feeds`` (one dict
+    input name -> array per calibration sample) once, in order. ``Any``: onnxruntime is untyped."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    # quantize_static takes a CalibrationDataReader subclass; onnxruntime ships no type
+    # information, so the base class is Any to mypy.
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self, feeds: list[Feed]) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> Feed | None:
+            return next(self._it, None)
+
+    return _Reader(feeds)

@@ -8,6 +8,7 @@ import numpy as np
 
 from wasmai.convert._base import (
     RANDOM_SAMPLES,
+    Feed,
     InputSpec,
     _example_array,
 )
@@ -29,7 +30,7 @@ def _read_labels(path: Path) -> list[str]:
     return labels
 
 
-def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[Feed]:
     """NPZ with one array per input name. An array of the input's rank is split along axis 0
     into batch-1 samples; one of rank+1 holds one full input per entry of axis 0."""
     input_names = [i.name for i in inputs]
@@ -42,8 +43,9 @@ def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray
         raise WasmaiError(f"cannot read NPZ {path}: {first_line(exc)}") from None
     missing = [n for n in input_names if n not in arrays]
     if missing:
-        raise WasmaiError(f"NPZ {path} lacks arrays for inputs {', '.join(missing)} (has {', '.join(arrays) or 'none'})")
-    per_input = {}
+        raise WasmaiError(f"NPZ {path} lacks arrays for inputs {', '.join(missing)} "
+                          f"(has {', '.join(arrays) or 'none'})")
+    per_input: dict[str, list[np.ndarray]] = {}
     for spec in inputs:
         arr = arrays[spec.name]
         if arr.ndim == len(spec.shape) + 1:
@@ -59,7 +61,7 @@ def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray
     return [{n: per_input[n][i] for n in input_names} for i in range(next(iter(counts.values())))]
 
 
-def _image_samples(folder: Path, pre: Preprocess, input_name: str) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+def _image_samples(folder: Path, pre: Preprocess, input_name: str) -> tuple[list[Feed], list[str]]:
     from wasmai.preprocess import list_images, preprocess_image
 
     files = list_images(folder)
@@ -67,11 +69,12 @@ def _image_samples(folder: Path, pre: Preprocess, input_name: str) -> tuple[list
 
 
 def _samples_from(path: Path, task: str, pre: Preprocess | None, inputs: list[TensorSpec],
-                  what: str) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+                  what: str) -> tuple[list[Feed], list[str]]:
     """Samples from a folder of images (image tasks) or an NPZ file."""
     if path.is_dir():
         if task != "image-classification" or pre is None:
-            raise WasmaiError(f"--{what} {path}: a folder of images needs --task image-classification (use an NPZ for tensors)")
+            raise WasmaiError(f"--{what} {path}: a folder of images needs --task image-classification "
+                              "(use an NPZ for tensors)")
         if len(inputs) != 1:
             raise WasmaiError(f"--{what}: image folders need a model with one input, this one has {len(inputs)}")
         return _image_samples(path, pre, inputs[0].name)
@@ -82,10 +85,10 @@ def _samples_from(path: Path, task: str, pre: Preprocess | None, inputs: list[Te
 
 
 def _random_samples(inputs: list[TensorSpec], given: dict[str, InputSpec], rng: np.random.Generator,
-                    vocab: int, n: int = RANDOM_SAMPLES) -> list[dict[str, np.ndarray]]:
-    feeds = []
+                    vocab: int, n: int = RANDOM_SAMPLES) -> list[Feed]:
+    feeds: list[Feed] = []
     for _ in range(n):
-        feed = {}
+        feed: Feed = {}
         for spec in inputs:
             if spec.name in given:
                 shape = given[spec.name].shape
@@ -97,15 +100,17 @@ def _random_samples(inputs: list[TensorSpec], given: dict[str, InputSpec], rng: 
     return feeds
 
 
-def _check_feeds(feeds: list[dict[str, np.ndarray]], inputs: list[TensorSpec], what: str) -> list[dict[str, np.ndarray]]:
+def _check_feeds(feeds: list[Feed], inputs: list[TensorSpec], what: str) -> list[Feed]:
     """Cast each sample to the model's input dtypes and check ranks and fixed dims."""
-    out = []
+    out: list[Feed] = []
     for k, feed in enumerate(feeds):
-        fixed = {}
+        fixed: Feed = {}
         for spec in inputs:
             arr = feed[spec.name]
             want = spec.shape
-            if arr.ndim != len(want) or any(isinstance(d, int) and d != a for d, a in zip(want, arr.shape)):
+            # same rank checked first, so the zip is over equal lengths
+            if arr.ndim != len(want) or any(isinstance(d, int) and d != a
+                                            for d, a in zip(want, arr.shape, strict=True)):
                 raise WasmaiError(f"{what} sample {k}: input {spec.name!r} has shape {list(arr.shape)}, "
                                   f"the model needs {want}")
             fixed[spec.name] = np.ascontiguousarray(arr.astype(numpy_dtype(spec.dtype), copy=False))

@@ -10,25 +10,27 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from wasmai.convert._base import (
-    ConvertOptions,
+    Feed,
     InputSpec,
+    ReferenceFn,
     _example_array,
     _quiet_stderr,
 )
 from wasmai.errors import WasmaiError, first_line
 
 
-def _import_torch():
+def _import_torch() -> ModuleType:
+    """The ``torch`` module. Raises :class:`WasmaiError` naming the extra when it is missing."""
     try:
-        import torch
+        return importlib.import_module("torch")
     except ImportError:
         raise WasmaiError("the PyTorch source needs torch: pip install 'wasmai[torch]'") from None
-    return torch
 
 
 def _load_callable(spec: str) -> Callable[[], Any]:
@@ -41,8 +43,11 @@ def _load_callable(spec: str) -> Callable[[], Any]:
         if not path.is_file():
             raise WasmaiError(f"--torch: file not found: {path}")
         mod_name = f"_wasmai_user_{path.stem}_{abs(hash(str(path.resolve()))) & 0xFFFF:x}"
+        loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            # no import machinery for this file (e.g. not a .py suffix)
+            raise WasmaiError(f"--torch: cannot import {path}: not a Python source file (expected file.py:callable)")
         try:
-            loader_spec = importlib.util.spec_from_file_location(mod_name, path)
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[mod_name] = module
             loader_spec.loader.exec_module(module)
@@ -53,22 +58,28 @@ def _load_callable(spec: str) -> Callable[[], Any]:
         try:
             module = importlib.import_module(target)
         except Exception as exc:  # noqa: BLE001 - user code
-            raise WasmaiError(f"--torch: cannot import module {target!r}: {type(exc).__name__}: {first_line(exc)}") from None
-    fn = getattr(module, attr, None)
+            raise WasmaiError(f"--torch: cannot import module {target!r}: "
+                              f"{type(exc).__name__}: {first_line(exc)}") from None
+    fn: object = getattr(module, attr, None)
     if fn is None or not callable(fn):
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise WasmaiError(f"--torch: no callable {attr!r} in {target} (callables there: {', '.join(public[:12]) or 'none'})")
+        raise WasmaiError(f"--torch: no callable {attr!r} in {target} "
+                          f"(callables there: {', '.join(public[:12]) or 'none'})")
     return fn
 
 
-def _torch_module(opts: ConvertOptions):
-    """Build the nn.Module (or ScriptModule) for ``opts.torch`` (+ ``opts.weights``), in eval mode."""
+def _torch_module(spec: str, weights: Path | None) -> Any:
+    """Build the nn.Module (or ScriptModule) for ``--torch spec`` (+ the ``--weights`` state
+    dict), in eval mode. Returns the torch module (``Any``: torch is untyped). Raises
+    :class:`WasmaiError` for a missing file, a failing callable, a non-Module result or weights
+    that do not fit."""
     torch = _import_torch()
-    spec = opts.torch
     path = Path(spec)
+    model: Any
     if ":" not in spec or (path.is_file() and path.suffix in (".pt", ".pth", ".ts", ".torchscript")):
         if not path.is_file():
-            raise WasmaiError(f"--torch {spec!r}: not a file; expected module:callable, file.py:callable or a TorchScript file")
+            raise WasmaiError(f"--torch {spec!r}: not a file; "
+                              "expected module:callable, file.py:callable or a TorchScript file")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -83,17 +94,17 @@ def _torch_module(opts: ConvertOptions):
             raise WasmaiError(f"--torch: {spec}() failed: {type(exc).__name__}: {first_line(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             raise WasmaiError(f"--torch: {spec}() returned {type(model).__name__}, not a torch.nn.Module")
-    if opts.weights is not None:
+    if weights is not None:
         try:
-            state = torch.load(str(opts.weights), map_location="cpu", weights_only=True)
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
         except FileNotFoundError:
-            raise WasmaiError(f"--weights: file not found: {opts.weights}") from None
+            raise WasmaiError(f"--weights: file not found: {weights}") from None
         except Exception as exc:  # noqa: BLE001
-            raise WasmaiError(f"--weights: cannot read {opts.weights}: {first_line(exc)}") from None
+            raise WasmaiError(f"--weights: cannot read {weights}: {first_line(exc)}") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
-            raise WasmaiError(f"--weights: {opts.weights} does not hold a state dict")
+            raise WasmaiError(f"--weights: {weights} does not hold a state dict")
         try:
             model.load_state_dict(state, strict=True)
         except Exception as exc:  # noqa: BLE001
@@ -101,13 +112,16 @@ def _torch_module(opts: ConvertOptions):
     return model.eval()
 
 
-def _hf_module(folder: Path):
+def _hf_module(folder: Path) -> tuple[Any, list[str], list[str], int]:
     """A local Hugging Face folder (config.json + weights) -> (wrapper nn.Module, input names,
-    output names). The wrapper takes input_ids, attention_mask[, token_type_ids] positionally
-    and returns last_hidden_state (and pooler_output when the model has a pooler)."""
+    output names, vocabulary size). The wrapper takes input_ids, attention_mask[,
+    token_type_ids] (i64, (batch, sequence)) positionally and returns last_hidden_state (fp32,
+    (batch, sequence, hidden)) and pooler_output when the model has a pooler. Raises
+    :class:`WasmaiError` when transformers is missing or the folder does not load."""
     torch = _import_torch()
     try:
-        import transformers
+        # imported as a plain module: its objects are Any at this boundary, with or without stubs
+        transformers = importlib.import_module("transformers")
     except ImportError:
         raise WasmaiError("the Hugging Face source needs transformers: pip install 'wasmai[hf]'") from None
     if not (folder / "config.json").is_file():
@@ -125,24 +139,39 @@ def _hf_module(folder: Path):
     params = inspect.signature(model.forward).parameters
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in params else [])
     has_pooler = getattr(model, "pooler", None) is not None
+    outputs = ["last_hidden_state"] + (["pooler_output"] if has_pooler else [])
+    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
+    return _hf_wrapper(model, names, has_pooler).eval(), names, outputs, vocab
 
-    class _Wrapper(torch.nn.Module):
-        def __init__(self, inner):
+
+def _hf_wrapper(inner: Any, names: list[str], has_pooler: bool) -> Any:
+    """A ``torch.nn.Module`` whose ``forward(*args)`` calls the Hugging Face model ``inner``
+    with ``args`` as the keyword inputs ``names`` (one tensor per name, in that order) and
+    returns ``last_hidden_state`` (plus ``pooler_output`` when ``has_pooler`` and the model
+    returns one). ``Any``: torch is untyped."""
+    torch = _import_torch()
+    module_base: Any = torch.nn.Module
+
+    # torch.onnx.export needs an nn.Module subclass; torch comes in as a plain module (Any to
+    # mypy, whether or not torch is installed where mypy runs), so the base class is Any.
+    class _Wrapper(module_base):  # type: ignore[misc]
+        def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, *args):
-            out = self.inner(**dict(zip(names, args)), return_dict=True)
+        def forward(self, *args: Any) -> Any:
+            # one positional tensor per input name, always (the export and the reference
+            # build them from the same names)
+            out = self.inner(**dict(zip(names, args, strict=True)), return_dict=True)
             if has_pooler and out.get("pooler_output") is not None:
                 return out["last_hidden_state"], out["pooler_output"]
             return out["last_hidden_state"]
 
-    outputs = ["last_hidden_state"] + (["pooler_output"] if has_pooler else [])
-    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
-    return _Wrapper(model).eval(), names, outputs, vocab
+    return _Wrapper(inner)
 
 
-def _flatten_outputs(out) -> list:
+def _flatten_outputs(out: object) -> list[Any]:
+    """A model's result (tensor, or nested list/tuple/dict of them) -> flat list, in order."""
     if isinstance(out, (list, tuple)):
         return [t for o in out for t in _flatten_outputs(o)]
     if isinstance(out, dict):
@@ -150,10 +179,10 @@ def _flatten_outputs(out) -> list:
     return [out]
 
 
-def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], output_names: list[str],
+def _export_torch(model: Any, specs: list[InputSpec], dynamic: dict[str, list[int]], output_names: list[str],
                   opset: int, exporter: str, dest: Path, rng: np.random.Generator, vocab: int = 10,
                   axis_names: dict[int, str] | None = None, single_name: str = "output",
-                  output_axes: list[dict[int, str]] | None = None):
+                  output_axes: list[dict[int, str]] | None = None) -> tuple[ReferenceFn, list[str]]:
     """Run ``model`` on example inputs, then export it with ``torch.onnx.export``.
 
     Exporter: the TorchScript-based exporter (``dynamo=False``) by default. It needs nothing
@@ -172,7 +201,8 @@ def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], 
         with torch.no_grad():
             outs = _flatten_outputs(model(*examples))
     except Exception as exc:  # noqa: BLE001 - the model's own shape checks
-        raise WasmaiError(f"the model rejects example inputs {shapes}: {type(exc).__name__}: {first_line(exc)}") from None
+        raise WasmaiError(f"the model rejects example inputs {shapes}: "
+                          f"{type(exc).__name__}: {first_line(exc)}") from None
     if not all(isinstance(o, torch.Tensor) for o in outs):
         raise WasmaiError("the model must return a tensor or a tuple/list/dict of tensors")
     n_out = len(outs)
@@ -194,13 +224,16 @@ def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], 
             dyn_axes[s.name] = {a: axis_names.get(a, f"{s.name}_dim{a}") for a in axes}
     batch_dynamic = any(0 in ax for ax in dyn_axes.values())
     if batch_dynamic:
-        for name, o in zip(output_names, outs):
+        for name, o in zip(output_names, outs, strict=True):  # same length: checked above
             if o.dim() > 0:
                 dyn_axes[name] = {0: axis_names.get(0, "batch")}
-    for name, axes in zip(output_names, output_axes or []):
-        dyn_axes[name] = dict(axes)
+    # not strict: output_axes is empty when not given, and it has one entry per output the
+    # Hugging Face model declares, one more than the model returns when its pooler yields None.
+    for name, out_axes in zip(output_names, output_axes or [], strict=False):
+        dyn_axes[name] = dict(out_axes)
     if exporter == "dynamo" and importlib.util.find_spec("onnxscript") is None:
-        raise WasmaiError("--exporter dynamo needs onnxscript (pip install onnxscript); the default torchscript exporter does not")
+        raise WasmaiError("--exporter dynamo needs onnxscript (pip install onnxscript); "
+                          "the default torchscript exporter does not")
     kwargs: dict[str, Any] = dict(input_names=[s.name for s in specs], output_names=output_names,
                                   opset_version=opset, do_constant_folding=True,
                                   dynamic_axes=dyn_axes or None, dynamo=(exporter == "dynamo"))
@@ -212,8 +245,8 @@ def _export_torch(model, specs: list[InputSpec], dynamic: dict[str, list[int]], 
         dest.unlink(missing_ok=True)
         raise WasmaiError(f"torch.onnx export failed ({exporter} exporter, opset {opset}): {first_line(exc)}") from None
 
-    def reference(feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        results = []
+    def reference(feeds: list[Feed]) -> list[list[np.ndarray]]:
+        results: list[list[np.ndarray]] = []
         with torch.no_grad():
             for feed in feeds:
                 args = [torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in specs]
