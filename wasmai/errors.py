@@ -31,3 +31,13 @@ def first_line(exc: BaseException, limit: int = 400) -> str:
         if line.strip():
             return line.strip()[:limit]
     return type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """``text`` as it may be shown on a terminal or in a log: every character ``str.isprintable``
+    rejects (C0/C1 controls such as ESC, DEL, bidi overrides and other format characters, line
+    breaks) becomes a visible escape, ``\\x1b`` or ``\\u202e``. Text chosen by a component (its
+    labels and names, its stderr in a trap message, a wasi-nn message naming its tensors) goes
+    through this before it reaches a user, so it cannot move the cursor, recolour or fake output."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                   for c in text)

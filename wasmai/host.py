@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wasmai.errors import WasmaiError
+from wasmai.errors import WasmaiError, printable
 from wasmai.sandbox import DEFAULT_MEMORY_LIMIT_MB, HostOptions, Preopen, SandboxOptions
 from wasmai.tensors import Tensor
 from wasmai.toolchain import cache_dir as cache_root
@@ -122,11 +122,13 @@ def native_module() -> Any:
 
 def _converted(exc: BaseException) -> WasmaiError:
     """The native ``HostError(kind, code, message)`` as InferenceError (kind ``inference``) or
-    ComponentError (any other kind)."""
+    ComponentError (any other kind), the message made :func:`~wasmai.errors.printable`."""
     kind, code, message = (list(exc.args) + ["", "", ""])[:3]
+    # The message may carry the component's own text (its stderr, names of its tensors).
+    text = printable(str(message))
     if kind == "inference":
-        return InferenceError(str(code), str(message))
-    return ComponentError(str(message), str(code))
+        return InferenceError(str(code), text)
+    return ComponentError(text, str(code))
 
 
 @contextlib.contextmanager

@@ -229,10 +229,18 @@ def _world_items(wit: str, keyword: str) -> list[str]:
     return items
 
 
+#: ``inspect`` instantiates the component and calls ``metadata.info`` within this many seconds ...
+INSPECT_TIMEOUT_S = 10.0
+#: ... and this much linear memory (MiB): enough for the data segments of a component embedding
+#: a model up to wasmai.manifest.EMBED_LIMIT_BYTES (256 MiB), which instantiation copies in.
+INSPECT_MEMORY_MB = 512
+
+
 def inspect_component(path: str | os.PathLike[str]) -> InspectResult:
     """Describe a component without running inference: size, sha256, WIT imports/exports,
-    ``metadata.info`` (instantiated in a fresh sandboxed host; an error is reported, not
-    raised) and the signature bundle summary from :func:`wasmai.sign.bundle_summary` if that
+    ``metadata.info`` (instantiated in a fresh host with the default deny-all sandbox, no wasi-nn
+    graph, at most :data:`INSPECT_TIMEOUT_S` and :data:`INSPECT_MEMORY_MB`; an error is reported,
+    not raised) and the signature bundle summary from :func:`wasmai.sign.bundle_summary` if that
     function exists. Raises WasmaiError if the file is missing or not a component."""
     from wasmai.manifest import sha256_file
 
@@ -243,7 +251,9 @@ def inspect_component(path: str | os.PathLike[str]) -> InspectResult:
     info = None
     info_error = None
     try:
-        host = Host()
+        # The component is untrusted and `info` needs no wasi-nn: no graph, bounded time and memory.
+        host = Host(timeout_s=INSPECT_TIMEOUT_S, memory_limit_mb=INSPECT_MEMORY_MB, max_graphs=0,
+                    max_tensor_bytes=0)
         inst = host.instantiate(host.load_component(path))
         info = inst.info()
     except WasmaiError as exc:

@@ -18,7 +18,9 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
 def _rust_str(text: str) -> str:
-    """A Rust string literal for ``text`` (quotes, backslashes and control characters escaped)."""
+    """A Rust string literal for ``text``: quotes and backslashes escaped, and every character
+    ``str.isprintable`` rejects (controls, bidi overrides and other format characters, which
+    rustc refuses raw in a literal: lint ``text_direction_codepoint_in_literal``) as ``\\u{..}``."""
     text = str(text)
     out = ['"']
     for ch in text:
@@ -28,7 +30,7 @@ def _rust_str(text: str) -> str:
             out.append("\\n")
         elif ch == "\t":
             out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+        elif not ch.isprintable():
             out.append(f"\\u{{{ord(ch):x}}}")
         else:
             out.append(ch)

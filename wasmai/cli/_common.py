@@ -59,8 +59,22 @@ def run_command(fn: Callable[[], T], *, json_out: bool, render: Callable[[T], No
     return result
 
 
+def shown(value: object) -> str:
+    """``value`` as text for a rich console: :func:`wasmai.errors.printable` (no control characters)
+    and markup escaped, for anything a component, a model file or a user chose (labels, names,
+    paths), so that ``[green]signature verified[/]`` in a label prints as written."""
+    from rich.markup import escape
+
+    from wasmai.errors import printable
+
+    return escape(printable(str(value)))
+
+
 def _fail(message: str, code: int, json_out: bool) -> NoReturn:
+    from wasmai.errors import printable
+
     message = " ".join(message.split("\n")[:1]) if "\n" in message and len(message) > 2000 else message
+    message = "\n".join(printable(line) for line in message.split("\n"))
     if json_out:
         sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
     sys.stderr.write(f"error: {message}\n")

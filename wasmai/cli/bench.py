@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wasmai.cli._common import console, run_command
+from wasmai.cli._common import console, run_command, shown
 from wasmai.cli.options import (
     INPUT_PANEL,
     AllowTargetFallbackOpt,
@@ -182,14 +182,15 @@ def render(report: BenchReport) -> None:
 
     con = console()
     m = report.model
-    con.print(f"[bold]{m.get('name')}[/] ({m.get('task')}, {m.get('placement')}) - {report.component}")
+    con.print(f"[bold]{shown(m.get('name'))}[/] ({shown(m.get('task'))}, {shown(m.get('placement'))}) - "
+              f"{shown(report.component)}")
     con.print(f"mode {report.mode}; intra-op threads {report.config['threads'] or 'ORT default'}; "
-              f"execution provider {report.execution_provider or '?'}; "
+              f"execution provider {shown(report.execution_provider or '?')}; "
               f"{report.config['warmup']} warm-up + {report.config['n']} timed calls")
 
     if report.verification:
         v = report.verification
-        con.print(f"[green]verified[/] {v.get('kind')} signature: {v.get('policy')}")
+        con.print(f"[green]verified[/] {shown(v.get('kind'))} signature: {shown(v.get('policy'))}")
     cs = report.cold_start
     cold = Table(title="cold start (ms)")
     for col in ("compile" + (" (cached)" if cs.cache_hit else ""), "instantiate", "graph load",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import console, run_command
+from wasmai.cli._common import console, run_command, shown
 from wasmai.cli.options import JsonOpt
 
 if TYPE_CHECKING:
@@ -42,32 +42,33 @@ def _render(r: InspectResult) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(f"[bold]{r.component}[/bold]  {r.size_bytes:,} bytes  sha256 {r.sha256}")
+    out.print(f"[bold]{shown(r.component)}[/bold]  {r.size_bytes:,} bytes  sha256 {r.sha256}")
     sizes = r.size_breakdown
     out.print(f"size: code {sizes['code']:,} B, data {sizes['data']:,} B (an embedded model is here), "
               f"other {sizes['other']:,} B")
-    out.print("imports: " + (", ".join(r.imports) or "none"))
-    out.print("exports: " + (", ".join(r.exports) or "none"))
+    out.print("imports: " + (shown(", ".join(r.imports)) or "none"))
+    out.print("exports: " + (shown(", ".join(r.exports)) or "none"))
     if r.info is None:
-        out.print(f"metadata.info: unavailable ({r.info_error})")
+        out.print(f"metadata.info: unavailable ({shown(r.info_error)})")
     else:
         i = r.info
-        out.print(f"model {i['name']} {i['version']}  task {i['task']}  placement {i['placement']}  "
-                  f"model sha256 {i['model_sha256']}  wasmai {i['wasmai_version']}")
+        out.print(f"model {shown(i['name'])} {shown(i['version'])}  task {shown(i['task'])}  "
+                  f"placement {shown(i['placement'])}  model sha256 {shown(i['model_sha256'])}  "
+                  f"wasmai {shown(i['wasmai_version'])}")
         table = Table(title="tensors")
         for col in ("", "name", "dtype", "shape"):
             table.add_column(col)
         for kind in ("inputs", "outputs"):
             for s in i[kind]:
-                table.add_row(kind[:-1], s["name"], s["dtype"], str(s["shape"]))
+                table.add_row(kind[:-1], shown(s["name"]), s["dtype"], shown(s["shape"]))
         out.print(table)
         if i["labels"]:
             more = ", …" if len(i["labels"]) > 5 else ""
-            out.print(f"labels: {len(i['labels'])} ({', '.join(i['labels'][:5])}{more})")
+            out.print(f"labels: {len(i['labels'])} ({shown(', '.join(i['labels'][:5]))}{more})")
         if i["preprocess"]:
-            out.print(f"preprocess: {i['preprocess']}")
+            out.print(f"preprocess: {shown(i['preprocess'])}")
         if i["toolchain"]:
-            out.print("toolchain: " + ", ".join(f"{a} {b}" for a, b in i["toolchain"]))
+            out.print("toolchain: " + shown(", ".join(f"{a} {b}" for a, b in i["toolchain"])))
     sig = r.signature
     if sig is None:
         out.print("signature: no bundle")
@@ -75,7 +76,7 @@ def _render(r: InspectResult) -> None:
         who = sig.get("identity") or sig.get("key_hint") or sig.get("error") or ""
         matches = sig.get("digest_matches")
         match = "digest matches" if matches is True else "DIGEST MISMATCH" if matches is False else ""
-        out.print(f"signature: {sig['kind']} bundle {sig.get('bundle', '')} {who} {match} "
+        out.print(f"signature: {shown(sig['kind'])} bundle {shown(sig.get('bundle', ''))} {shown(who)} {match} "
                   "(not verified; use wasmai verify)")
     else:
-        out.print(f"signature: {sig}")
+        out.print(f"signature: {shown(sig)}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import console, run_command
+from wasmai.cli._common import console, run_command, shown
 from wasmai.cli.options import (
     AllowTargetFallbackOpt,
     BundleOpt,
@@ -121,27 +121,27 @@ def _render(result: RunResult, verbose: bool) -> None:
     if result.signature is not None:
         out.print("[green]signature verified[/green]")
     if result.predictions is not None:
-        table = Table(title=f"{result.model} — top {len(result.predictions)}")
+        table = Table(title=f"{shown(result.model)} — top {len(result.predictions)}")
         table.add_column("label")
         table.add_column("index", justify="right")
         table.add_column("score", justify="right")
         for p in result.predictions:
-            table.add_row(p.label, str(p.index), f"{p.score:.4f}")
+            table.add_row(shown(p.label), str(p.index), f"{p.score:.4f}")
     else:
-        table = Table(title=f"{result.model} — outputs")
+        table = Table(title=f"{shown(result.model)} — outputs")
         for col in ("name", "dtype", "shape", "min", "max", "mean", "values"):
             table.add_column(col, justify="right" if col in ("min", "max", "mean") else "left")
         for o in result.outputs or []:
             vals = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in o.values)
-            table.add_row(o.name, o.dtype, str(list(o.shape)), f"{o.min:.4g}", f"{o.max:.4g}",
+            table.add_row(shown(o.name), o.dtype, str(list(o.shape)), f"{o.min:.4g}", f"{o.max:.4g}",
                           f"{o.mean:.4g}", vals)
     out.print(table)
     if verbose:
         cache = "cached load" if result.cache_hit else "cold compile"
-        out.print(f"component {result.component} sha256 {result.sha256[:16]}…")
+        out.print(f"component {shown(result.component)} sha256 {result.sha256[:16]}…")
         out.print(f"{cache} {result.compile_ms:.1f} ms, instantiate {result.instantiate_ms:.1f} ms, "
                   f"load {result.load_ms:.1f} ms, call {result.call_ms:.2f} ms "
-                  f"(onnxruntime run {result.ort_run_ms:.2f} ms on {result.execution_provider})")
+                  f"(onnxruntime run {result.ort_run_ms:.2f} ms on {shown(result.execution_provider)})")
         if result.guest_timings_us:
             out.print("guest: " + ", ".join(f"{k} {v} µs" for k, v in result.guest_timings_us.items()))
         out.print(f"linear memory {result.linear_memory_bytes / 2**20:.1f} MiB")
