@@ -57,10 +57,16 @@ def _remap_flags() -> list[str]:
     return flags
 
 
+#: Code generation flags of every guest: wasm SIMD128 (fixed-width SIMD, a standard part of
+#: WebAssembly 2.0; wasmtime, WasmEdge, wasmer and browsers run it), used by the image guests'
+#: resizer (fast_image_resize's wasm32 kernels) and by LLVM's auto-vectorizer.
+GUEST_RUSTFLAGS = ("-C", "target-feature=+simd128")
+
+
 def cargo_environment(tc: Toolchain) -> dict[str, str]:
     """The full environment for ``cargo component build``: ``os.environ`` without any
-    RUSTFLAGS overrides, plus ``tc.cargo_env()``, the path remapping, the shared
-    ``CARGO_TARGET_DIR`` and plain (non-interactive) cargo output."""
+    RUSTFLAGS overrides, plus ``tc.cargo_env()``, :data:`GUEST_RUSTFLAGS`, the path remapping,
+    the shared ``CARGO_TARGET_DIR`` and plain (non-interactive) cargo output."""
     from wasmai import toolchain as tc_mod
 
     env = {k: v for k, v in os.environ.items()
@@ -68,7 +74,7 @@ def cargo_environment(tc: Toolchain) -> dict[str, str]:
                         "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR")}
     env.update(tc.cargo_env())
     flags_var = f"CARGO_TARGET_{CARGO_TARGET.upper().replace('-', '_')}_RUSTFLAGS"
-    env[flags_var] = " ".join([*env.get(flags_var, "").split(), *_remap_flags()])
+    env[flags_var] = " ".join([*env.get(flags_var, "").split(), *GUEST_RUSTFLAGS, *_remap_flags()])
     env["CARGO_TARGET_DIR"] = str(tc_mod.guest_target_dir())
     env["CARGO_TERM_COLOR"] = "never"
     env["CARGO_TERM_PROGRESS_WHEN"] = "never"

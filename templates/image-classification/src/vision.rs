@@ -4,8 +4,9 @@
 //! 1. decode PNG or JPEG with the `image` crate and convert to 8-bit RGB (alpha is dropped,
 //!    16-bit samples are scaled to 8 bits, grey is replicated);
 //! 2. if `resize_shorter = S`: scale both sides by `S / min(w, h)`, rounded to the nearest
-//!    pixel (halves to even, like Python's `round` in `wasmai.preprocess`), with the Triangle
-//!    (bilinear, antialiasing when shrinking) filter;
+//!    pixel (halves to even, like Python's `round` in `wasmai.preprocess`), with
+//!    `fast_image_resize`'s bilinear convolution (Pillow's `BILINEAR`, antialiasing when
+//!    shrinking; wasm SIMD128 kernels);
 //! 3. an image still smaller than the crop is enlarged to cover it (aspect kept), then centre
 //!    cropped to `crop_height x crop_width` at `((w - cw) / 2, (h - ch) / 2)` (integer division);
 //! 4. channels in RGB or BGR order; channel `c` (in that order) becomes
@@ -16,7 +17,8 @@ use std::cell::Cell;
 use std::io::Cursor;
 use std::time::Instant;
 
-use image::imageops::{self, FilterType};
+use fast_image_resize as fir;
+use image::imageops;
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::bindings::exports::wasmai::inference::image_classification::{Prediction, Timings};
@@ -109,7 +111,8 @@ fn round_half_even(x: f64) -> u64 {
     x.round_ties_even().max(0.0) as u64
 }
 
-/// Resize to `nw x nh` (Triangle filter) unless the image already has that size.
+/// Resize to `nw x nh` (convolution with the bilinear filter, as Pillow's `BILINEAR`:
+/// antialiased when shrinking) unless the image already has that size.
 fn resize_to(image: RgbImage, nw: u64, nh: u64) -> Result<RgbImage, Error> {
     let (w, h) = image.dimensions();
     if nw.saturating_mul(nh).saturating_mul(3) > MAX_ALLOC {
@@ -118,7 +121,14 @@ fn resize_to(image: RgbImage, nw: u64, nh: u64) -> Result<RgbImage, Error> {
     if (nw, nh) == (w as u64, h as u64) {
         return Ok(image);
     }
-    Ok(imageops::resize(&image, nw as u32, nh as u32, FilterType::Triangle))
+    let (nw, nh) = (nw as u32, nh as u32);
+    let internal = |e: &dyn std::fmt::Display| Error::Internal(format!("resize {w}x{h} -> {nw}x{nh}: {e}"));
+    let src =
+        fir::images::Image::from_vec_u8(w, h, image.into_raw(), fir::PixelType::U8x3).map_err(|e| internal(&e))?;
+    let mut dst = fir::images::Image::new(nw, nh, fir::PixelType::U8x3);
+    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
+    fir::Resizer::new().resize(&src, &mut dst, &options).map_err(|e| internal(&e))?;
+    RgbImage::from_raw(nw, nh, dst.into_vec()).ok_or_else(|| internal(&"buffer size"))
 }
 
 /// Resize so the shorter side is `shorter` pixels, aspect ratio kept: both sides are scaled
