@@ -9,8 +9,10 @@ What is measured (all wall-clock times from :func:`time.perf_counter_ns`):
 * **steady state**: ``n`` calls after ``warmup`` calls, one instance, one thread. Reported as
   min, p50, p90, p99, max, mean and sample standard deviation in milliseconds (see
   :func:`summarize`). For each call the host's own ONNX Runtime compute time
-  (``host_stats()["ort_run_ns"]``) is read back, and **host overhead** = call time minus
-  ``ort_run_ns``: what the component boundary, the guest code and wasi-nn cost on top of the model.
+  (``host_stats()["ort_run_ns"]``) is read back. For ``classify`` the guest's own work
+  (**guest work** = its decode + preprocess + postprocess stages from ``last_timings``) is
+  separated, and **host overhead** = call time minus ``ort_run_ns`` minus guest work: what the
+  component boundary, the wasi-nn calls and their copies cost on top of the model.
 * **throughput** (``concurrency`` > 1): ``concurrency`` instances of the same compiled component,
   each driven by its own thread (calls release the GIL), each doing ``n`` calls after its warm-up;
   QPS = total calls / wall time from the common start (a barrier) to the last call's end.
@@ -44,6 +46,7 @@ from typing import Any
 from wasmai.bench.plot import write_plot
 from wasmai.bench.report import BenchReport, ColdStart, Memory, OrtBaseline, Steady, Throughput
 from wasmai.bench.runners import (
+    GUEST_WORK_STAGES,
     STAGES,
     ComponentRunner,
     OrtBaselineRunner,
@@ -217,13 +220,19 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
     wall, ort_ns = comp_runner.wall, comp_runner.ort
     samples = [ms(x) for x in wall]
     steady = Steady(latency_ms=summarize(samples), samples_ms=samples)
-    if len(ort_ns) == len(wall) and ort_ns:
-        steady.ort_run_ms = summarize([ms(x) for x in ort_ns])
-        steady.host_overhead_us = summarize([(w - o) / 1e3 for w, o in zip(wall, ort_ns, strict=True)])
-    else:
-        notes.append("the host did not report ort_run_ns; host overhead not computed")
+    # Per call, in microseconds: guest work = the guest's own decode + preprocess + postprocess
+    # (classify; 0 for infer), host overhead = what remains beyond it and ONNX Runtime's run.
+    guest_us = [0.0] * len(wall)
     if work.mode == "classify":
         steady.stages_us = {s: summarize(v) for s, v in comp_runner.stages.items()}
+        guest_us = [float(sum(t)) for t in zip(*(comp_runner.stages[s] for s in GUEST_WORK_STAGES), strict=True)]
+        steady.guest_work_us = summarize(guest_us)
+    if len(ort_ns) == len(wall) and ort_ns:
+        steady.ort_run_ms = summarize([ms(x) for x in ort_ns])
+        overhead = [(w - o) / 1e3 - g for w, o, g in zip(wall, ort_ns, guest_us, strict=True)]
+        steady.host_overhead_us = summarize(overhead)
+    else:
+        notes.append("the host did not report ort_run_ns; host overhead not computed")
     if baseline_runner is not None:
         baseline = baseline_runner.report(steady.latency_ms.p50)
     hstats = inst.host_stats()

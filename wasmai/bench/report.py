@@ -28,13 +28,15 @@ class ColdStart:
 @dataclass
 class Steady:
     """Single-instance steady state. ``latency_ms``: wall time per call (ms). ``ort_run_ms``: the
-    host's ONNX Runtime compute time per call (ms). ``host_overhead_us``: per-call latency minus
-    ``ort_run`` (microseconds). ``stages_us``: guest-side ``last_timings`` per stage (image
-    components, ``classify`` only; microseconds)."""
+    host's ONNX Runtime compute time per call (ms). ``guest_work_us``: the guest's decode +
+    preprocess + postprocess per call (``classify`` only; microseconds). ``host_overhead_us``:
+    per-call latency minus ``ort_run`` minus guest work (microseconds). ``stages_us``: guest-side
+    ``last_timings`` per stage (image components, ``classify`` only; microseconds)."""
 
     latency_ms: Stats
     ort_run_ms: Stats | None = None
     host_overhead_us: Stats | None = None
+    guest_work_us: Stats | None = None
     stages_us: dict[str, Stats] | None = None
     samples_ms: list[float] = field(default_factory=list)
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: Image pipeline stages, in order, as in the guest's ``last-timings`` record.
 STAGES = ("decode", "preprocess", "inference", "postprocess")
+#: The stages that are the guest's own work (the ``inference`` stage is the wasi-nn call).
+GUEST_WORK_STAGES = ("decode", "preprocess", "postprocess")
 
 
 def ms(ns: int) -> float:

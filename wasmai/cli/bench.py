@@ -223,8 +223,9 @@ def render(report: BenchReport) -> None:
     if base.available:
         row(lat, "native onnxruntime", base.latency_ms)
     con.print(lat)
-    parts = table("per call (us); host overhead = call time - ORT run in host")
+    parts = table("per call (us); host overhead = call time - ORT run in host - guest work")
     row(parts, "host overhead", st.host_overhead_us)
+    row(parts, "guest work", st.guest_work_us)
     for stage, s in (st.stages_us or {}).items():
         row(parts, f"guest {stage}", s)
     for stage, s in ((base.stages_us or {}).items() if base.available else ()):
