@@ -871,7 +871,7 @@ def pull(reference: str, output: str | os.PathLike[str] | None = None, *, auth: 
     title = Path(resolved.annotations.get(ANNOTATION_TITLE) or "").name
     default_name = title if title.endswith(".wasm") else ref.repository.rsplit("/", 1)[-1] + ".wasm"
     out = Path(output) if output is not None else Path(default_name)
-    if out.is_dir():
+    if out.is_dir() or str(output).endswith(("/", os.sep)):
         out = out / default_name
     _copy(resolved.component, out)
     bundles, _ = _fetch_bundles(session, resolved.digest)

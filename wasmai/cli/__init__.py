@@ -32,9 +32,12 @@ COMMANDS = [
     ("keygen", "sign"),
     ("sign", "sign"),
     ("verify", "sign"),
+    ("push", "oci"),
+    ("pull", "oci"),
     ("run", "run"),
     ("bench", "bench"),
     ("inspect", "inspect"),
+    ("serve", "serve"),
     ("doctor", "doctor"),
 ]
 

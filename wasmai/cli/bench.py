@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wasmai.cli._common import console, run_command, shown
+from wasmai.cli.oci import COMPONENT_HELP, component_target
 from wasmai.cli.options import (
     INPUT_PANEL,
     AllowTargetFallbackOpt,
@@ -24,18 +25,21 @@ from wasmai.cli.options import (
     InheritStdioOpt,
     InputOpt,
     InputsOpt,
+    InsecureOpt,
     JsonOpt,
     KeyOpt,
     MaxGraphsOpt,
     MaxMemoryOpt,
     MaxTensorBytesOpt,
     OfflineOpt,
+    PasswordStdinOpt,
     PolicyFileOpt,
     StagingOpt,
     TimeoutOpt,
     TopKOpt,
     TrustConfigOpt,
     TrustedRootOpt,
+    UsernameOpt,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +50,7 @@ MEASURE_PANEL = "Measurement"
 
 
 def bench(
-    component: Annotated[Path, typer.Argument(help="The component (.wasm) to benchmark.")],
+    component: Annotated[str, typer.Argument(help=f"The component (.wasm) to benchmark, or {COMPONENT_HELP}.")],
     image: ImageOpt = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
@@ -100,6 +104,9 @@ def bench(
     offline: OfflineOpt = False,
     policy: PolicyFileOpt = None,
     bundle: BundleOpt = None,
+    insecure: InsecureOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Benchmark a component: cold start, steady-state latency percentiles, throughput, memory, and the
@@ -117,6 +124,9 @@ def bench(
 
     [dim]# your own tensors, a latency histogram and the JSON report[/dim]
     wasmai bench model.wasm --inputs inputs.npz --plot latency.png --json > report.json
+
+    [dim]# a pushed component by digest, its attached signature verified first[/dim]
+    wasmai bench oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --random
     """
 
     def work() -> BenchReport:
@@ -137,11 +147,14 @@ def bench(
             github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
             trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
         arrays = load_arrays(input_, inputs) if (input_ or inputs is not None) else None
+        path, signature, pulled_graphs = component_target(component, policy=verify_policy, bundle=bundle,
+                                                          insecure=insecure, username=username,
+                                                          password_stdin=password_stdin)
         opts = BenchOptions(
-            component=component, image=image, inputs=arrays, random=random, dims=dims, seed=seed, n=n,
+            component=path, image=image, inputs=arrays, random=random, dims=dims, seed=seed, n=n,
             warmup=warmup, concurrency=concurrency, threads=threads, ort_baseline=native, model=model,
-            top_k=top_k, graphs=graphs, allow_target_fallback=allow_target_fallback, sandbox=sandbox,
-            policy=verify_policy, bundle=bundle, plot=plot)
+            top_k=top_k, graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
+            sandbox=sandbox, policy=verify_policy, bundle=signature, plot=plot)
         return run_bench(opts, progress=None if json_out else _progress())
 
     run_command(work, json_out=json_out, render=render)

@@ -105,3 +105,17 @@ PolicyFileOpt = Annotated[Path | None, typer.Option(
     help="A TOML policy file (the options above override it).")]
 BundleOpt = Annotated[Path | None, typer.Option(
     "--bundle", rich_help_panel=POLICY_PANEL, help="Signature bundle (default: COMPONENT.sigstore.json).")]
+
+# --- OCI registries: `push`, `pull`, and `oci://` references in `verify`, `run`, `bench`, `sign` ---
+
+REGISTRY_PANEL = "Registry (oci:// references)"
+
+InsecureOpt = Annotated[bool, typer.Option(
+    "--insecure", rich_help_panel=REGISTRY_PANEL,
+    help="Plain HTTP to a registry on this machine (localhost, 127.0.0.1, [::1] only; default: HTTPS with "
+    "certificate verification).")]
+UsernameOpt = Annotated[str | None, typer.Option(
+    "--username", rich_help_panel=REGISTRY_PANEL,
+    help="Registry user name, with --password-stdin (default: REGISTRY_AUTH_FILE, ~/.docker/config.json).")]
+PasswordStdinOpt = Annotated[bool, typer.Option(
+    "--password-stdin", rich_help_panel=REGISTRY_PANEL, help="Read the registry password from standard input.")]

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from wasmai.cli._common import console, run_command, shown
+from wasmai.cli.oci import COMPONENT_HELP, component_target
 from wasmai.cli.options import (
     AllowTargetFallbackOpt,
     BundleOpt,
@@ -23,18 +23,21 @@ from wasmai.cli.options import (
     InheritStdioOpt,
     InputOpt,
     InputsOpt,
+    InsecureOpt,
     JsonOpt,
     KeyOpt,
     MaxGraphsOpt,
     MaxMemoryOpt,
     MaxTensorBytesOpt,
     OfflineOpt,
+    PasswordStdinOpt,
     PolicyFileOpt,
     StagingOpt,
     TimeoutOpt,
     TopKOpt,
     TrustConfigOpt,
     TrustedRootOpt,
+    UsernameOpt,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 
 
 def run(
-    component: Annotated[Path, typer.Argument(help="The component (.wasm) to run.")],
+    component: Annotated[str, typer.Argument(help=f"The component (.wasm) to run, or {COMPONENT_HELP}.")],
     image: ImageOpt = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
@@ -67,6 +70,9 @@ def run(
     offline: OfflineOpt = False,
     policy: PolicyFileOpt = None,
     bundle: BundleOpt = None,
+    insecure: InsecureOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show timings and host details.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -85,6 +91,9 @@ def run(
 
     [dim]# a component that loads its graph by name from the host[/dim]
     wasmai run model.wasm --inputs inputs.npz --graph mlp=mlp.onnx --json
+
+    [dim]# a pushed component by digest: the attached signature must verify under the policy[/dim]
+    wasmai run oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --image cat.png
     """
     if image is not None and (input_ or inputs is not None):
         raise typer.BadParameter("give --image or --input/--inputs, not both")
@@ -106,9 +115,12 @@ def run(
             github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
             trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
         arrays = None if image is not None else load_arrays(input_, inputs)
-        return run_component(component, image=image, inputs=arrays, top_k=top_k, graphs=graphs,
+        path, signature, pulled_graphs = component_target(component, policy=verify_policy, bundle=bundle,
+                                                          insecure=insecure, username=username,
+                                                          password_stdin=password_stdin)
+        return run_component(path, image=image, inputs=arrays, top_k=top_k, graphs={**pulled_graphs, **graphs},
                              allow_target_fallback=allow_target_fallback, sandbox=sandbox,
-                             policy=verify_policy, bundle=bundle)
+                             policy=verify_policy, bundle=signature)
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
 

@@ -9,24 +9,29 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from wasmai.cli._common import console, run_command
+from wasmai.cli.oci import COMPONENT_HELP, registry_auth
 from wasmai.cli.options import (
     BundleOpt,
     CertIdentityOpt,
     CertOidcIssuerOpt,
     GithubRefOpt,
     GithubRepositoryOpt,
+    InsecureOpt,
     JsonOpt,
     KeyOpt,
     OfflineOpt,
+    PasswordStdinOpt,
     PolicyFileOpt,
     StagingOpt,
     TrustConfigOpt,
     TrustedRootOpt,
+    UsernameOpt,
 )
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from wasmai.oci import Resolved, SignReferenceResult
     from wasmai.sign import KeyPair, SignResult, VerifyResult
 
 
@@ -72,7 +77,8 @@ def keygen(
 
 
 def sign(
-    component: Annotated[Path, typer.Argument(help="The .wasm component (or any file) to sign.")],
+    component: Annotated[str, typer.Argument(help=f"The .wasm component (or any file) to sign, or {COMPONENT_HELP} "
+                                             "(the bundle is attached to it as a referrer).")],
     key: Annotated[Path | None, typer.Option(
         "--key", help="Sign with this ECDSA PEM private key (air-gapped, no Sigstore; "
         "passphrase in WASMAI_KEY_PASSWORD).")] = None,
@@ -84,6 +90,9 @@ def sign(
     staging: Annotated[bool, typer.Option("--staging", help="Use Sigstore's staging instance.")] = False,
     bundle: Annotated[Path | None, typer.Option(
         "--bundle", help="Bundle path (default COMPONENT.sigstore.json).")] = None,
+    insecure: InsecureOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Sign a component: keyless with Sigstore (default) or with --key; writes a detached Sigstore bundle.
@@ -98,7 +107,11 @@ def sign(
 
     [dim]# keyless against Sigstore's staging instance, bundle written elsewhere[/dim]
     wasmai sign model.wasm --staging --bundle dist/model.sigstore.json
+
+    [dim]# a pushed component: sign the bytes its digest names and attach the bundle as a referrer[/dim]
+    wasmai sign oci://ghcr.io/acme/model:1.0 --key keys/wasmai.key
     """
+    from wasmai.oci import is_oci_reference
     from wasmai.sign import sign_component
 
     _quiet_sigstore()
@@ -112,13 +125,31 @@ def sign(
             _say(out, f"key sha256:{res.key_fingerprint}")
         _say(out, f"bundle {res.bundle}")
 
-    run_command(lambda: sign_component(component, key=key, identity_token=identity_token,
+    if is_oci_reference(component):
+        from wasmai.oci import sign_reference
+
+        if bundle is not None:
+            raise typer.BadParameter("--bundle is for files: a pushed component's bundle is attached to it")
+
+        def work_oci() -> SignReferenceResult:
+            return sign_reference(component, key=key, identity_token=identity_token, trust_config=trust_config,
+                                  staging=staging, auth=registry_auth(username, password_stdin), insecure=insecure)
+
+        def render_oci(res: SignReferenceResult) -> None:
+            render(res.sign)
+            _say(console(), f"attached to {res.pinned} as referrer {res.attached['digest']} "
+                            f"({res.attached['indexed_by']})")
+
+        run_command(work_oci, json_out=json_out, render=render_oci)
+        return
+
+    run_command(lambda: sign_component(Path(component), key=key, identity_token=identity_token,
                                        trust_config=trust_config, staging=staging, bundle=bundle),
                 json_out=json_out, render=render)
 
 
 def verify(
-    component: Annotated[Path, typer.Argument(help="The component to verify.")],
+    component: Annotated[str, typer.Argument(help=f"The component to verify, or {COMPONENT_HELP}.")],
     key: KeyOpt = None,
     cert_identity: CertIdentityOpt = None,
     cert_oidc_issuer: CertOidcIssuerOpt = None,
@@ -130,6 +161,9 @@ def verify(
     offline: OfflineOpt = False,
     policy_file: PolicyFileOpt = None,
     bundle: BundleOpt = None,
+    insecure: InsecureOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a component's signature and signer. A policy is required: --key, --cert-identity with
@@ -148,25 +182,41 @@ def verify(
 
     [dim]# the policy in a TOML file (VerificationPolicy field names)[/dim]
     wasmai verify model.wasm --policy policy.toml --json
+
+    [dim]# a pushed component: the tag resolved once, the signatures attached to that digest[/dim]
+    wasmai verify oci://ghcr.io/acme/model:1.0 --key keys/wasmai.pub
     """
+    from wasmai.oci import is_oci_reference
     from wasmai.sign import VerificationPolicy, policy_from_options, verify_component
 
     _quiet_sigstore()
 
-    def work() -> VerifyResult:
+    def work() -> VerifyResult | Resolved:
         policy = policy_from_options(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
                                      github_repository=github_repository, github_ref=github_ref,
                                      trust_config=trust_config, trusted_root=trusted_root, staging=staging,
                                      offline=offline, policy=policy_file)
         # No option at all: the empty policy, which verify_component refuses ("no verification policy").
-        return verify_component(component, policy or VerificationPolicy(), bundle=bundle)
+        if is_oci_reference(component):
+            from wasmai.oci import resolve_component
 
-    def render(res: VerifyResult) -> None:
+            return resolve_component(component, policy=policy or VerificationPolicy(), bundle=bundle,
+                                     auth=registry_auth(username, password_stdin), insecure=insecure)
+        return verify_component(Path(component), policy or VerificationPolicy(), bundle=bundle)
+
+    def render(result: VerifyResult | Resolved) -> None:
         from rich.markup import escape
 
+        from wasmai.oci import Resolved
+
+        if isinstance(result, Resolved):
+            res, name = result.verified, result.pinned
+            assert res is not None  # resolve_component with a policy returns only what verified
+        else:
+            res, name = result, str(result.component)
         who = (f"{res.identity} ({res.issuer}), log index {res.log_index}" if res.kind == "keyless"
                else f"key sha256:{res.key_fingerprint}")
-        console().print(f"[green]verified[/] {escape(f'{res.component} (sha256 {res.digest}) signed by {who}')}",
+        console().print(f"[green]verified[/] {escape(f'{name} (sha256 {res.digest}) signed by {who}')}",
                         soft_wrap=True)
 
     run_command(work, json_out=json_out, render=render)
