@@ -48,12 +48,17 @@ class ComponentError(WasmaiError):
     ``code`` is a short machine-readable reason: compile, link, instantiate, trap, timeout,
     memory-limit (a trap or failed instantiation after the host refused to grow linear memory),
     dead (used after a trap), busy (used from two threads), unsupported, argument (bad
-    :meth:`Instance.call_export` arguments), config, onnxruntime, native, host-panic.
+    :meth:`Instance.call_export` arguments), config, onnxruntime, native, host-panic, crash
+    (native code died in a :mod:`wasmai.worker` process).
     """
 
     def __init__(self, message: str, code: str = "component") -> None:
         super().__init__(message)
         self.code = code
+
+    def __reduce__(self) -> tuple[type[ComponentError], tuple[str, str]]:
+        # Pickled with its code (it crosses from a wasmai.worker process).
+        return (type(self), (str(self), self.code))
 
 
 class InferenceError(WasmaiError):
@@ -66,6 +71,9 @@ class InferenceError(WasmaiError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+    def __reduce__(self) -> tuple[type[InferenceError], tuple[str, str]]:
+        return (type(self), (self.code, self.message))
 
 
 @dataclass

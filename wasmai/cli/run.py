@@ -105,6 +105,7 @@ def run(
         from wasmai.runtime import run_component
         from wasmai.sandbox import SandboxOptions
         from wasmai.sign import policy_from_options
+        from wasmai.worker import in_worker
 
         sandbox = SandboxOptions.from_options(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
                                               max_memory_mb=max_memory, timeout_s=timeout,
@@ -118,9 +119,10 @@ def run(
         path, signature, pulled_graphs = component_target(component, policy=verify_policy, bundle=bundle,
                                                           insecure=insecure, username=username,
                                                           password_stdin=password_stdin)
-        return run_component(path, image=image, inputs=arrays, top_k=top_k, graphs={**pulled_graphs, **graphs},
-                             allow_target_fallback=allow_target_fallback, sandbox=sandbox,
-                             policy=verify_policy, bundle=signature)
+        # In a forked worker: a graph that crashes ONNX Runtime ends the worker, not this command.
+        return in_worker(run_component, path, image=image, inputs=arrays, top_k=top_k,
+                         graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
+                         sandbox=sandbox, policy=verify_policy, bundle=signature)
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
 
