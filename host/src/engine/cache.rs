@@ -30,6 +30,33 @@ impl Cache {
         Self { dir }
     }
 
+    /// `<cache folder>/no-external-data`: an empty folder (created 0700) that ONNX Runtime
+    /// resolves the external-data paths of guest graphs against, so that they find nothing.
+    /// Errors (`Fault::Config`): it cannot be created, is not a folder of this user with mode
+    /// 0700, or is not empty.
+    pub fn empty_dir(&self) -> Result<PathBuf, Error> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+
+        let dir = self.dir.join("no-external-data");
+        let config = |m: String| Error::new(Fault::Config, format!("{}: {m}", dir.display()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| config(format!("cannot create: {e}")))?;
+        let meta = std::fs::symlink_metadata(&dir).map_err(|e| config(e.to_string()))?;
+        if !meta.is_dir()
+            || meta.uid() != rustix::process::geteuid().as_raw()
+            || meta.permissions().mode() & 0o777 != 0o700
+        {
+            return Err(config("must be a folder of this user with mode 0700".into()));
+        }
+        if std::fs::read_dir(&dir).map_err(|e| config(e.to_string()))?.next().is_some() {
+            return Err(config("must be empty (graphs loaded by guests resolve external data there)".into()));
+        }
+        Ok(dir)
+    }
+
     /// Compile `bytes`, or load their cached compilation.
     pub fn compile(&self, engine: &Engine, bytes: &[u8]) -> Result<Compiled, Error> {
         self.compile_started(engine, bytes, Instant::now())

@@ -71,7 +71,9 @@ impl Drop for HostEngine {
 }
 
 impl HostEngine {
-    pub fn new(settings: Settings) -> Result<Self, Error> {
+    pub fn new(mut settings: Settings) -> Result<Self, Error> {
+        let cache = Cache::new(settings.cache_dir);
+        settings.nn.options.no_external_data_dir = cache.empty_dir()?;
         let engine_err = |e: wasmtime::Error| Error::new(Fault::Engine, format!("{e:#}"));
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -100,7 +102,7 @@ impl HostEngine {
             engine,
             linker,
             nn: Arc::new(settings.nn),
-            cache: Cache::new(settings.cache_dir),
+            cache,
             memory_limit_bytes: settings.memory_limit_bytes,
             timeout: settings.timeout,
             ticker_stop,

@@ -2,7 +2,7 @@
 //! `BackendInner` / `BackendGraph`). The glue matches and checks inputs ([`super::check_inputs`])
 //! and enforces the quota; a backend loads graphs and runs them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::quota::Limits;
@@ -10,13 +10,17 @@ use super::{CheckedInput, Error, IoSpec, Tensor};
 use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 
 /// Session settings the host passes to every backend.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Intra-op threads per graph; 0 = the framework's default.
     pub intra_op_threads: usize,
     /// Run a gpu/tpu execution target on the CPU when the framework has no such device
     /// (otherwise `unsupported-operation`).
     pub allow_target_fallback: bool,
+    /// An empty folder only the host's user can write (0700): where a backend that resolves a
+    /// graph's external-data paths against a folder is pointed for graphs a guest loads, so they
+    /// resolve to nothing (`engine::cache::Cache::empty_dir`).
+    pub no_external_data_dir: PathBuf,
 }
 
 /// One ML framework.
@@ -25,14 +29,17 @@ pub trait Backend: Send + Sync {
     fn encoding(&self) -> GraphEncoding;
     /// Whether `bytes` look like a graph of this encoding (for `autodetect`).
     fn detect(&self, bytes: &[u8]) -> bool;
-    /// Load a graph from its builders (the bytes the guest passed to `graph.load`).
+    /// Load a graph from its builders (the bytes the guest passed to `graph.load`). The graph
+    /// must be self-contained: a backend refuses (`invalid-argument`) anything that would read
+    /// other files.
     fn load(
         &self,
         builders: &[Vec<u8>],
         target: ExecutionTarget,
         options: &Options,
     ) -> Result<Arc<dyn BackendGraph>, Error>;
-    /// Load a graph registered by the host from its file (for `load-by-name`).
+    /// Load a graph registered by the host from its file (for `load-by-name`); files it
+    /// references must lie in the graph file's own folder.
     fn load_file(&self, path: &Path, options: &Options) -> Result<Arc<dyn BackendGraph>, Error>;
 }
 

@@ -4,7 +4,8 @@
 //!   (the store's [`WasiNnCtx`] and resource table) and knows nothing of any framework.
 //! * [`backend`]: the [`backend::Backend`] / [`backend::BackendGraph`] traits a framework
 //!   implements; [`onnx`] is ONNX Runtime. A second backend (OpenVINO, a GPU build) is a new
-//!   module registered in [`WasiNnConfig::new`]; the glue does not change.
+//!   module registered in [`WasiNnConfig::new`]; the glue does not change. [`onnx_check`] finds
+//!   externally stored tensors in ONNX bytes before ONNX Runtime sees them.
 //! * [`registry`]: graphs registered by name for `load-by-name`, loaded once and shared.
 //! * [`quota`]: the sandbox's wasi-nn limits (tensor bytes, live graphs per instance).
 //!
@@ -13,6 +14,7 @@
 
 pub mod backend;
 pub mod onnx;
+pub mod onnx_check;
 pub mod quota;
 pub mod registry;
 pub mod wit;

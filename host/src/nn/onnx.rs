@@ -7,7 +7,7 @@
 //! so fp16/bf16 need no conversion. Nothing here panics on guest input.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Component, Path};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use ort::session::{Session, SessionInputValue, SessionInputs};
 use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
 
 use super::backend::{Backend, BackendGraph, Computed, Options};
+use super::onnx_check::{external_tensors, ExternalTensor};
 use super::quota::Limits;
 use super::{CheckedInput, Error, IoSpec, Tensor};
 use crate::bindings::wasi::nn::errors::ErrorCode;
@@ -113,10 +114,53 @@ fn io_specs(outlets: &[ort::value::Outlet]) -> Vec<IoSpec> {
         .collect()
 }
 
+/// Session config key: the model format ONNX Runtime parses (`ONNX` or `ORT`); set to `ONNX` so
+/// bytes are never read as an ORT-format flatbuffer (onnxruntime_session_options_config_keys.h,
+/// `kOrtSessionOptionsConfigLoadModelFormat`).
+const LOAD_MODEL_FORMAT: &str = "session.load_model_format";
+
+/// Session config key: the folder ONNX Runtime resolves external-data locations against for a
+/// model loaded from memory (otherwise the process's current directory)
+/// (`kOrtSessionOptionsModelExternalInitializersFileFolderPath`, ONNX Runtime >= 1.21).
+const EXTERNAL_DATA_FOLDER: &str = "session.model_external_initializers_file_folder_path";
+
 /// Looks like a serialized ONNX ModelProto: protobuf field 1 (`ir_version`, varint) comes first,
 /// which every ONNX serializer writes (fields are emitted in field-number order).
 fn looks_like_onnx(bytes: &[u8]) -> bool {
     bytes.len() > 2 && bytes[0] == 0x08
+}
+
+/// `invalid-encoding` unless `bytes` look like an ONNX ModelProto.
+fn check_onnx(bytes: &[u8]) -> Result<(), Error> {
+    if looks_like_onnx(bytes) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::InvalidEncoding,
+        format!("graph is not an ONNX model ({} bytes; an ONNX ModelProto starts with 0x08)", bytes.len()),
+    ))
+}
+
+/// A registered graph file's external tensor must name a file inside the model's own folder
+/// (`folder`, canonical): a relative path without `..`, not ONNX Runtime's in-memory address form
+/// (`*/_ORT_MEM_ADDR_/*`), that still resolves inside `folder` once symlinks are followed.
+/// Otherwise `invalid-argument` naming the tensor.
+fn check_beside(t: &ExternalTensor, folder: &Path) -> Result<(), Error> {
+    let refuse = |why: &str| Error::invalid(format!("{}: {why}", t.describe()));
+    let location = t.location.as_deref().ok_or_else(|| refuse("external data without a location"))?;
+    if location.contains("_ORT_MEM_ADDR_") {
+        return Err(refuse("in-memory external data addresses are refused"));
+    }
+    let relative = Path::new(location);
+    if location.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(refuse("the location must be a path inside the model's folder (no absolute path, no '..')"));
+    }
+    let target = std::fs::canonicalize(folder.join(relative))
+        .map_err(|e| Error::new(ErrorCode::NotFound, format!("{}: {e}", t.describe())))?;
+    if !target.starts_with(folder) {
+        return Err(refuse("the location resolves outside the model's folder (through a symlink)"));
+    }
+    Ok(())
 }
 
 /// The ONNX Runtime backend.
@@ -137,16 +181,32 @@ impl Backend for OnnxBackend {
         target: ExecutionTarget,
         options: &Options,
     ) -> Result<Arc<dyn BackendGraph>, Error> {
-        match builders {
-            [bytes] => Ok(Arc::new(OnnxGraph::load(bytes, target, options)?)),
-            _ => Err(Error::invalid(format!("an ONNX graph is one builder, got {}", builders.len()))),
+        let bytes = match builders {
+            [bytes] => bytes,
+            _ => return Err(Error::invalid(format!("an ONNX graph is one builder, got {}", builders.len()))),
+        };
+        check_onnx(bytes)?;
+        if let Some(t) = external_tensors(bytes)?.first() {
+            return Err(Error::invalid(format!(
+                "{} is stored outside the graph: a graph loaded through wasi-nn must carry all its bytes \
+                 (external data is refused)",
+                t.describe()
+            )));
         }
+        Ok(Arc::new(OnnxGraph::load(bytes, target, options, &options.no_external_data_dir)?))
     }
 
     fn load_file(&self, path: &Path, options: &Options) -> Result<Arc<dyn BackendGraph>, Error> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())))?;
-        Ok(Arc::new(OnnxGraph::load(&bytes, ExecutionTarget::Cpu, options)?))
+        let not_found =
+            |e: std::io::Error| Error::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display()));
+        let file = std::fs::canonicalize(path).map_err(not_found)?;
+        let folder = file.parent().ok_or_else(|| Error::invalid(format!("{} has no folder", file.display())))?;
+        let bytes = std::fs::read(&file).map_err(not_found)?;
+        check_onnx(&bytes)?;
+        for t in external_tensors(&bytes)? {
+            check_beside(&t, folder)?;
+        }
+        Ok(Arc::new(OnnxGraph::load(&bytes, ExecutionTarget::Cpu, options, folder)?))
     }
 }
 
@@ -160,16 +220,18 @@ pub struct OnnxGraph {
 }
 
 impl OnnxGraph {
-    /// Create an ONNX Runtime session for `bytes` on `target`. A gpu target without a GPU
+    /// Create an ONNX Runtime session for the ONNX (never ORT-format) model `bytes` on `target`,
+    /// resolving external data only inside `external_data_dir` (the model's own folder for a
+    /// registered file, an empty private folder for a guest's bytes). A gpu target without a GPU
     /// execution provider is `unsupported-operation` unless `options.allow_target_fallback`.
-    fn load(bytes: &[u8], target: ExecutionTarget, options: &Options) -> Result<Self, Error> {
-        if !looks_like_onnx(bytes) {
-            return Err(Error::new(
-                ErrorCode::InvalidEncoding,
-                format!("graph is not an ONNX model ({} bytes; an ONNX ModelProto starts with 0x08)", bytes.len()),
-            ));
-        }
+    fn load(bytes: &[u8], target: ExecutionTarget, options: &Options, external_data_dir: &Path) -> Result<Self, Error> {
+        let dir = external_data_dir
+            .to_str()
+            .ok_or_else(|| Error::runtime(format!("{} is not UTF-8", external_data_dir.display())))?;
         let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
+        for (key, value) in [(LOAD_MODEL_FORMAT, "ONNX"), (EXTERNAL_DATA_FOLDER, dir)] {
+            builder = builder.with_config_entry(key, value).map_err(|e| ort_err(key, e))?;
+        }
         if options.intra_op_threads > 0 {
             builder =
                 builder.with_intra_threads(options.intra_op_threads).map_err(|e| ort_err("intra-op threads", e))?;

@@ -64,7 +64,8 @@ impl NativeHost {
                 .map_err(|e| Error::new(Fault::Config, format!("timeout: {e}")))?;
             let nn = WasiNnConfig::new(
                 graphs.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect(),
-                Options { intra_op_threads, allow_target_fallback },
+                // The empty folder is set by HostEngine::new (it lives in the cache folder).
+                Options { intra_op_threads, allow_target_fallback, no_external_data_dir: PathBuf::new() },
                 Limits { max_tensor_bytes, max_graphs },
             );
             let grants = Grants {

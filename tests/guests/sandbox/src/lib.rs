@@ -1,12 +1,13 @@
 //! Sandbox probe for the wasmai host tests: a trivial `tensor-model` (metadata and a model with
-//! no graph) plus exports that try the file system, the environment, stdout, CPU time, memory
-//! and wasi-nn graph loading, so the tests can check what the host allows.
+//! no graph) plus exports that try the file system, the environment, stdout, CPU time, memory,
+//! wasi-nn graph loading (by name, or from bytes the test crafts) and TCP connections, so the
+//! tests can check what the host allows.
 #[allow(warnings)]
 mod bindings;
 
 use bindings::exports::wasmai::inference::{metadata, model};
 use bindings::wasi::nn::errors::ErrorCode;
-use bindings::wasi::nn::graph;
+use bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use bindings::wasmai::inference::types::{Error, ModelInfo, Tensor};
 
 struct Probe;
@@ -55,6 +56,19 @@ impl bindings::Guest for Probe {
             }
         }
         Ok(graphs.len() as u32)
+    }
+
+    fn load_graph_bytes(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        let failed = |e: bindings::wasi::nn::errors::Error| format!("{}: {}", code_name(e.code()), e.data());
+        let g = graph::load(&[bytes], GraphEncoding::Onnx, ExecutionTarget::Cpu).map_err(failed)?;
+        let ctx = g.init_execution_context().map_err(failed)?;
+        let outputs = ctx.compute(Vec::new()).map_err(failed)?;
+        let (_, first) = outputs.into_iter().next().ok_or_else(|| "the graph has no output".to_string())?;
+        Ok(first.data())
+    }
+
+    fn connect_tcp(address: String) -> Result<(), String> {
+        std::net::TcpStream::connect(address.as_str()).map(drop).map_err(|e| e.to_string())
     }
 }
 

@@ -1,0 +1,164 @@
+"""The sandbox against a hostile component (issue 12): graphs that try to read host files through
+ONNX external data, sockets, the shared ONNX Runtime thread pool, a poisoned compiled-code cache
+and an ONNX Runtime run that never ends.
+
+Every graph is crafted with the ``onnx`` package and handed to wasi-nn by a real component, the
+sandbox probe (tests/guests/sandbox, built by ``cargo component``), through its
+``load-graph-bytes`` export (wasi-nn ``graph.load`` + ``compute`` with no inputs; the first
+output's bytes, or ``"<error-code>: <message>"``)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from wasmai.host import Host
+
+# The probe guest and the session's compiled-code cache, built once by test_sandbox's fixtures.
+from test_sandbox import cache_dir, probe  # noqa: F401
+
+SECRET = b"host-only secret: ssh-ed25519 AAAAC3Nza"
+OPSET = 17
+IR_VERSION = 9
+
+
+# --- crafted graphs ------------------------------------------------------------------------------
+
+def _external(name: str, location: str = "secret.txt", length: int = len(SECRET)) -> TensorProto:
+    """A u8 tensor of ``length`` bytes whose data is stored in the file ``location``."""
+    t = TensorProto()
+    t.name, t.data_type = name, TensorProto.UINT8
+    t.dims.append(length)
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    return t
+
+
+def _model(nodes, initializers=(), sparse=(), length: int = len(SECRET)) -> bytes:
+    out = helper.make_tensor_value_info("y", TensorProto.UINT8, [length])
+    graph = helper.make_graph(nodes, "main", [], [out], list(initializers), sparse_initializer=list(sparse))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    return model.SerializeToString()
+
+
+def top_level_initializer() -> bytes:
+    return _model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w")])
+
+
+def constant_node() -> bytes:
+    return _model([helper.make_node("Constant", [], ["c"], name="leak", value=_external("in-constant")),
+                   helper.make_node("Identity", ["c"], ["y"])])
+
+
+def if_branch() -> bytes:
+    def branch(name: str, tensor: TensorProto) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.UINT8, [len(SECRET)])
+        return helper.make_graph([helper.make_node("Constant", [], [f"{name}_out"], value=tensor)], name, [], [out])
+
+    inline = numpy_helper.from_array(np.zeros(len(SECRET), np.uint8), "zeros")
+    return _model([helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(True), "t")),
+                   helper.make_node("If", ["cond"], ["y"], name="choose",
+                                    then_branch=branch("then", _external("in-branch")),
+                                    else_branch=branch("else", inline))])
+
+
+def sparse_initializer() -> bytes:
+    values = _external("sparse-values", length=len(SECRET))
+    indices = numpy_helper.from_array(np.arange(len(SECRET), dtype=np.int64), "sparse-indices")
+    sparse = helper.make_sparse_tensor(values, indices, [len(SECRET)])
+    return _model([helper.make_node("Identity", ["sparse-values"], ["y"])], sparse=[sparse])
+
+
+def inline_initializer() -> bytes:
+    data = np.frombuffer(b"inline bytes are fine, 38 bytes long!!", np.uint8)
+    return _model([helper.make_node("Identity", ["w"], ["y"])], initializers=[numpy_helper.from_array(data, "w")],
+                  length=data.size)
+
+
+@pytest.fixture
+def secret_cwd(tmp_path, monkeypatch) -> Path:
+    """The process's current directory holds ``secret.txt`` (what ONNX Runtime resolves an
+    external-data location of a graph loaded from memory against, by default)."""
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _instance(probe: Path, cache_dir: Path, **kwargs):
+    host = Host(cache_dir=cache_dir, **kwargs)
+    return host, host.instantiate(host.load_component(probe))
+
+
+# --- finding 1: host files through ONNX external data --------------------------------------------
+
+def test_the_installed_onnxruntime_reads_the_secret_when_asked(secret_cwd):
+    """The vector is real: the installed ONNX Runtime, given these bytes from memory, returns the
+    file's bytes (so the host's refusal below is what protects the file)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(top_level_initializer(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {})[0].tobytes() == SECRET
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("graph", "tensor", "place"), [
+    (top_level_initializer, "w", "graph 'main' > initializer"),
+    (constant_node, "in-constant", "graph 'main' > node 'leak' (Constant) > attribute 'value' > tensor"),
+    (if_branch, "in-branch", "node 'choose' (If) > attribute 'then_branch' > graph 'then'"),
+    (sparse_initializer, "sparse-values", "graph 'main' > sparse initializer > values"),
+])
+def test_external_data_is_refused_and_the_secret_never_reaches_the_guest(probe, cache_dir, secret_cwd, graph,
+                                                                          tensor, place):
+    _, inst = _instance(probe, cache_dir)
+    tag, message = inst.call_export("load-graph-bytes", graph())
+    assert tag == "err", message
+    assert message.startswith(f"invalid-argument: tensor '{tensor}' (")
+    assert place in message and "external data 'secret.txt'" in message
+    assert "stored outside the graph" in message
+    assert SECRET.decode() not in message
+
+
+@pytest.mark.slow
+def test_a_self_contained_graph_still_loads_and_runs(probe, cache_dir, secret_cwd):
+    _, inst = _instance(probe, cache_dir)
+    tag, data = inst.call_export("load-graph-bytes", inline_initializer())
+    assert (tag, bytes(data)) == ("ok", b"inline bytes are fine, 38 bytes long!!")
+
+
+@pytest.mark.slow
+def test_registered_graph_reads_external_data_beside_its_file_only(probe, cache_dir, secret_cwd):
+    models = secret_cwd / "models"
+    models.mkdir()
+    (models / "weights.bin").write_bytes(SECRET)
+    beside = models / "beside.onnx"
+    beside.write_bytes(_model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w", "weights.bin")]))
+    # The process's current directory has no weights.bin: this loads only if it resolves beside the file.
+    _, inst = _instance(probe, cache_dir, graphs={"beside": beside})
+    assert inst.call_export("load-graphs", "beside", 1) == ("ok", 1)
+
+    for location in ("../secret.txt", str(secret_cwd / "secret.txt"), "*/_ORT_MEM_ADDR_/*"):
+        escape = models / "escape.onnx"
+        escape.write_bytes(_model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w", location)]))
+        _, inst = _instance(probe, cache_dir, graphs={"escape": escape})
+        tag, message = inst.call_export("load-graphs", "escape", 1)
+        assert tag == "err" and message.startswith("invalid-argument: graph 'escape': tensor 'w' ("), message
+    (models / "link.bin").symlink_to(secret_cwd / "secret.txt")
+    escape.write_bytes(_model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w", "link.bin")]))
+    _, inst = _instance(probe, cache_dir, graphs={"escape": escape})
+    tag, message = inst.call_export("load-graphs", "escape", 1)
+    assert tag == "err" and "outside the model's folder" in message, message
+
+
+@pytest.mark.slow
+def test_malformed_protobuf_is_refused_before_onnxruntime(probe, cache_dir):
+    _, inst = _instance(probe, cache_dir)
+    truncated = top_level_initializer()[:-5]
+    tag, message = inst.call_export("load-graph-bytes", truncated)
+    assert tag == "err" and message.startswith("invalid-encoding: the graph is not a well-formed ONNX protobuf")
