@@ -14,14 +14,35 @@ requests ``shutdown_timeout_s`` to finish.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
+import uvicorn
 from starlette.types import ASGIApp
 
 from wasmai.serve.app import AccessLog, ModelStatus, ServeOptions, ServerState, build_app
 from wasmai.serve.repository import ModelLimits, ModelSource, scan
 
 __all__ = ["ModelLimits", "ModelSource", "ModelStatus", "ServeOptions", "create_app", "scan", "serve"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM/SIGINT end a graceful shutdown with a normal return
+    (exit code 0) instead of re-raising the signal once the server has stopped."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def create_app(options: ServeOptions, on_started: Callable[[list[ModelStatus]], None] | None = None) -> ASGIApp:
@@ -34,8 +55,6 @@ def serve(options: ServeOptions, on_started: Callable[[list[ModelStatus]], None]
     """Serve until SIGTERM/SIGINT on ``options.host``:``options.port`` (uvicorn, one process,
     inference on worker threads). Logs are JSON lines on stderr. Raises WasmaiError when a path
     is wrong (before binding), or when the address cannot be bound."""
-    import uvicorn
-
     from wasmai.errors import WasmaiError
     from wasmai.serve import logs
 
@@ -44,7 +63,7 @@ def serve(options: ServeOptions, on_started: Callable[[list[ModelStatus]], None]
     config = uvicorn.Config(create_app(options, on_started), host=options.host, port=options.port,
                             access_log=False, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=int(max(1, options.shutdown_timeout_s)))
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run()
     if not server.started:
         raise WasmaiError(f"wasmai serve could not start on {options.host}:{options.port} (see the log above)")

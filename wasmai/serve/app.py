@@ -531,6 +531,10 @@ def build_app(state: ServerState) -> Starlette:
             labels = (pool.name, pool.version)
             request.state.model, request.state.version = labels
             body = await read_body(request, pool.limits.max_body_bytes)
+            # A newer version may have replaced the pool while the body arrived: use it.
+            pool = state.pool(name, _version(request))
+            labels = (pool.name, pool.version)
+            request.state.model, request.state.version = labels
             header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
             loaded = pool.loaded
             image_inputs = [IMAGE_INPUT] if _is_classifier(loaded) else []
@@ -591,6 +595,7 @@ def build_app(state: ServerState) -> Starlette:
                 raise ProtocolError(f"top_k must be an integer in 1..{MAX_TOP_K}")
             k = int(raw_k)
             image = await read_body(request, pool.limits.max_body_bytes)
+            pool = state.pool(name, _version(request))
             if not image:
                 raise ProtocolError("the body must be a PNG or JPEG image")
 

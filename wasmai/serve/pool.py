@@ -141,6 +141,7 @@ class InstancePool:
         self._replacing = 0
         self._in_flight = 0
         self._draining = False
+        self._closed = False
         self._drained = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=2 * self.limits.instances + 1,
                                             thread_name_prefix=f"wasmai-{self.name}")
@@ -229,8 +230,8 @@ class InstancePool:
     # --- requests ------------------------------------------------------------------------------
 
     async def _acquire(self) -> Instance:
-        if self._draining:
-            raise Unavailable(f"model {self.name!r} version {self.version} is being unloaded")
+        if self._closed:
+            raise Unavailable(f"model {self.name!r} version {self.version} was unloaded")
         if self._idle:
             return self._idle.popleft()
         if self._live == 0 and self._replacing == 0:
@@ -333,8 +334,9 @@ class InstancePool:
             self._drained.set()
 
     async def drain(self, deadline_s: float) -> bool:
-        """Refuse new requests (queued ones still run), wait up to ``deadline_s`` for the
-        in-flight ones, then drop the instances. Returns True if every request finished."""
+        """Wait up to ``deadline_s`` for the requests in flight (a request that found this pool
+        before a newer version replaced it is still served), then drop the instances and refuse
+        further requests (Unavailable). Returns True if every request finished."""
         self._draining = True
         self._check_drained()
         try:
@@ -342,6 +344,7 @@ class InstancePool:
             finished = True
         except TimeoutError:
             finished = False
+        self._closed = True
         self._idle.clear()
         self._live = 0
         self._executor.shutdown(wait=False, cancel_futures=True)
