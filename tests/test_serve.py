@@ -482,7 +482,7 @@ def test_hot_reload_swaps_versions_without_failed_requests(server, repo):
 
 def test_sigterm_finishes_in_flight_requests_then_exits(server, loop_iterations):
     """Last in this module: it stops the shared server."""
-    n = loop_iterations(0.6)
+    n = loop_iterations(0.4)
     result: list[tuple[int, dict]] = []
     worker = threading.Thread(target=lambda: result.append(post_json(f"{server.url}/v2/models/slow/infer",
                                                                      slow_request(n))[::2]))
