@@ -9,7 +9,10 @@ output's bytes, or ``"<error-code>: <message>"``)."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +165,69 @@ def test_malformed_protobuf_is_refused_before_onnxruntime(probe, cache_dir):
     truncated = top_level_initializer()[:-5]
     tag, message = inst.call_export("load-graph-bytes", truncated)
     assert tag == "err" and message.startswith("invalid-encoding: the graph is not a well-formed ONNX protobuf")
+
+
+# --- finding 6: one ONNX Runtime thread pool, no sockets ----------------------------------------
+
+#: Run in a fresh process (ONNX Runtime's environment and its pool are created once per process):
+#: threads of the process (``/proc/self/task``) before the host, after it and after 5 graphs are
+#: loaded and kept (5 registered graphs = 5 sessions); then a second host asking for another size.
+_THREADS_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[4])
+import onnx_factory as factory
+from wasmai.host import ComponentError, Host
+probe, work, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+count = lambda: len(os.listdir("/proc/self/task"))
+graphs = {f"g{i}": factory.save(factory.identity("fp32"), f"{work}/g{i}.onnx") for i in range(5)}
+start = count()
+host = Host(cache_dir=f"{work}/cache", graphs=graphs, intra_op_threads=threads)
+inst = host.instantiate(host.load_component(probe))
+ready = count()
+for name in graphs:
+    assert inst.call_export("load-graphs", name, 1) == ("ok", 1)
+loaded = count()
+try:
+    Host(cache_dir=f"{work}/cache", intra_op_threads=threads + 1)
+    other = "accepted"
+except ComponentError as e:
+    other = f"{e.code}: {e}"
+Host(cache_dir=f"{work}/cache", intra_op_threads=0)
+print(json.dumps({"start": start, "host": ready, "five_graphs": loaded, "other_size": other}))
+"""
+
+
+def _thread_counts(probe: Path, work: Path, threads: int) -> dict:
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(probe), str(work), str(threads),
+                           str(Path(__file__).parent)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_graphs_share_one_onnxruntime_thread_pool(probe, tmp_path):
+    one = _thread_counts(probe, tmp_path / "one", 1)
+    four = _thread_counts(probe, tmp_path / "four", 4)
+    print(f"threads: intra-op 1 {one}, intra-op 4 {four}")
+    # Loading 5 graphs starts no thread (per-session pools started intra-op - 1 threads each).
+    assert one["five_graphs"] == one["host"] and four["five_graphs"] == four["host"]
+    # The one pool: intra-op 4 = the caller + 3 pool threads, started with the host.
+    assert four["host"] - one["host"] == 3
+    assert four["other_size"].startswith("config: intra-op threads 5: ONNX Runtime's intra-op thread pool is shared")
+    assert "created with 4 threads" in four["other_size"]
+
+
+@pytest.mark.slow
+def test_tcp_connect_is_refused_and_nothing_arrives(probe, cache_dir):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        _, inst = _instance(probe, cache_dir)
+        tag, message = inst.call_export("connect-tcp", f"127.0.0.1:{port}")
+        # Refused at socket creation (before: created, then refused by the address check).
+        assert (tag, message) == ("err", "create-tcp-socket: access-denied")
+        with pytest.raises(TimeoutError):
+            listener.accept()

@@ -1,4 +1,4 @@
-//! The WASI context of an instance: nothing ambient (no arguments, network or stdin; guest
+//! The WASI context of an instance: nothing ambient (no arguments, sockets or stdin; guest
 //! stdout/stderr in bounded in-memory pipes), plus only what the host grants: preopened
 //! directories (read-write or read-only), environment variables, the process's stdio.
 //! The settings are validated once, in Python (`wasmai.sandbox`), before they reach the host.
@@ -41,6 +41,13 @@ impl Grants {
         let captured =
             Captured { stdout: MemoryOutputPipe::new(PIPE_CAPACITY), stderr: MemoryOutputPipe::new(PIPE_CAPACITY) };
         let mut builder = WasiCtx::builder();
+        // wasi:sockets is linked (add_to_linker_sync links all of WASI p2) but denied: no TCP, no
+        // UDP, no name lookup, and every address refused should one of those be allowed later.
+        builder
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
         if self.inherit_stdio {
             builder.inherit_stdout().inherit_stderr();
         } else {

@@ -12,8 +12,6 @@ use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 /// Session settings the host passes to every backend.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Intra-op threads per graph; 0 = the framework's default.
-    pub intra_op_threads: usize,
     /// Run a gpu/tpu execution target on the CPU when the framework has no such device
     /// (otherwise `unsupported-operation`).
     pub allow_target_fallback: bool,

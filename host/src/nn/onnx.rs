@@ -24,25 +24,49 @@ use crate::bindings::wasi::nn::errors::ErrorCode;
 use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::tensor::TensorType;
 
-/// The ONNX Runtime environment shared by every host in the process (ONNX Runtime allows one).
-static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+/// The ONNX Runtime environment shared by every host in the process (ONNX Runtime allows one),
+/// and the intra-op thread count its global pool was asked for (0 = ONNX Runtime's default).
+static ORT_ENV: OnceLock<Result<(ort::environment::Environment, usize), String>> = OnceLock::new();
 
 /// Load ONNX Runtime from `lib_path` (the `libonnxruntime.so.*` inside the Python onnxruntime
-/// wheel) and create the process-wide environment. Later calls return the first result.
-pub fn init(lib_path: &str) -> Result<&'static ort::environment::Environment, String> {
+/// wheel). Later calls keep the first library. Errors: the library cannot be loaded or is older
+/// than the API level this crate is built for (`ort` feature `api-19`).
+pub fn load_library(lib_path: &str) -> Result<(), String> {
+    ort::init_from(lib_path).map(drop).map_err(|e| format!("cannot load ONNX Runtime from {lib_path}: {e}"))
+}
+
+/// Create the process-wide ONNX Runtime environment with ONE global intra-op thread pool of
+/// `intra_op_threads` threads (0 = ONNX Runtime's default, one per physical core; the calling
+/// thread counts as one, so 1 starts no pool thread) and no inter-op pool. Every session runs on
+/// that pool (`ort` disables per-session threads when the environment has a global pool), so
+/// loading a graph starts no thread. Only the first call creates it (ONNX Runtime's environment,
+/// hence its pool, is one per process); every call returns the thread count the pool was
+/// created with.
+///
+/// Errors: the environment cannot be created (the first error is returned again by later calls).
+/// Requires [`load_library`] first.
+pub fn environment(intra_op_threads: usize) -> Result<usize, String> {
     ORT_ENV
         .get_or_init(|| {
-            let builder =
-                ort::init_from(lib_path).map_err(|e| format!("cannot load ONNX Runtime from {lib_path}: {e}"))?;
-            builder.with_name("wasmai").build().map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+            let pool = ort::environment::GlobalThreadPoolOptions::default()
+                .with_intra_threads(intra_op_threads)
+                .and_then(|p| p.with_inter_threads(1))
+                .map_err(|e| format!("cannot configure ONNX Runtime's thread pool: {e}"))?;
+            let env = ort::init()
+                .with_name("wasmai")
+                .with_global_thread_pool(pool)
+                .build()
+                .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+            Ok((env, intra_op_threads))
         })
         .as_ref()
+        .map(|(_, pool)| *pool)
         .map_err(|e| e.clone())
 }
 
 fn env() -> Result<&'static ort::environment::Environment, Error> {
     match ORT_ENV.get() {
-        Some(Ok(env)) => Ok(env),
+        Some(Ok((env, _))) => Ok(env),
         _ => Err(Error::runtime("ONNX Runtime is not initialised")),
     }
 }
@@ -231,10 +255,6 @@ impl OnnxGraph {
         let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
         for (key, value) in [(LOAD_MODEL_FORMAT, "ONNX"), (EXTERNAL_DATA_FOLDER, dir)] {
             builder = builder.with_config_entry(key, value).map_err(|e| ort_err(key, e))?;
-        }
-        if options.intra_op_threads > 0 {
-            builder =
-                builder.with_intra_threads(options.intra_op_threads).map_err(|e| ort_err("intra-op threads", e))?;
         }
         let mut provider = "CPUExecutionProvider".to_string();
         if !matches!(target, ExecutionTarget::Cpu) {

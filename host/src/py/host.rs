@@ -22,7 +22,26 @@ pub struct NativeHost {
 }
 
 fn init_ort(ort_library: &str) -> Result<(), Error> {
-    onnx::init(ort_library).map(|_| ()).map_err(|m| Error::new(Fault::OnnxRuntime, m))
+    onnx::load_library(ort_library).map_err(|m| Error::new(Fault::OnnxRuntime, m))
+}
+
+/// Create (first host) or join ONNX Runtime's process-wide environment and its one intra-op
+/// pool. `Fault::Config` when the pool exists with another explicit size than
+/// `intra_op_threads` (0 accepts any).
+fn join_thread_pool(intra_op_threads: usize) -> Result<(), Error> {
+    let pool = onnx::environment(intra_op_threads).map_err(|m| Error::new(Fault::OnnxRuntime, m))?;
+    if intra_op_threads != 0 && intra_op_threads != pool {
+        let had = if pool == 0 { "ONNX Runtime's default size".to_string() } else { format!("{pool} threads") };
+        return Err(Error::new(
+            Fault::Config,
+            format!(
+                "intra-op threads {intra_op_threads}: ONNX Runtime's intra-op thread pool is shared by the whole \
+                 process and was created with {had} by its first host; every host of a process must ask for \
+                 the same count (or 0)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -30,7 +49,10 @@ impl NativeHost {
     /// Create a host. `ort_library` is the path of libonnxruntime (loaded once per process);
     /// `graphs` are (name, path) pairs for wasi-nn load-by-name; `cache_dir` holds serialized
     /// compiled components; `memory_limit_mb` bounds each linear memory (MiB); `timeout_s` each
-    /// guest call (seconds; epoch interruption, 10 ms resolution).
+    /// guest call (seconds; epoch interruption, 10 ms resolution). `intra_op_threads` sizes ONNX
+    /// Runtime's one process-wide intra-op pool, shared by every graph (0 = ONNX Runtime's
+    /// default); the first host of a process creates it, and a later host asking for another
+    /// non-zero size is refused (`config`).
     ///
     /// Sandbox grants (default: none): `dirs` are (host directory, guest path, read_only)
     /// preopens, `env` (name, value) environment variables, `inherit_stdio` sends guest
@@ -58,6 +80,7 @@ impl NativeHost {
     ) -> PyResult<Self> {
         guarded(|| {
             init_ort(&ort_library)?;
+            join_thread_pool(intra_op_threads)?;
             let timeout = timeout_s
                 .map(Duration::try_from_secs_f64)
                 .transpose()
@@ -65,7 +88,7 @@ impl NativeHost {
             let nn = WasiNnConfig::new(
                 graphs.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect(),
                 // The empty folder is set by HostEngine::new (it lives in the cache folder).
-                Options { intra_op_threads, allow_target_fallback, no_external_data_dir: PathBuf::new() },
+                Options { allow_target_fallback, no_external_data_dir: PathBuf::new() },
                 Limits { max_tensor_bytes, max_graphs },
             );
             let grants = Grants {

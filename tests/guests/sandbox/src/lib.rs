@@ -68,7 +68,23 @@ impl bindings::Guest for Probe {
     }
 
     fn connect_tcp(address: String) -> Result<(), String> {
-        std::net::TcpStream::connect(address.as_str()).map(drop).map_err(|e| e.to_string())
+        // wasi:sockets directly: Rust's std::net is not available on wasm32-wasip1.
+        use wasi::sockets::network::{ErrorCode as NetError, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+        let addr: std::net::SocketAddrV4 = address.parse().map_err(|e| format!("{address}: {e}"))?;
+        let [a, b, c, d] = addr.ip().octets();
+        let socket = wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4)
+            .map_err(|e| format!("create-tcp-socket: {}", e.name()))?;
+        let network = wasi::sockets::instance_network::instance_network();
+        let remote = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: addr.port(), address: (a, b, c, d) });
+        socket.start_connect(&network, remote).map_err(|e| format!("start-connect: {}", e.name()))?;
+        let ready = socket.subscribe();
+        loop {
+            match socket.finish_connect() {
+                Ok(_) => return Ok(()),
+                Err(NetError::WouldBlock) => ready.block(),
+                Err(e) => return Err(format!("finish-connect: {}", e.name())),
+            }
+        }
     }
 }
 
