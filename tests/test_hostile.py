@@ -10,6 +10,7 @@ output's bytes, or ``"<error-code>: <message>"``)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -231,3 +232,103 @@ def test_tcp_connect_is_refused_and_nothing_arrives(probe, cache_dir):
         assert (tag, message) == ("err", "create-tcp-socket: access-denied")
         with pytest.raises(TimeoutError):
             listener.accept()
+
+
+# --- finding 4: the compiled-code cache ----------------------------------------------------------
+
+def _entries(cache: Path) -> list[Path]:
+    return sorted(cache.glob("*.cwasm"))
+
+
+@pytest.mark.slow
+def test_tampered_cache_entry_is_detected_and_recompiled(probe, tmp_path):
+    cache = tmp_path / "cache"
+    host = Host(cache_dir=cache)
+    assert not host.load_component(probe).cache_hit
+    assert host.load_component(probe).cache_hit
+    (entry,) = _entries(cache)
+    assert entry.stat().st_mode & 0o777 == 0o600 and cache.stat().st_mode & 0o777 == 0o700
+    key = cache / "cache.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and key.stat().st_size == 32
+
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of the native code
+    entry.write_bytes(bytes(data))
+    fresh = Host(cache_dir=cache)
+    comp = fresh.load_component(probe)
+    assert not comp.cache_hit  # the tampered entry was not run: recompiled
+    inst = fresh.instantiate(comp)
+    assert inst.info()["name"] == "sandbox-probe" and inst.call_export("hog", 2) == 2
+    assert entry.read_bytes() != bytes(data)  # rewritten with a valid tag
+    assert Host(cache_dir=cache).load_component(probe).cache_hit
+
+    # A symlink in place of the entry is not followed (even to a valid entry).
+    valid = tmp_path / "valid.cwasm"
+    entry.rename(valid)
+    entry.symlink_to(valid)
+    assert not Host(cache_dir=cache).load_component(probe).cache_hit
+    assert not entry.is_symlink()
+
+    # An entry written with another key (another user's cache) is not trusted either.
+    key.chmod(0o600)
+    key.write_bytes(bytes(32))
+    assert not Host(cache_dir=cache).load_component(probe).cache_hit
+
+
+@pytest.mark.slow
+def test_changed_file_with_restored_mtime_is_not_served_from_the_cache(probe, tmp_path):
+    cache = tmp_path / "cache"
+    component = tmp_path / "probe.wasm"
+    component.write_bytes(probe.read_bytes())
+    host = Host(cache_dir=cache)
+    assert host.instantiate(host.load_component(component)).info()["name"] == "sandbox-probe"
+    assert host.load_component(component).cache_hit
+    before = component.stat()
+    # Same size, same inode, mtime put back: only ctime tells the file changed.
+    with open(component, "r+b") as f:
+        data = f.read()
+        f.seek(data.index(b"sandbox-probe"))
+        f.write(b"sandbox-probf")
+    os.utime(component, ns=(before.st_atime_ns, before.st_mtime_ns))
+    changed = host.load_component(component)
+    assert not changed.cache_hit
+    assert host.instantiate(changed).info()["name"] == "sandbox-probf"
+
+
+@pytest.mark.slow
+def test_unsafe_cache_folders_are_refused(tmp_path):
+    from wasmai.host import ComponentError
+
+    cache = tmp_path / "shared-cache"
+    cache.mkdir()
+    cache.chmod(0o770)
+    with pytest.raises(ComponentError) as err:
+        Host(cache_dir=cache)
+    assert err.value.code == "config"
+    assert str(err.value) == (f"compiled-code cache {cache}: is group- or world-writable (mode 0770): whoever can "
+                              "write it could make this host run their native code; chmod 700 it or choose another "
+                              "folder (WASMAI_CACHE_DIR)")
+    cache.chmod(0o700)
+    Host(cache_dir=cache)
+    (cache / "cache.key").chmod(0o644)
+    with pytest.raises(ComponentError, match="cache.key: must be a 32-byte file of this user with mode 0600"):
+        Host(cache_dir=cache)
+
+
+@pytest.mark.slow
+def test_a_preopen_overlapping_the_cache_is_refused(tmp_path):
+    from wasmai.host import ComponentError
+
+    cache = tmp_path / "data" / "cache"
+    cache.mkdir(parents=True)
+    cache.chmod(0o700)
+    for host_dir in (cache, tmp_path / "data", tmp_path):
+        for mode in ("", ":ro"):
+            with pytest.raises(ComponentError) as err:
+                Host(cache_dir=cache, dirs=[f"{host_dir}::/data{mode}"])
+            assert err.value.code == "config" and "overlaps the compiled-code cache" in str(err.value)
+    (cache / "inside").mkdir()
+    with pytest.raises(ComponentError, match="overlaps the compiled-code cache"):
+        Host(cache_dir=cache, dirs=[f"{cache / 'inside'}::/data"])
+    (tmp_path / "elsewhere").mkdir()
+    Host(cache_dir=cache, dirs=[f"{tmp_path / 'elsewhere'}::/data"])

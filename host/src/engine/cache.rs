@@ -1,17 +1,40 @@
 //! The compiled-component cache: Cranelift output serialized under the host's cache folder as
 //! `<sha256(component sha256, engine compatibility hash, host version)>.cwasm`, and for files a
-//! stamp `<sha256(path, size, inode, device, mtime)>.file` holding the component's sha256, so an
-//! unchanged file is neither read nor hashed again (18 MB component: 14 ms -> 0.7 ms).
-//! Every cache write is best effort and atomic (temp file, then rename).
+//! stamp `<sha256(path, size, inode, device, mtime, ctime)>.file` holding the component's sha256,
+//! so an unchanged file is neither read nor hashed again (18 MB component: 14 ms -> 0.7 ms).
+//!
+//! Loading a `.cwasm` runs the native code inside it, so the cache is only as trustworthy as the
+//! folder. Hence:
+//! * the folder is created 0700 and refused (`Fault::Config`) when it is group- or
+//!   world-writable or belongs to another user;
+//! * every entry and stamp ends with an HMAC-SHA256 tag (RFC 2104) over its name and content,
+//!   keyed by `cache.key` (32 random bytes from the OS, a 0600 file of this user in the folder,
+//!   created atomically: written to a temp file, then linked without replacing). An entry is
+//!   read once into memory, checked, and only those bytes are deserialized; one that fails the
+//!   check is ignored and overwritten by a fresh compilation;
+//! * files are opened with `O_NOFOLLOW` (a symlink is never followed) and must be regular files;
+//!   writes go to a temp file created `O_EXCL` with a random name, then renamed over the entry.
+//!
+//! Cache writes are best effort: a cache that cannot be written only costs the next compile.
 
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use crate::error::{Error, Fault};
+
+/// Bytes of the HMAC-SHA256 tag that ends every entry and stamp (SHA-256 output size).
+const TAG_BYTES: usize = 32;
+/// Bytes of the cache key (the HMAC-SHA256 block is 64; 32 random bytes give 256-bit security).
+const KEY_BYTES: usize = 32;
+/// Name of the key file in the cache folder.
+const KEY_FILE: &str = "cache.key";
 
 /// A compiled component, how long getting it took and whether the cache had it.
 pub struct Compiled {
@@ -21,13 +44,61 @@ pub struct Compiled {
     pub started: Instant,
 }
 
+/// The cache folder and its key.
 pub struct Cache {
     dir: PathBuf,
+    key: [u8; KEY_BYTES],
+}
+
+fn config(dir: &Path, m: impl std::fmt::Display) -> Error {
+    Error::new(Fault::Config, format!("compiled-code cache {}: {m}", dir.display()))
+}
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Open an existing regular file without following a symlink.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 impl Cache {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    /// Open (creating it 0700 if missing) the cache folder `dir` and its key.
+    ///
+    /// Errors (`Fault::Config`, one line naming the folder): it cannot be created; it is not a
+    /// folder; it belongs to another user or is group- or world-writable (anyone who can write
+    /// it could make this host run native code of their choosing); the key file is not a
+    /// regular 0600-or-stricter file of this user with [`KEY_BYTES`] bytes.
+    pub fn open(dir: PathBuf) -> Result<Self, Error> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| config(&dir, format!("cannot create it: {e}")))?;
+        let meta = std::fs::metadata(&dir).map_err(|e| config(&dir, e))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if !meta.is_dir() {
+            return Err(config(&dir, "is not a folder"));
+        }
+        if meta.uid() != euid() {
+            return Err(config(&dir, format!("belongs to user {}, not to this user ({})", meta.uid(), euid())));
+        }
+        if mode & 0o022 != 0 {
+            return Err(config(
+                &dir,
+                format!(
+                    "is group- or world-writable (mode {mode:04o}): whoever can write it could make this host \
+                     run their native code; chmod 700 it or choose another folder (WASMAI_CACHE_DIR)"
+                ),
+            ));
+        }
+        let key = load_or_create_key(&dir)?;
+        Ok(Self { dir, key })
     }
 
     /// `<cache folder>/no-external-data`: an empty folder (created 0700) that ONNX Runtime
@@ -35,26 +106,25 @@ impl Cache {
     /// Errors (`Fault::Config`): it cannot be created, is not a folder of this user with mode
     /// 0700, or is not empty.
     pub fn empty_dir(&self) -> Result<PathBuf, Error> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-
         let dir = self.dir.join("no-external-data");
-        let config = |m: String| Error::new(Fault::Config, format!("{}: {m}", dir.display()));
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| config(format!("cannot create: {e}")))?;
-        let meta = std::fs::symlink_metadata(&dir).map_err(|e| config(e.to_string()))?;
-        if !meta.is_dir()
-            || meta.uid() != rustix::process::geteuid().as_raw()
-            || meta.permissions().mode() & 0o777 != 0o700
-        {
-            return Err(config("must be a folder of this user with mode 0700".into()));
+            .map_err(|e| config(&dir, format!("cannot create it: {e}")))?;
+        let meta = std::fs::symlink_metadata(&dir).map_err(|e| config(&dir, e))?;
+        if !meta.is_dir() || meta.uid() != euid() || meta.permissions().mode() & 0o777 != 0o700 {
+            return Err(config(&dir, "must be a folder of this user with mode 0700"));
         }
-        if std::fs::read_dir(&dir).map_err(|e| config(e.to_string()))?.next().is_some() {
-            return Err(config("must be empty (graphs loaded by guests resolve external data there)".into()));
+        if std::fs::read_dir(&dir).map_err(|e| config(&dir, e))?.next().is_some() {
+            return Err(config(&dir, "must be empty (graphs loaded by guests resolve external data there)"));
         }
         Ok(dir)
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Compile `bytes`, or load their cached compilation.
@@ -65,23 +135,21 @@ impl Cache {
     fn compile_started(&self, engine: &Engine, bytes: &[u8], started: Instant) -> Result<Compiled, Error> {
         let sha256 = format!("{:x}", Sha256::digest(bytes));
         let path = self.compiled_path(engine, &sha256);
-        if let Some(component) = load_cached(engine, &path) {
+        if let Some(component) = self.load_cached(engine, &path) {
             return Ok(Compiled { component, sha256, cache_hit: true, started });
         }
         let component = Component::new(engine, bytes)
             .map_err(|e| Error::new(Fault::Compile, format!("not a valid WebAssembly component: {e:#}")))?;
         if let Ok(serialized) = component.serialize() {
-            // A cache that cannot be written only costs the next compile.
-            let _ = write_atomic(&path, &serialized);
+            let _ = self.write_signed(&path, serialized);
         }
         Ok(Compiled { component, sha256, cache_hit: false, started })
     }
 
     /// Compile the component file `path`, or load its cached compilation without reading the
-    /// file when its identity (canonical path, size, inode, device, mtime) is known.
+    /// file when its identity (canonical path, size, inode, device, mtime, ctime) is known.
     pub fn compile_file(&self, engine: &Engine, path: &str) -> Result<Compiled, Error> {
         use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::fs::MetadataExt;
 
         let started = Instant::now();
         let read_err = |e: std::io::Error| Error::new(Fault::Read, format!("cannot read {path}: {e}"));
@@ -89,19 +157,26 @@ impl Cache {
         let meta = std::fs::metadata(&file).map_err(read_err)?;
         let mut id = Sha256::new();
         id.update(file.as_os_str().as_bytes());
-        for n in [meta.len(), meta.ino(), meta.dev(), meta.mtime() as u64, meta.mtime_nsec() as u64] {
+        for n in [
+            meta.len(),
+            meta.ino(),
+            meta.dev(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+        ] {
             id.update(n.to_le_bytes());
         }
         let stamp = self.dir.join(format!("{:x}.file", id.finalize()));
-        if let Ok(sha256) = std::fs::read_to_string(&stamp) {
-            let sha256 = sha256.trim().to_string();
-            if let Some(component) = load_cached(engine, &self.compiled_path(engine, &sha256)) {
+        if let Some(sha256) = self.read_signed(&stamp).and_then(|b| String::from_utf8(b).ok()) {
+            if let Some(component) = self.load_cached(engine, &self.compiled_path(engine, &sha256)) {
                 return Ok(Compiled { component, sha256, cache_hit: true, started });
             }
         }
         let bytes = std::fs::read(&file).map_err(read_err)?;
         let compiled = self.compile_started(engine, &bytes, started)?;
-        let _ = write_atomic(&stamp, compiled.sha256.as_bytes());
+        let _ = self.write_signed(&stamp, compiled.sha256.clone().into_bytes());
         Ok(compiled)
     }
 
@@ -117,23 +192,79 @@ impl Cache {
         key.update(env!("CARGO_PKG_VERSION").as_bytes());
         self.dir.join(format!("{:x}.cwasm", key.finalize()))
     }
+
+    /// HMAC-SHA256 of a cache file's name and content under the cache key.
+    fn tag(&self, path: &Path, content: &[u8]) -> Hmac<Sha256> {
+        let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(&(name.len() as u64).to_le_bytes());
+        mac.update(name);
+        mac.update(content);
+        mac
+    }
+
+    /// The content of the cache file `path` if it is a regular file (not a symlink) whose tag
+    /// verifies; None otherwise (missing, tampered, written by another key).
+    fn read_signed(&self, path: &Path) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        open_regular(path).ok()?.read_to_end(&mut bytes).ok()?;
+        let split = bytes.len().checked_sub(TAG_BYTES)?;
+        let (content, tag) = bytes.split_at(split);
+        self.tag(path, content).verify_slice(tag).ok()?;
+        bytes.truncate(split);
+        Some(bytes)
+    }
+
+    /// Write `content` and its tag to `path`: a temp file created `O_EXCL` with a random name in
+    /// the cache folder (mode 0600), then renamed over `path` (a symlink there is replaced, not
+    /// followed).
+    fn write_signed(&self, path: &Path, mut content: Vec<u8>) -> std::io::Result<()> {
+        let tag = self.tag(path, &content).finalize().into_bytes();
+        content.extend_from_slice(&tag);
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
+        tmp.write_all(&content)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The cached compilation at `path`, when its tag verifies.
+    fn load_cached(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        let bytes = self.read_signed(path)?;
+        // SAFETY: `bytes` are exactly the bytes whose HMAC under this user's private cache key
+        // verified, i.e. bytes `Component::serialize` of this host wrote (the name covers the
+        // engine's compatibility hash and the host version, and wasmtime checks both again).
+        unsafe { Component::deserialize(engine, &bytes) }.ok()
+    }
 }
 
-fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
-    if !path.is_file() {
-        return None;
+/// The cache key in `dir`, created if missing: 32 bytes from the OS's random source written to
+/// a 0600 temp file, then linked as `cache.key` only if none exists (another process may win the
+/// race; its key is read then).
+fn load_or_create_key(dir: &Path) -> Result<[u8; KEY_BYTES], Error> {
+    let path = dir.join(KEY_FILE);
+    if std::fs::symlink_metadata(&path).is_err() {
+        let mut key = [0u8; KEY_BYTES];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut r| r.read_exact(&mut key))
+            .map_err(|e| config(dir, format!("cannot read random bytes for the cache key: {e}")))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-key-")
+            .tempfile_in(dir)
+            .map_err(|e| config(dir, format!("cannot create the cache key: {e}")))?;
+        tmp.write_all(&key).and_then(|_| tmp.as_file().sync_all()).map_err(|e| config(dir, e))?;
+        if let Err(e) = tmp.persist_noclobber(&path) {
+            if e.error.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(config(dir, format!("cannot create the cache key: {}", e.error)));
+            }
+        }
     }
-    // SAFETY: the file was written by `Component::serialize` of this same host build (the name
-    // includes the engine's compatibility hash) into the host's private cache folder.
-    unsafe { Component::deserialize_file(engine, path) }.ok()
-}
-
-/// Write a file atomically (temp file in the same folder, then rename).
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let bad_key = |m: String| config(dir, format!("{KEY_FILE}: {m}"));
+    let mut file = open_regular(&path).map_err(|e| bad_key(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad_key(e.to_string()))?;
+    if meta.uid() != euid() || meta.permissions().mode() & 0o077 != 0 || meta.len() != KEY_BYTES as u64 {
+        return Err(bad_key(format!("must be a {KEY_BYTES}-byte file of this user with mode 0600")));
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    let mut key = [0u8; KEY_BYTES];
+    file.read_exact(&mut key).map_err(|e| bad_key(e.to_string()))?;
+    Ok(key)
 }

@@ -72,7 +72,8 @@ impl Drop for HostEngine {
 
 impl HostEngine {
     pub fn new(mut settings: Settings) -> Result<Self, Error> {
-        let cache = Cache::new(settings.cache_dir);
+        let cache = Cache::open(settings.cache_dir)?;
+        settings.grants.check_apart_from(cache.dir())?;
         settings.nn.options.no_external_data_dir = cache.empty_dir()?;
         let engine_err = |e: wasmtime::Error| Error::new(Fault::Engine, format!("{e:#}"));
         let mut config = Config::new();

@@ -3,7 +3,7 @@
 //! directories (read-write or read-only), environment variables, the process's stdio.
 //! The settings are validated once, in Python (`wasmai.sandbox`), before they reach the host.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx};
@@ -36,6 +36,34 @@ pub struct Captured {
 }
 
 impl Grants {
+    /// Refuse (`Fault::Config`) a preopened directory that is, contains or lies inside the
+    /// compiled-code cache folder `cache_dir` (compared as canonical paths, symlinks resolved):
+    /// a guest that can write there could plant native code the host runs, and even a read-only
+    /// one could read the cache key. Read-only preopens are refused too.
+    pub fn check_apart_from(&self, cache_dir: &Path) -> Result<(), Error> {
+        let resolve = |p: &Path| {
+            std::fs::canonicalize(p)
+                .map_err(|e| Error::new(Fault::Config, format!("cannot resolve {}: {e}", p.display())))
+        };
+        let cache = resolve(cache_dir)?;
+        for d in &self.dirs {
+            let host = resolve(&d.host)?;
+            if host.starts_with(&cache) || cache.starts_with(&host) {
+                return Err(Error::new(
+                    Fault::Config,
+                    format!(
+                        "--dir {}: overlaps the compiled-code cache {} (a guest that can reach the cache could make \
+                         this host run native code of its choosing); preopen another folder or move the cache \
+                         (WASMAI_CACHE_DIR)",
+                        d.host.display(),
+                        cache.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A WASI context with these grants and the pipes capturing the guest's output.
     pub fn wasi_ctx(&self) -> Result<(WasiCtx, Captured), Error> {
         let captured =
