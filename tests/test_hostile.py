@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import test_sandbox
 from onnx import TensorProto, helper, numpy_helper
 
 from wasmai.host import Host
 
-# The probe guest and the session's compiled-code cache, built once by test_sandbox's fixtures.
-from test_sandbox import cache_dir, probe  # noqa: F401
+# The probe guest and the session's compiled-code cache: test_sandbox's session fixtures.
+probe = test_sandbox.probe
+cache_dir = test_sandbox.cache_dir
 
 SECRET = b"host-only secret: ssh-ed25519 AAAAC3Nza"
 OPSET = 17
@@ -52,8 +54,12 @@ def _model(nodes, initializers=(), sparse=(), length: int = len(SECRET)) -> byte
     return model.SerializeToString()
 
 
+def identity_of(tensor: TensorProto) -> bytes:
+    return _model([helper.make_node("Identity", [tensor.name], ["y"])], initializers=[tensor])
+
+
 def top_level_initializer() -> bytes:
-    return _model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w")])
+    return identity_of(_external("w"))
 
 
 def constant_node() -> bytes:
@@ -142,19 +148,19 @@ def test_registered_graph_reads_external_data_beside_its_file_only(probe, cache_
     models.mkdir()
     (models / "weights.bin").write_bytes(SECRET)
     beside = models / "beside.onnx"
-    beside.write_bytes(_model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w", "weights.bin")]))
+    beside.write_bytes(identity_of(_external("w", "weights.bin")))
     # The process's current directory has no weights.bin: this loads only if it resolves beside the file.
     _, inst = _instance(probe, cache_dir, graphs={"beside": beside})
     assert inst.call_export("load-graphs", "beside", 1) == ("ok", 1)
 
     for location in ("../secret.txt", str(secret_cwd / "secret.txt"), "*/_ORT_MEM_ADDR_/*"):
         escape = models / "escape.onnx"
-        escape.write_bytes(_model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w", location)]))
+        escape.write_bytes(identity_of(_external("w", location)))
         _, inst = _instance(probe, cache_dir, graphs={"escape": escape})
         tag, message = inst.call_export("load-graphs", "escape", 1)
         assert tag == "err" and message.startswith("invalid-argument: graph 'escape': tensor 'w' ("), message
     (models / "link.bin").symlink_to(secret_cwd / "secret.txt")
-    escape.write_bytes(_model([helper.make_node("Identity", ["w"], ["y"])], initializers=[_external("w", "link.bin")]))
+    escape.write_bytes(identity_of(_external("w", "link.bin")))
     _, inst = _instance(probe, cache_dir, graphs={"escape": escape})
     tag, message = inst.call_export("load-graphs", "escape", 1)
     assert tag == "err" and "outside the model's folder" in message, message
@@ -332,3 +338,63 @@ def test_a_preopen_overlapping_the_cache_is_refused(tmp_path):
         Host(cache_dir=cache, dirs=[f"{cache / 'inside'}::/data"])
     (tmp_path / "elsewhere").mkdir()
     Host(cache_dir=cache, dirs=[f"{tmp_path / 'elsewhere'}::/data"])
+
+
+# --- finding 2 (part): an ONNX Runtime run does not escape the timeout ----------------------------
+
+def endless_loop() -> bytes:
+    """``y = Loop(M = 2**62, cond = true, v = [0])`` with body ``v + 1``: ONNX Runtime would run
+    for days; each iteration is a few node executions, so the terminate flag is seen at once."""
+    f32 = TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.ones(1, np.float32), "one")),
+         helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", f32, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", f32, [1])])
+    consts = [("M", np.array(2**62, np.int64)), ("cond", np.array(True)), ("v0", np.zeros(1, np.float32))]
+    nodes = [helper.make_node("Constant", [], [n], value=numpy_helper.from_array(v, n)) for n, v in consts]
+    nodes.append(helper.make_node("Loop", ["M", "cond", "v0"], ["y"], body=body))
+    graph = helper.make_graph(nodes, "endless", [], [helper.make_tensor_value_info("y", f32, [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION).SerializeToString()
+
+
+@pytest.mark.slow
+def test_endless_onnxruntime_loop_is_stopped_at_the_timeout(probe, cache_dir):
+    import threading
+    import time
+
+    from wasmai.host import ComponentError
+
+    host, inst = _instance(probe, cache_dir, timeout_s=0.5)
+    outcome: dict = {}
+
+    def call() -> None:
+        t0 = time.perf_counter()
+        try:
+            outcome["result"] = inst.call_export("load-graph-bytes", endless_loop())
+        except ComponentError as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.perf_counter() - t0
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the ONNX Runtime run was not stopped"
+    print(f"endless Loop stopped after {outcome['seconds']:.3f} s: {outcome.get('error')}")
+    err = outcome["error"]
+    assert err.code == "timeout" and "load-graph-bytes timed out after 0.500 s" in str(err)
+    assert "ONNX Runtime run stopped at the deadline" in str(err)
+    assert 0.45 < outcome["seconds"] < 1.5
+    with pytest.raises(ComponentError) as dead:
+        inst.call_export("hog", 1)
+    assert dead.value.code == "dead"
+    # The process and the host are healthy: a new instance runs a graph.
+    fresh = host.instantiate(host.load_component(probe))
+    tag, data = fresh.call_export("load-graph-bytes", inline_initializer())
+    assert (tag, bytes(data)) == ("ok", b"inline bytes are fine, 38 bytes long!!")

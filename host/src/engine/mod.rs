@@ -232,17 +232,20 @@ impl Instance {
             ));
         }
         host.set_deadline(&mut self.store);
+        self.store.data_mut().nn.deadline = host.timeout.map(|t| Instant::now() + t);
         self.store.data_mut().limiter.refused_bytes = None;
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let trap = e.downcast_ref::<wasmtime::Trap>();
-                let mut message = match trap {
-                    Some(wasmtime::Trap::Interrupt) => {
-                        format!("{what} timed out after {:.3} s", host.timeout.map_or(0.0, |t| t.as_secs_f64()))
-                    }
-                    Some(trap) => format!("guest trapped in {what}: {trap}"),
-                    None => format!("{what} failed: {}", e.root_cause()),
+                let stopped = e.downcast_ref::<nn::DeadlineExceeded>();
+                let timed_out = matches!(trap, Some(wasmtime::Trap::Interrupt)) || stopped.is_some();
+                let after = host.timeout.map_or(0.0, |t| t.as_secs_f64());
+                let mut message = match (trap, stopped) {
+                    (_, Some(inner)) => format!("{what} timed out after {after:.3} s ({inner})"),
+                    (Some(wasmtime::Trap::Interrupt), None) => format!("{what} timed out after {after:.3} s"),
+                    (Some(trap), None) => format!("guest trapped in {what}: {trap}"),
+                    (None, None) => format!("{what} failed: {}", e.root_cause()),
                 };
                 let memory_note = self.store.data().limiter.refusal_note();
                 if let Some(note) = &memory_note {
@@ -255,7 +258,7 @@ impl Instance {
                     message.push_str(&format!(" (guest stderr: {})", tail[tail.len().saturating_sub(3)..].join(" | ")));
                 }
                 self.dead = Some(message.clone());
-                let fault = if matches!(trap, Some(wasmtime::Trap::Interrupt)) {
+                let fault = if timed_out {
                     Fault::Timeout
                 } else if memory_note.is_some() {
                     Fault::MemoryLimit

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::quota::Limits;
 use super::{CheckedInput, Error, IoSpec, Tensor};
@@ -55,6 +56,8 @@ pub trait BackendGraph: Send + Sync {
     /// The framework's name for the device the graph runs on (e.g. `CPUExecutionProvider`).
     fn execution_provider(&self) -> &str;
     /// Run the graph on checked inputs in graph order. Outputs over `limits.max_tensor_bytes`
-    /// are refused with `too-large` before they are copied.
-    fn compute(&self, inputs: &[CheckedInput], limits: &Limits) -> Result<Computed, Error>;
+    /// are refused with `too-large` before they are copied. When `deadline` passes (while
+    /// waiting for the graph or while it runs) the run is stopped and the error's code is
+    /// `timeout`; the glue then traps the guest call.
+    fn compute(&self, inputs: &[CheckedInput], limits: &Limits, deadline: Option<Instant>) -> Result<Computed, Error>;
 }

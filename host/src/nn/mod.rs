@@ -47,6 +47,19 @@ impl Error {
     }
 }
 
+/// The trap a wasi-nn import raises when the guest call's deadline passed inside it (e.g. an ONNX
+/// Runtime run stopped by the watchdog); the engine reports it as the call's timeout.
+#[derive(Debug)]
+pub struct DeadlineExceeded(pub String);
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
 /// The case name of a wasi-nn error code, as written in wasi-nn.wit (`invalid-argument`, ...).
 pub fn error_code_name(code: ErrorCode) -> &'static str {
     match code {

@@ -8,12 +8,13 @@
 
 use std::borrow::Cow;
 use std::path::{Component, Path};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
+use std::time::{Duration, Instant};
 
 use ort::ep::ExecutionProvider;
 use ort::memory::Allocator;
-use ort::session::{Session, SessionInputValue, SessionInputs};
+use ort::session::{RunOptions, Session, SessionInputValue, SessionInputs};
 use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
 
 use super::backend::{Backend, BackendGraph, Computed, Options};
@@ -295,6 +296,88 @@ impl OnnxGraph {
     }
 }
 
+impl OnnxGraph {
+    /// The session, waiting while another instance runs this (shared, registered) graph, but
+    /// not past `deadline` (then `timeout`).
+    fn lock_session(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, Session>, Error> {
+        let poisoned = || Error::runtime("the graph's session is poisoned by an earlier panic");
+        let Some(deadline) = deadline else {
+            return self.session.lock().map_err(|_| poisoned());
+        };
+        loop {
+            match self.session.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
+                Err(TryLockError::WouldBlock) if Instant::now() >= deadline => {
+                    return Err(Error::new(
+                        ErrorCode::Timeout,
+                        "the deadline passed while waiting for the graph (another instance was running it)",
+                    ))
+                }
+                Err(TryLockError::WouldBlock) => std::thread::sleep(LOCK_POLL),
+            }
+        }
+    }
+}
+
+/// How often a call with a deadline retries the lock of a graph another instance is running.
+const LOCK_POLL: Duration = Duration::from_millis(1);
+
+/// The process's run watchdog: one thread (started on first use) that calls
+/// `RunOptions::terminate` on every run whose deadline passed and is still running. ONNX
+/// Runtime checks that flag between node executions (also inside `Loop`/`If`/`Scan` bodies), so
+/// a run stops at the next node boundary; one long kernel runs to its end first.
+static WATCHDOG: OnceLock<Result<mpsc::Sender<Watched>, String>> = OnceLock::new();
+
+/// A run the watchdog stops at its deadline unless it has finished (its options dropped).
+type Watched = (Instant, Weak<RunOptions>);
+
+/// Have the watchdog stop the run of `run_options` at `deadline` (a no-op once they are
+/// dropped). Errors: the watchdog thread cannot be started (`runtime-error`).
+fn watch(deadline: Instant, run_options: &Arc<RunOptions>) -> Result<(), Error> {
+    let sender = WATCHDOG
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Watched>();
+            std::thread::Builder::new()
+                .name("wasmai-ort-watchdog".into())
+                .spawn(move || watchdog(rx))
+                .map(|_| tx)
+                .map_err(|e| format!("cannot start the ONNX Runtime watchdog: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| Error::runtime(e.clone()))?;
+    sender
+        .send((deadline, Arc::downgrade(run_options)))
+        .map_err(|_| Error::runtime("the ONNX Runtime watchdog has stopped"))
+}
+
+/// The watchdog's loop: sleep until the earliest pending deadline (or a new run), terminate the
+/// runs whose deadline passed, forget finished ones.
+fn watchdog(rx: mpsc::Receiver<Watched>) {
+    let mut pending: Vec<Watched> = Vec::new();
+    loop {
+        let now = Instant::now();
+        pending.retain(|(deadline, run)| match run.upgrade() {
+            Some(run) if *deadline <= now => {
+                let _ = run.terminate();
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        let next = pending.iter().map(|(d, _)| *d).min();
+        let received = match next {
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(now)),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(run) => pending.push(run),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
 /// An input as an ONNX Runtime tensor that reads the bytes in place (no copy), for the element
 /// types ort can view and when the bytes are aligned for that type; `None` = copy instead.
 fn borrowed_input<'a>(ty: TensorType, shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>> {
@@ -350,7 +433,7 @@ impl BackendGraph for OnnxGraph {
         &self.execution_provider
     }
 
-    fn compute(&self, inputs: &[CheckedInput], limits: &Limits) -> Result<Computed, Error> {
+    fn compute(&self, inputs: &[CheckedInput], limits: &Limits, deadline: Option<Instant>) -> Result<Computed, Error> {
         let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for input in inputs {
             let name = input.name.as_str();
@@ -361,12 +444,25 @@ impl BackendGraph for OnnxGraph {
             values.push((Cow::Borrowed(name), value));
         }
 
-        let mut session =
-            self.session.lock().map_err(|_| Error::runtime("the graph's session is poisoned by an earlier panic"))?;
+        let mut session = self.lock_session(deadline)?;
+        let run_options = Arc::new(RunOptions::new().map_err(|e| ort_err("run options", e))?);
+        if let Some(deadline) = deadline {
+            watch(deadline, &run_options)?;
+        }
         let start = Instant::now();
-        let outputs = session
-            .run(SessionInputs::<'_, '_, 0>::ValueMap(values))
-            .map_err(|e| Error::runtime(format!("ONNX Runtime run failed: {e}")))?;
+        let outputs =
+            session.run_with_options(SessionInputs::<'_, '_, 0>::ValueMap(values), &run_options).map_err(|e| {
+                match deadline {
+                    Some(d) if Instant::now() >= d => Error::new(
+                        ErrorCode::Timeout,
+                        format!(
+                            "ONNX Runtime run stopped at the deadline after {:.3} s: {e}",
+                            start.elapsed().as_secs_f64()
+                        ),
+                    ),
+                    _ => Error::runtime(format!("ONNX Runtime run failed: {e}")),
+                }
+            })?;
         let run_ns = start.elapsed().as_nanos() as u64;
 
         let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
@@ -11,7 +12,7 @@ use super::backend::{Backend, Options};
 use super::onnx::OnnxBackend;
 use super::quota::{Limits, Quota};
 use super::registry::Registry;
-use super::{check_inputs, Error, ExecutionContext, Graph, Tensor};
+use super::{check_inputs, DeadlineExceeded, Error, ExecutionContext, Graph, Tensor};
 use crate::bindings::wasi::nn::errors::{self, ErrorCode};
 use crate::bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::inference;
@@ -67,11 +68,14 @@ pub struct WasiNnCtx {
     pub config: Arc<WasiNnConfig>,
     quota: Quota,
     pub stats: Stats,
+    /// When the current guest call must end (set by the engine before each call; None = no
+    /// timeout): a `compute` still running then is stopped and the call traps.
+    pub deadline: Option<Instant>,
 }
 
 impl WasiNnCtx {
     pub fn new(config: Arc<WasiNnConfig>) -> Self {
-        Self { config, quota: Quota::default(), stats: Stats::default() }
+        Self { config, quota: Quota::default(), stats: Stats::default(), deadline: None }
     }
 }
 
@@ -224,7 +228,8 @@ impl inference::HostGraphExecutionContext for WasiNnView<'_> {
         let graph = self.table.get(&self_)?.inner.clone();
         let result = match refused {
             Some(e) => Err(e),
-            None => check_inputs(graph.inputs(), tensors).and_then(|checked| graph.compute(&checked, &limits)),
+            None => check_inputs(graph.inputs(), tensors)
+                .and_then(|checked| graph.compute(&checked, &limits, self.ctx.deadline)),
         };
         match result {
             Ok(computed) => {
@@ -240,6 +245,9 @@ impl inference::HostGraphExecutionContext for WasiNnView<'_> {
                 }
                 Ok(Ok(out))
             }
+            // The call's deadline passed inside compute: trap, so the call ends as a timeout and
+            // the instance is not used again.
+            Err(e) if matches!(e.code, ErrorCode::Timeout) => Err(DeadlineExceeded(e.data).into()),
             Err(e) => Ok(Err(self.error(e)?)),
         }
     }
