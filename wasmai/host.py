@@ -11,8 +11,10 @@ so N instances can run on N threads.
 
 Sandbox: each :class:`Instance` has its own Store with a WASI p2 context that denies by default
 (no preopens, environment, arguments or network; stdout/stderr captured in memory), a
-linear-memory limit and an optional timeout (epoch interruption; ONNX Runtime calls themselves
-are not interrupted). What a Host grants and limits is checked by :mod:`wasmai.sandbox`.
+linear-memory limit and an optional timeout (epoch interruption for guest code; an ONNX Runtime
+run is stopped at the same deadline by ``RunOptions::terminate``; a single long kernel, a graph
+load and a guest blocked in ``wasi:io/poll`` are not: SECURITY.md). What a Host grants and
+limits is checked by :mod:`wasmai.sandbox`.
 
 Errors: :class:`ComponentError` (compile, link, instantiate, trap, timeout) and
 :class:`InferenceError` (an ``error`` returned by the component, e.g. a wasi-nn
@@ -256,8 +258,10 @@ class Host:
     Host settings (:class:`wasmai.sandbox.HostOptions`): ``graphs`` maps names to ONNX files
     (each loaded once, on first use, and shared by every instance); ``allow_target_fallback``
     lets a ``gpu``/``tpu`` execution target run on the CPU when ONNX Runtime has no such
-    execution provider (otherwise ``unsupported-operation``); ``intra_op_threads`` 0 = ONNX
-    Runtime's default. ``cache_dir``: compiled components (default :func:`default_cache_dir`).
+    execution provider (otherwise ``unsupported-operation``); ``intra_op_threads`` sizes ONNX
+    Runtime's one intra-op thread pool, shared by every graph in the process and created by the
+    first Host (0 = ONNX Runtime's default; a later Host asking for another size is refused with
+    ComponentError ``config``). ``cache_dir``: compiled components (default :func:`default_cache_dir`).
 
     Sandbox (:class:`wasmai.sandbox.SandboxOptions`), all grants off by default: ``dirs``
     preopens host directories in every instance (:class:`~wasmai.sandbox.Preopen` or

@@ -246,8 +246,8 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
         say(f"throughput: {opts.concurrency} instances on {opts.concurrency} threads")
         tp = throughput(host, comp, work, opts.concurrency, opts.warmup, opts.n)
         if opts.threads != 1:
-            notes.append(f"throughput: each of the {opts.concurrency} instances uses ONNX Runtime's intra-op "
-                         f"pool ({opts.threads or 'default'} threads); --threads 1 gives one core per instance")
+            notes.append(f"throughput: the {opts.concurrency} instances share ONNX Runtime's one intra-op pool "
+                         f"({opts.threads or 'default'} threads); --threads 1 gives one core per call")
     memory.peak_rss_bytes_end = peak_rss_bytes()
 
     report = BenchReport(
