@@ -320,6 +320,12 @@ class _Session:
         if ping.status_code == 401 and not self.has_credentials:
             raise RegistryError(f"{ref.registry} requires authentication: log in (docker login, "
                                 "REGISTRY_AUTH_FILE) or pass --username and --password-stdin")
+        if self.client.send_basic:
+            # Basic credentials are checked once, here, rather than as a failed upload later.
+            again = self.client.do_request(f"{self.scheme}://{ref.registry}/v2/", "GET")
+            if again.status_code in (401, 403):
+                raise RegistryError(f"{ref.registry} refused the credentials (HTTP {again.status_code}): "
+                                    "check the user name and password")
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -384,7 +390,11 @@ class _Session:
                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
         """Upload a file as a blob (skipped when the registry has it); returns its descriptor."""
         desc = _descriptor(media_type, digest, size, **({"annotations": annotations} if annotations else {}))
-        resp = self.client.upload_blob(str(path), self.container, desc)
+        try:
+            resp = self.client.upload_blob(str(path), self.container, desc)
+        except ValueError as exc:  # oras-py: "Issue retrieving session url: ..." (a refused upload)
+            raise RegistryError(f"{self.ref.registry} refused the upload of {digest}: "
+                                f"{first_line(exc)[:200]}") from None
         if resp.status_code not in (200, 201, 202):
             if resp.status_code in (401, 403):
                 raise RegistryError(f"{self.ref.registry} refused the upload to {self.ref.name} "
@@ -856,7 +866,8 @@ class PullResult:
 def pull(reference: str, output: str | os.PathLike[str] | None = None, *, auth: RegistryAuth | None = None,
          insecure: bool = False) -> PullResult:
     """Pull a component by tag or digest (every manifest and blob checked against its digest and
-    cached) and copy it atomically to ``output`` (default: the layer's title in the current folder).
+    cached) and copy it atomically to ``output``: a file, or a folder (existing, or a path ending in
+    ``/``); default: the layer's title in the current folder.
     The newest Sigstore bundle attached to it, if any, is written beside it
     (:func:`wasmai.sign.default_bundle_path`) for ``wasmai verify FILE``; a by-name component's
     model is written beside it as ``NAME.onnx``. Nothing is verified against a policy here.
