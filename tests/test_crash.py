@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from wasmai.host import ComponentError, InferenceError
+from wasmai.host import ComponentError, Host, InferenceError
 from wasmai.worker import crash_message, in_worker
 
 
@@ -37,10 +37,13 @@ def test_host_errors_cross_the_worker_boundary_with_their_fields():
     for exc in (ComponentError("guest trapped", "trap"), InferenceError("too-large", "tensor x is 9 bytes")):
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc) and back.code == exc.code
-    with pytest.raises(InferenceError) as err:
-        in_worker(_raise_inference)
-    assert err.value.code == "bad-input" and err.value.message == "no such input"
-    assert in_worker(divmod, 7, 2) == (3, 1)
+    for _ in ("before", "after"):  # forked before this process has a host; spawned once it has one
+        with pytest.raises(InferenceError) as err:
+            in_worker(_raise_inference)
+        assert err.value.code == "bad-input" and err.value.message == "no such input"
+        assert in_worker(divmod, 7, 2) == (3, 1)
+        Host()
+    assert Host.created
     assert "SIGFPE" in crash_message(-8) and "exit status 3" in crash_message(3)
 
 

@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from wasmai.errors import WasmaiError, printable
 from wasmai.sandbox import DEFAULT_MEMORY_LIMIT_MB, HostOptions, Preopen, SandboxOptions
@@ -281,6 +281,10 @@ class Host:
     :class:`ComponentError` when the native host or ONNX Runtime is missing.
     """
 
+    #: Set once a Host exists in this process (its native threads make ``fork`` unsafe:
+    #: :mod:`wasmai.worker`).
+    created: ClassVar[bool] = False
+
     def __init__(self, *, graphs: Mapping[str, str | os.PathLike[str]] | None = None,
                  allow_target_fallback: bool = False, intra_op_threads: int = 0,
                  cache_dir: str | os.PathLike[str] | None = None,
@@ -296,6 +300,7 @@ class Host:
             max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         sb = self.sandbox
+        Host.created = True
         with _mapped_errors():
             self._native = native_module().NativeHost(
                 str(onnxruntime_library()), str(self.cache_dir),

@@ -9,8 +9,11 @@ process: its result or its ``WasmaiError`` comes back through a pipe; if the chi
 signal, the caller gets one :class:`~wasmai.host.ComponentError` (code ``crash``) naming it and
 goes on. ``wasmai run`` runs the component this way; ``wasmai bench`` measures in process.
 
-The child is forked before it creates a host (no wasmtime or ONNX Runtime threads exist yet in
-the parent: ``fork`` copies only the calling thread), so nothing is shared but memory pages.
+The child is forked while this process has not created a native host (as in the CLI), which
+starts in milliseconds. ``fork`` copies only the calling thread, so once a host exists (its epoch
+ticker, ONNX Runtime's thread pool and watchdog) a lock one of those threads held would stay
+locked in the child forever: the child is then started with ``spawn`` (a fresh interpreter;
+``fn`` and its arguments must be importable and picklable).
 """
 
 from __future__ import annotations
@@ -73,9 +76,9 @@ def in_worker(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     :class:`~wasmai.host.ComponentError` with code ``crash`` when the child dies without
     answering (a signal in native code: :func:`crash_message`), and ``RuntimeError`` for other
     failures inside the child. ``KeyboardInterrupt`` in the caller kills the child."""
-    from wasmai.host import ComponentError
+    from wasmai.host import ComponentError, Host
 
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn") if Host.created else multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_serve, args=(sender, fn, args, kwargs), name="wasmai-worker", daemon=True)
     proc.start()
