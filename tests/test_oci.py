@@ -407,3 +407,32 @@ def test_by_name_component_with_its_model_artifact(registry, build_component, te
     assert json.loads(res.stdout)["outputs"][0]["shape"] == [2, 4]
     pulled = oci.pull(pushed.pinned, f"{tmp_path}/pulled/", insecure=True)
     assert Path(pulled.graphs["mlp"]).read_bytes() == Path(onnx_path).read_bytes()
+
+
+def test_serve_runs_a_pushed_component_pinned_and_verified(registry, signed, keys, tmp_path):
+    """`wasmai serve oci://REF`: the tag is resolved once, the attached signature verified, and the
+    model (named after the repository) answers inference; a policy it fails refuses to start."""
+    import onnx_factory as factory
+    from conftest import Server, http, post_json
+
+    ref = f"{registry.host}/wasmai/served:1.0"
+    assert cli("push", signed, ref, "--insecure").exit_code == 0
+    server = Server([f"oci://{ref}", "--insecure", "--key", str(keys.public_key), "--poll", "0"],
+                    tmp_path / "serve.log")
+    try:
+        x = np.random.default_rng(7).standard_normal((1, 16)).astype(np.float32)
+        status, _, doc = post_json(f"{server.url}/v2/models/served/infer",
+                                   {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16],
+                                                "data": x.ravel().tolist()}]})
+        assert status == 200, doc
+        np.testing.assert_allclose(np.array(doc["outputs"][0]["data"], np.float32).reshape(1, 4),
+                                   factory.mlp_reference(x), rtol=1e-5, atol=1e-5)
+        assert http("GET", f"{server.url}/v2/models/served/ready")[0] == 200
+    finally:
+        assert server.stop() == 0
+
+    other = ws.keygen(tmp_path / "other")
+    refused = subprocess.run([sys.executable, "-m", "wasmai", "serve", f"oci://{ref}", "--insecure", "--key",
+                              str(other.public_key), "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: "), refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr

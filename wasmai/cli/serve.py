@@ -3,6 +3,7 @@ thin front over :func:`wasmai.serve.serve`)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,16 +17,19 @@ from wasmai.cli.options import (
     GithubRefOpt,
     GithubRepositoryOpt,
     GraphOpt,
+    InsecureOpt,
     KeyOpt,
     MaxMemoryOpt,
     MaxTensorBytesOpt,
     OfflineOpt,
+    PasswordStdinOpt,
     PolicyFileOpt,
     StagingOpt,
     TimeoutOpt,
     TopKOpt,
     TrustConfigOpt,
     TrustedRootOpt,
+    UsernameOpt,
 )
 
 if TYPE_CHECKING:
@@ -35,9 +39,10 @@ QUOTA_PANEL = "Quotas (per model; a model's config.toml overrides them)"
 
 
 def serve(
-    paths: Annotated[list[Path], typer.Argument(
-        metavar="MODEL_REPOSITORY|COMPONENT...",
-        help="A model repository (one subfolder per model) and/or component files (.wasm).")],
+    paths: Annotated[list[str], typer.Argument(
+        metavar="MODEL_REPOSITORY|COMPONENT|oci://REF...",
+        help="A model repository (one subfolder per model), component files (.wasm) and/or oci:// "
+        "references (resolved to a digest once; the attached signature must pass the policy).")],
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback unless told otherwise).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8080,
@@ -72,6 +77,9 @@ def serve(
     offline: OfflineOpt = False,
     policy: PolicyFileOpt = None,
     bundle: BundleOpt = None,
+    insecure: InsecureOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """Serve components over HTTP with the KServe Open Inference Protocol v2 (JSON and binary tensors),
     Prometheus /metrics and hot reload of the repository.
@@ -88,17 +96,23 @@ def serve(
     [dim]# two components, two instances each, 5 s per call, on all interfaces[/dim]
     wasmai serve mlp.wasm effnet.wasm --instances 2 --timeout 5 --host 0.0.0.0 --port 8000
 
+    [dim]# a pushed component, pinned to the digest its tag names now; its attached signature must verify[/dim]
+    wasmai serve oci://registry.example.com/acme/effnet:v1 --key keys/wasmai.pub
+
     [dim]# then, e.g.: an image to a classifier, and the metrics[/dim]
     curl --data-binary @cat.jpg 'http://127.0.0.1:8080/v2/models/effnet/classify?top_k=3'
     curl http://127.0.0.1:8080/metrics
     """
-    if bundle is not None and (len(paths) != 1 or paths[0].is_dir()):
+    if bundle is not None and (len(paths) != 1 or Path(paths[0]).is_dir() or paths[0].startswith("oci://")):
         raise typer.BadParameter("--bundle applies to a single component file")
 
     def work() -> None:
+        from wasmai.cli.oci import component_target
         from wasmai.inputs import parse_assignments
+        from wasmai.oci import is_oci_reference
         from wasmai.serve import ModelLimits, ServeOptions
         from wasmai.serve import serve as serve_models
+        from wasmai.serve.repository import stage_oci
         from wasmai.sign import policy_from_options
 
         limits = ModelLimits(instances=instances, queue=queue, timeout_s=timeout if timeout is not None else 30.0,
@@ -112,10 +126,23 @@ def serve(
             key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
             github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
             trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
-        options = ServeOptions(paths=list(paths), host=host, port=port, limits=limits, graphs=graphs,
-                               policy=verify_policy, bundle=bundle, poll_interval_s=poll,
-                               shutdown_timeout_s=shutdown_timeout)
-        serve_models(options, on_started=_startup_table)
+        with tempfile.TemporaryDirectory(prefix="wasmai-serve-oci-") as staged:
+            local: list[Path] = []
+            for item in paths:
+                if not is_oci_reference(item):
+                    local.append(Path(item))
+                    continue
+                # Resolved to a digest once; served from a folder of the verified, digest-checked bytes.
+                component, signature, pulled = component_target(
+                    item, policy=verify_policy, bundle=None, insecure=insecure, username=username,
+                    password_stdin=password_stdin)
+                stage_oci(item, component, signature, pulled, Path(staged))
+            if any(is_oci_reference(item) for item in paths):
+                local.append(Path(staged))
+            options = ServeOptions(paths=local, host=host, port=port, limits=limits, graphs=graphs,
+                                   policy=verify_policy, bundle=bundle, poll_interval_s=poll,
+                                   shutdown_timeout_s=shutdown_timeout)
+            serve_models(options, on_started=_startup_table)
 
     run_command(work, json_out=False)
 

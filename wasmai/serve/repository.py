@@ -224,3 +224,35 @@ def scan(paths: Sequence[str | os.PathLike[str]], defaults: ModelLimits,
                 raise WasmaiError(f"two models are named {source.name!r}")
             out[source.name] = source
     return out
+
+
+def stage_oci(reference: str, resolved_component: Path, bundle: Path | None, graphs: Mapping[str, Path],
+              root: Path) -> Path:
+    """A model folder under ``root`` for a component resolved from an OCI registry
+    (:func:`wasmai.oci.resolve_component`): ``<repository name>/model.wasm``, its verified bundle
+    as ``model.wasm.sigstore.json`` and its by-name graphs as ``NAME.onnx`` (hard links to the
+    digest-checked cache entries where possible, else copies). The model is named after the
+    reference's last repository segment. Raises :class:`WasmaiError` when that is not a model name
+    or two references give the same one."""
+    import shutil
+
+    from wasmai.oci import parse_reference
+
+    name = parse_reference(reference).repository.rsplit("/", 1)[-1]
+    if not NAME_PATTERN.match(name):
+        raise WasmaiError(f"{reference}: the repository's last segment {name!r} must be a model name "
+                          "(letters, digits, '_', '.', '-')")
+    folder = root / name
+    if folder.exists():
+        raise WasmaiError(f"two references are served as model {name!r}")
+    folder.mkdir(parents=True)
+    files = [(resolved_component, folder / COMPONENT_FILE)]
+    if bundle is not None:
+        files.append((bundle, folder / f"{COMPONENT_FILE}{BUNDLE_SUFFIX}"))
+    files += [(path, folder / f"{graph}.onnx") for graph, path in graphs.items()]
+    for src, dst in files:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return folder
