@@ -8,9 +8,13 @@ mod bindings;
 use bindings::exports::wasmai::inference::{metadata, model};
 use bindings::wasi::nn::errors::ErrorCode;
 use bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
+use bindings::wasi::nn::tensor::{Tensor as NnTensor, TensorType};
 use bindings::wasmai::inference::types::{Error, ModelInfo, Tensor};
 
 struct Probe;
+
+/// A wasi-nn tensor as `compute-tensors` takes and returns it: (name, dimensions, type, bytes).
+type NamedTensor = (String, Vec<u32>, TensorType, Vec<u8>);
 
 impl bindings::Guest for Probe {
     fn read_file(path: String) -> Result<String, String> {
@@ -65,6 +69,16 @@ impl bindings::Guest for Probe {
         let outputs = ctx.compute(Vec::new()).map_err(failed)?;
         let (_, first) = outputs.into_iter().next().ok_or_else(|| "the graph has no output".to_string())?;
         Ok(first.data())
+    }
+
+    fn compute_tensors(graph: Vec<u8>, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, String> {
+        let failed = |e: bindings::wasi::nn::errors::Error| format!("{}: {}", code_name(e.code()), e.data());
+        let g = graph::load(&[graph], GraphEncoding::Onnx, ExecutionTarget::Cpu).map_err(failed)?;
+        let ctx = g.init_execution_context().map_err(failed)?;
+        let tensors =
+            inputs.into_iter().map(|(name, dims, ty, data)| (name, NnTensor::new(&dims, ty, &data))).collect();
+        let outputs = ctx.compute(tensors).map_err(failed)?;
+        Ok(outputs.into_iter().map(|(name, t)| (name, t.dimensions(), t.ty(), t.data())).collect())
     }
 
     fn connect_tcp(address: String) -> Result<(), String> {
