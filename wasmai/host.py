@@ -260,8 +260,8 @@ class Host:
     lets a ``gpu``/``tpu`` execution target run on the CPU when ONNX Runtime has no such
     execution provider (otherwise ``unsupported-operation``); ``intra_op_threads`` sizes ONNX
     Runtime's one intra-op thread pool, shared by every graph in the process and created by the
-    first Host (0 = ONNX Runtime's default; a later Host asking for another size is refused with
-    ComponentError ``config``). ``cache_dir``: compiled components (default :func:`default_cache_dir`).
+    first Host (0 = ONNX Runtime's default); a later Host asking for another size gets a pool of
+    that size per graph. ``cache_dir``: compiled components (default :func:`default_cache_dir`).
 
     Sandbox (:class:`wasmai.sandbox.SandboxOptions`), all grants off by default: ``dirs``
     preopens host directories in every instance (:class:`~wasmai.sandbox.Preopen` or

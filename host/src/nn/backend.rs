@@ -20,6 +20,10 @@ pub struct Options {
     /// graph's external-data paths against a folder is pointed for graphs a guest loads, so they
     /// resolve to nothing (`engine::cache::Cache::empty_dir`).
     pub no_external_data_dir: PathBuf,
+    /// `None`: the graphs run on the framework's one process-wide thread pool. `Some(n)`: this
+    /// host asked for another size than that pool's, so each of its graphs gets a pool of its own
+    /// with `n` intra-op threads.
+    pub own_intra_threads: Option<usize>,
 }
 
 /// One ML framework.

@@ -40,7 +40,8 @@ pub fn load_library(lib_path: &str) -> Result<(), String> {
 /// `intra_op_threads` threads (0 = ONNX Runtime's default, one per physical core; the calling
 /// thread counts as one, so 1 starts no pool thread) and no inter-op pool. Every session runs on
 /// that pool (`ort` disables per-session threads when the environment has a global pool), so
-/// loading a graph starts no thread. Only the first call creates it (ONNX Runtime's environment,
+/// loading a graph starts no thread, unless its host asked for another size
+/// (`Options::own_intra_threads`). Only the first call creates it (ONNX Runtime's environment,
 /// hence its pool, is one per process); every call returns the thread count the pool was
 /// created with.
 ///
@@ -256,6 +257,10 @@ impl OnnxGraph {
         let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
         for (key, value) in [(LOAD_MODEL_FORMAT, "ONNX"), (EXTERNAL_DATA_FOLDER, dir)] {
             builder = builder.with_config_entry(key, value).map_err(|e| ort_err(key, e))?;
+        }
+        if let Some(threads) = options.own_intra_threads {
+            builder = builder.with_independent_thread_pool().map_err(|e| ort_err("thread pool", e))?;
+            builder = builder.with_intra_threads(threads).map_err(|e| ort_err("intra-op threads", e))?;
         }
         let mut provider = "CPUExecutionProvider".to_string();
         if !matches!(target, ExecutionTarget::Cpu) {

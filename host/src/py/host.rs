@@ -25,23 +25,14 @@ fn init_ort(ort_library: &str) -> Result<(), Error> {
     onnx::load_library(ort_library).map_err(|m| Error::new(Fault::OnnxRuntime, m))
 }
 
-/// Create (first host) or join ONNX Runtime's process-wide environment and its one intra-op
-/// pool. `Fault::Config` when the pool exists with another explicit size than
-/// `intra_op_threads` (0 accepts any).
-fn join_thread_pool(intra_op_threads: usize) -> Result<(), Error> {
+/// Create (first host) or join ONNX Runtime's process-wide environment and its one intra-op pool.
+/// Returns `None` when this host's graphs run on that shared pool (`intra_op_threads` is 0 or the
+/// pool's size), else `Some(intra_op_threads)`: the host asked for another size (e.g. `bench
+/// --threads 1` after a default host in the same process), so each of its graphs gets its own pool
+/// of that size, as `--threads` promises.
+fn thread_pool(intra_op_threads: usize) -> Result<Option<usize>, Error> {
     let pool = onnx::environment(intra_op_threads).map_err(|m| Error::new(Fault::OnnxRuntime, m))?;
-    if intra_op_threads != 0 && intra_op_threads != pool {
-        let had = if pool == 0 { "ONNX Runtime's default size".to_string() } else { format!("{pool} threads") };
-        return Err(Error::new(
-            Fault::Config,
-            format!(
-                "intra-op threads {intra_op_threads}: ONNX Runtime's intra-op thread pool is shared by the whole \
-                 process and was created with {had} by its first host; every host of a process must ask for \
-                 the same count (or 0)"
-            ),
-        ));
-    }
-    Ok(())
+    Ok((intra_op_threads != 0 && intra_op_threads != pool).then_some(intra_op_threads))
 }
 
 #[pymethods]
@@ -80,7 +71,7 @@ impl NativeHost {
     ) -> PyResult<Self> {
         guarded(|| {
             init_ort(&ort_library)?;
-            join_thread_pool(intra_op_threads)?;
+            let own_intra_threads = thread_pool(intra_op_threads)?;
             let timeout = timeout_s
                 .map(Duration::try_from_secs_f64)
                 .transpose()
@@ -88,7 +79,7 @@ impl NativeHost {
             let nn = WasiNnConfig::new(
                 graphs.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect(),
                 // The empty folder is set by HostEngine::new (it lives in the cache folder).
-                Options { allow_target_fallback, no_external_data_dir: PathBuf::new() },
+                Options { allow_target_fallback, no_external_data_dir: PathBuf::new(), own_intra_threads },
                 Limits { max_tensor_bytes, max_graphs },
             );
             let grants = Grants {

@@ -58,8 +58,38 @@ pub struct NativeInstance {
     inner: Mutex<Instance>,
 }
 
-/// (name, dtype, shape, bytes): a tensor as Python passes and receives it.
+/// (name, dtype, shape, bytes): a tensor as Python receives it.
 type PyTensor<'py> = (String, String, Vec<u32>, Bound<'py, PyBytes>);
+
+/// (name, dtype, shape, bytes): a tensor as Python passes it. Name, dtype and shape are
+/// converted by [`tensor_from_py`], so a bad one is an `argument` error naming the tensor rather
+/// than a bare Python OverflowError / TypeError.
+type PyTensorIn<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyBytes>);
+
+/// Input `index` as a `wasmai:inference` tensor. Errors (`argument`): a name or dtype that is not
+/// a str (or not encodable as UTF-8), an unknown dtype, a shape that is not an iterable of ints
+/// in `0..=u32::MAX` (wasi-nn dimensions are u32).
+fn tensor_from_py(index: usize, (name, dtype, shape, data): PyTensorIn<'_>) -> Result<wtypes::Tensor, Error> {
+    let argument = |m: String| Error::new(Fault::Argument, m);
+    let name: String = name.extract().map_err(|e| argument(format!("tensor #{index}: the name is not a str: {e}")))?;
+    let dtype: String =
+        dtype.extract().map_err(|e| argument(format!("tensor '{name}': the dtype is not a str: {e}")))?;
+    let dtype =
+        parse_dtype(&dtype).ok_or_else(|| argument(format!("tensor '{name}': unknown dtype '{dtype}'")))?;
+    let not_a_shape = |e: PyErr| argument(format!("tensor '{name}': the shape is not a sequence of ints: {e}"));
+    let mut dims = Vec::new();
+    for dim in shape.try_iter().map_err(not_a_shape)? {
+        let dim = dim.map_err(not_a_shape)?;
+        dims.push(dim.extract::<u32>().map_err(|_| {
+            argument(format!(
+                "tensor '{name}': dimension {} is not an int in 0..={} (wasi-nn dimensions are u32)",
+                dim.repr().map_or_else(|_| "?".to_string(), |r| r.to_string()),
+                u32::MAX
+            ))
+        })?);
+    }
+    Ok(wtypes::Tensor { name, dtype, shape: dims, data: data.as_bytes().to_vec() })
+}
 
 fn busy() -> Error {
     Error::new(Fault::Busy, "this instance is in use by another thread (use one instance per thread)")
@@ -181,12 +211,10 @@ impl NativeInstance {
     }
 
     /// model.infer(inputs): inputs and outputs are (name, dtype, shape, bytes) tuples.
-    fn infer<'py>(&self, py: Python<'py>, inputs: Vec<PyTensor<'py>>) -> PyResult<Vec<PyTensor<'py>>> {
+    fn infer<'py>(&self, py: Python<'py>, inputs: Vec<PyTensorIn<'py>>) -> PyResult<Vec<PyTensor<'py>>> {
         let mut tensors = Vec::with_capacity(inputs.len());
-        for (name, dtype, shape, data) in inputs {
-            let dtype = parse_dtype(&dtype)
-                .ok_or_else(|| Error::new(Fault::Argument, format!("tensor '{name}': unknown dtype '{dtype}'")))?;
-            tensors.push(wtypes::Tensor { name, dtype, shape, data: data.as_bytes().to_vec() });
+        for (index, input) in inputs.into_iter().enumerate() {
+            tensors.push(tensor_from_py(index, input)?);
         }
         let outputs = self.call_result(py, "model.infer", move |i| i.model.call_infer(&mut i.store, &tensors))?;
         Ok(outputs
