@@ -74,8 +74,7 @@ fn tensor_from_py(index: usize, (name, dtype, shape, data): PyTensorIn<'_>) -> R
     let name: String = name.extract().map_err(|e| argument(format!("tensor #{index}: the name is not a str: {e}")))?;
     let dtype: String =
         dtype.extract().map_err(|e| argument(format!("tensor '{name}': the dtype is not a str: {e}")))?;
-    let dtype =
-        parse_dtype(&dtype).ok_or_else(|| argument(format!("tensor '{name}': unknown dtype '{dtype}'")))?;
+    let dtype = parse_dtype(&dtype).ok_or_else(|| argument(format!("tensor '{name}': unknown dtype '{dtype}'")))?;
     let not_a_shape = |e: PyErr| argument(format!("tensor '{name}': the shape is not a sequence of ints: {e}"));
     let mut dims = Vec::new();
     for dim in shape.try_iter().map_err(not_a_shape)? {
