@@ -19,13 +19,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -37,116 +34,17 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnx_factory as factory  # noqa: E402
+from conftest import (  # noqa: E402
+    Server,
+    free_port,
+    http,
+    post_json,
+    slow_model,
+    slow_request,
+    wait_for,
+)
 
 SLOW_TIMEOUT_S = 1.0
-
-
-def slow_model():
-    """x fp32 [1], n i64 [1] -> y = x + n, computed by an ONNX Loop of n iterations (~2 us each)."""
-    from onnx import TensorProto, helper
-
-    scalar = helper.make_tensor("scalar_shape", TensorProto.INT64, [0], [])
-    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])],
-        "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])], initializer=[one])
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["n", "scalar_shape"], ["m"]), helper.make_node("Loop", ["m", "", "x"], ["y"],
-                                                                                     body=body)],
-        "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
-                 helper.make_tensor_value_info("n", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=[scalar])
-    return factory._model(graph, "slow loop")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A ``python -m wasmai serve`` subprocess; ``log`` is its stderr (JSON lines + the table)."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._err = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "wasmai", "serve", *args, "--port", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=self._err)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {log.read_text()[-3000:]}")
-            try:
-                if http("GET", self.url + "/v2/health/ready", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("server did not become ready: " + log.read_text()[-3000:])
-
-    def events(self) -> list[dict]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._err.close()
-        return int(self.proc.returncode)
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
-         timeout: float = 30) -> tuple[int, dict, bytes]:
-    """(status, headers with lower-case names, body) of one request; error statuses are returned."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
-
-
-def post_json(url: str, doc: object, timeout: float = 30) -> tuple[int, dict, dict]:
-    status, headers, body = http("POST", url, json.dumps(doc).encode(), {"Content-Type": "application/json"},
-                                 timeout)
-    return status, headers, json.loads(body)
-
-
-def slow_request(n: int) -> dict:
-    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]},
-                       {"name": "n", "datatype": "INT64", "shape": [1], "data": [n]}]}
-
-
-@pytest.fixture(scope="module")
-def loop_iterations(tmp_path_factory) -> callable:
-    """``loop_iterations(seconds) -> n``: Loop iterations ONNX Runtime needs for that long here."""
-    import onnxruntime as ort
-
-    path = factory.save(slow_model(), tmp_path_factory.mktemp("calibrate") / "slow.onnx")
-    session = ort.InferenceSession(str(path))
-    feed = {"x": np.zeros(1, np.float32), "n": np.array([100_000], np.int64)}
-    session.run(None, feed)
-    t0 = time.perf_counter()
-    session.run(None, feed)
-    per_iteration = (time.perf_counter() - t0) / 100_000
-    return lambda seconds: int(seconds / per_iteration)
 
 
 @pytest.fixture(scope="module")
@@ -419,15 +317,6 @@ def test_metrics_parse_and_count(server):
 # --- hot reload --------------------------------------------------------------------------------
 
 
-def _wait_for(predicate, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def test_hot_reload_swaps_versions_without_failed_requests(server, repo):
     """A load loop runs while mlp gets version 2 (a new config and the same, re-signed component),
     then a refused reload (an unsigned component) and a new model; every request succeeds."""
@@ -457,11 +346,11 @@ def test_hot_reload_swaps_versions_without_failed_requests(server, repo):
         (staging / "config.toml").write_text('version = "2"\ninstances = 2\nqueue = 4\nmax_body_bytes = 65536\n')
         for f in ("model.wasm", "model.wasm.sigstore.json", "config.toml"):
             os.replace(staging / f, folder / f)
-        _wait_for(lambda: json.loads(http("GET", f"{server.url}/v2/models/mlp")[2])["versions"] == ["2"])
+        wait_for(lambda: json.loads(http("GET", f"{server.url}/v2/models/mlp")[2])["versions"] == ["2"])
         time.sleep(0.5)
         # A component that fails the policy: refused, version 2 keeps serving, the refusal is visible.
         (folder / "model.wasm.sigstore.json").unlink()
-        _wait_for(lambda: "reload_refused" in json.loads(http("GET", f"{server.url}/v2/models/mlp")[2])["parameters"])
+        wait_for(lambda: "reload_refused" in json.loads(http("GET", f"{server.url}/v2/models/mlp")[2])["parameters"])
         time.sleep(0.5)
     finally:
         stop.set()
@@ -472,9 +361,9 @@ def test_hot_reload_swaps_versions_without_failed_requests(server, repo):
     assert any(e.get("event") == "reload-refused" and e["model"] == "mlp" for e in server.events())
     # A new model folder appears, a removed one goes (404).
     shutil.copytree(repo["models"] / "types", repo["models"] / "types2")
-    _wait_for(lambda: http("GET", f"{server.url}/v2/models/types2/ready")[0] == 200)
+    wait_for(lambda: http("GET", f"{server.url}/v2/models/types2/ready")[0] == 200)
     shutil.rmtree(repo["models"] / "types2")
-    _wait_for(lambda: http("GET", f"{server.url}/v2/models/types2/ready")[0] == 404)
+    wait_for(lambda: http("GET", f"{server.url}/v2/models/types2/ready")[0] == 404)
 
 
 # --- lifecycle ---------------------------------------------------------------------------------

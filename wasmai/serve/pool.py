@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,22 @@ def new_instance(host: Host, component: Component) -> Instance:
     inst = host.instantiate(component)
     inst.load()
     return inst
+
+
+def _call(fn: Callable[[Instance], T], inst: Instance) -> T:
+    """``fn(inst)`` on a worker thread. When the call kills the instance, the exception's frames
+    (``fn``'s, the host wrapper's) are cleared and this frame lets go of the instance: the
+    exception lives on in asyncio futures and tracebacks (reference cycles the cyclic collector
+    frees only eventually), and must not keep a dead instance's linear memory and ONNX Runtime
+    buffers alive with it."""
+    try:
+        return fn(inst)
+    except ComponentError as exc:
+        if exc.code in FATAL_CODES:
+            del inst
+            if exc.__traceback__ is not None:
+                traceback.clear_frames(exc.__traceback__)
+        raise
 
 
 def load_model(source: ModelSource, policy: Any) -> LoadedModel:
@@ -288,17 +305,19 @@ class InstancePool:
             called = time.perf_counter()
             timing.queue_s = called - start
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self._executor, fn, inst)
+            fut = loop.run_in_executor(self._executor, _call, fn, inst)
             try:
                 result = await asyncio.wait_for(asyncio.shield(fut), self.limits.timeout_s)
             except TimeoutError:
                 timing.call_s = time.perf_counter() - called
+                del inst  # this frame lives on in the exception's traceback (see _call)
                 self._discard("timeout", fut)
                 raise DeadlineExceeded(f"model {self.name!r}: the call took longer than "
                                        f"{self.limits.timeout_s:g} s; the instance was replaced") from None
             except ComponentError as exc:
                 timing.call_s = time.perf_counter() - called
                 if exc.code in FATAL_CODES:
+                    del inst  # this frame lives on in the exception's traceback (see _call)
                     self._discard(exc.code, None)
                     if exc.code == "timeout":
                         raise DeadlineExceeded(f"model {self.name!r}: {exc}; the instance was replaced") from None
