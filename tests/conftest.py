@@ -4,6 +4,7 @@ several stages are appended below with a comment naming who uses them."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -137,16 +138,18 @@ def free_port() -> int:
 class Server:
     """A ``python -m wasmai serve`` subprocess; ``log`` is its stderr (JSON lines + the table)."""
 
-    def __init__(self, args: list[str], log: Path, *, command: Sequence[str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path, *, command: Sequence[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         """``python -m wasmai serve *args --port PORT`` on a free port; or ``command``, a whole argv
-        in which ``{port}`` is replaced by the free port."""
+        in which ``{port}`` is replaced by the free port. ``env``: variables added to ours."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self._err = open(log, "wb")  # noqa: SIM115 - closed in stop()
         argv = ([a.replace("{port}", str(self.port)) for a in command] if command is not None else
                 [sys.executable, "-m", "wasmai", "serve", *args, "--port", str(self.port)])
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._err)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._err,
+                                     env={**os.environ, **env} if env else None)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
