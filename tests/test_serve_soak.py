@@ -18,8 +18,8 @@ a repository of three signed components built from the repo templates:
 Four client threads (two on ``mlp``, one each on ``trap`` and ``slow``) send requests for 30 s (at
 most ``MAX_REQUESTS`` in all). The server's RSS (``VmRSS`` in ``/proc/<pid>/status``) is read every
 second; its start (after a warm-up of each kind of request), middle and end figures are printed;
-the growth from start to end must stay under ``RSS_GROWTH_BOUND_MIB`` and the second half's under
-``RSS_SECOND_HALF_BOUND_MIB``.
+the growth from start to end must stay under ``RSS_GROWTH_BOUND_MIB``, and the median of the
+last 10 s may exceed that of 5-15 s by less than ``RSS_SECOND_HALF_BOUND_MIB``.
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ WARM_TRAPS, WARM_TIMEOUTS = 6, 2
 #: (new host, compiled code, ONNX Runtime session, warm instances) and drops the old one; every
 #: trap and timeout drops an instance and makes a new one; all of it must be given back. In the
 #: first half the C allocator's per-thread arenas settle (they keep freed 12 MiB trap buffers for
-#: reuse: measured +60..90 MiB); the second half must be flat: a leak of 0.1 MiB per trap or of
-#: one instance per swap would break it. (Before dead instances were let go of at once, the same
-#: load grew 182 -> 597 -> 1111 MiB: each trapped instance lived until the cyclic GC ran.)
+#: reuse: measured +60..90 MiB); the second half must be flat (median of its last 10 s against
+#: that of 5-15 s; measured -4..+21 MiB, noise of the mixed load: traps alone stay within 1 MiB
+#: over 6,000 of them): a leak of 0.2 MiB per trap (~300 traps per half) would break it.
+#: (Before dead instances were let go of at once, the same load grew 182 -> 597 -> 1111 MiB:
+#: each trapped instance lived until the cyclic GC ran.)
 RSS_GROWTH_BOUND_MIB = 128
-RSS_SECOND_HALF_BOUND_MIB = 24
+RSS_SECOND_HALF_BOUND_MIB = 48
 
 
 def expand_model():
@@ -287,7 +289,14 @@ def _soak(server: Server, repo: dict, timeout_n: int) -> None:
     reloads = [e for e in server.events() if e.get("event") in ("model-reloaded", "reload-refused")]
     assert [e["event"] for e in reloads] == ["model-reloaded"] * 5, reloads
     # Memory stays flat.
-    growth, second_half = rss[-1][1] - rss[0][1], rss[-1][1] - middle[1]
+    # A single reading moves by ~+-20 MiB with the trap in flight at that moment (its 12 MiB
+    # output, the guest's copy), so the trend is judged on medians of 10 s windows.
+    def window(lo: float, hi: float) -> float:
+        return float(np.median([r for t, r in rss if lo <= t <= hi]))
+
+    growth = rss[-1][1] - rss[0][1]
+    trend = window(SOAK_S - 10, SOAK_S) - window(SOAK_S / 2 - 10, SOAK_S / 2)
     series = ", ".join(f"{t:.0f}s {r:.0f}" for t, r in rss)
+    print(f"  RSS growth start -> end {growth:+.1f} MiB; median of the last 10 s minus that of 5-15 s {trend:+.1f} MiB")
     assert growth < RSS_GROWTH_BOUND_MIB, f"RSS grew {growth:.1f} MiB during the soak (MiB: {series})"
-    assert second_half < RSS_SECOND_HALF_BOUND_MIB, f"RSS grew {second_half:.1f} MiB in the second half ({series})"
+    assert trend < RSS_SECOND_HALF_BOUND_MIB, f"RSS kept growing in the second half: {trend:+.1f} MiB ({series})"
