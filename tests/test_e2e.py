@@ -77,3 +77,36 @@ def test_run_refuses_the_component_once_tampered(example_out, tmp_path):
                            "--key", str(out / "keys" / "wasmai.pub")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_tritonclient_gets_the_cat_from_wasmai_serve(example_out, tmp_path):
+    """The example's signed components served over the Open Inference Protocol: the official
+    Triton client sends the cat photo (a BYTES input) to each and gets a cat back."""
+    import shutil
+
+    import numpy as np
+    import skimage.data
+    import tritonclient.http as triton
+    from conftest import Server
+
+    out, _ = example_out
+    repo = tmp_path / "models"
+    for variant in ("fp32", "int8"):
+        folder = repo / f"effnet-{variant}"
+        folder.mkdir(parents=True)
+        shutil.copyfile(out / f"effnet-{variant}.wasm", folder / "model.wasm")
+        shutil.copyfile(out / f"effnet-{variant}.wasm.sigstore.json", folder / "model.wasm.sigstore.json")
+    photo = (Path(skimage.data.__file__).parent / "chelsea.png").read_bytes()
+    server = Server([str(repo), "--key", str(out / "keys" / "wasmai.pub"), "--poll", "0"], tmp_path / "serve.log")
+    try:
+        client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+        for variant in ("fp32", "int8"):
+            image = triton.InferInput("image", [1], "BYTES")
+            image.set_data_from_numpy(np.array([photo], dtype=np.object_), binary_data=True)
+            result = client.infer(f"effnet-{variant}", [image])
+            labels = [label.decode() if isinstance(label, bytes) else str(label)
+                      for label in result.as_numpy("label").reshape(-1)]
+            assert set(labels[:3]) & CAT_LABELS, (variant, labels)
+    finally:
+        assert server.stop() == 0
