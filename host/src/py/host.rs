@@ -26,13 +26,14 @@ fn init_ort(ort_library: &str) -> Result<(), Error> {
 }
 
 /// Create (first host) or join ONNX Runtime's process-wide environment and its one intra-op pool.
-/// Returns `None` when this host's graphs run on that shared pool (`intra_op_threads` is 0 or the
-/// pool's size), else `Some(intra_op_threads)`: the host asked for another size (e.g. `bench
-/// --threads 1` after a default host in the same process), so each of its graphs gets its own pool
-/// of that size, as `--threads` promises.
+/// Returns `None` when this host's graphs run on that shared pool (`intra_op_threads` is the size
+/// it was created with; 0 = ONNX Runtime's default), else `Some(intra_op_threads)`: the host asked
+/// for another size (e.g. `bench --threads 1` after a default host in the same process, or the
+/// default after `--threads 1`), so each of its graphs gets its own pool of that size (0: ONNX
+/// Runtime's default), as `--threads` promises.
 fn thread_pool(intra_op_threads: usize) -> Result<Option<usize>, Error> {
     let pool = onnx::environment(intra_op_threads).map_err(|m| Error::new(Fault::OnnxRuntime, m))?;
-    Ok((intra_op_threads != 0 && intra_op_threads != pool).then_some(intra_op_threads))
+    Ok((intra_op_threads != pool).then_some(intra_op_threads))
 }
 
 #[pymethods]
