@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-JSON_HELP = "Print the result as JSON on stdout (machine-readable; nothing else goes to stdout)."
-
 
 def console(stderr: bool = False) -> Console:
     """A rich Console on stdout (or stderr)."""
