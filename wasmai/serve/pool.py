@@ -8,9 +8,10 @@ them, so the event loop keeps answering while N instances compute.
 Admission (:meth:`InstancePool.run`): a request takes an idle instance, or waits in a bounded
 queue (``limits.queue`` entries; a full queue -> :class:`Overloaded`, HTTP 429) for at most
 ``limits.queue_timeout_s`` (-> :class:`Unavailable`, HTTP 503). The guest call has
-``limits.timeout_s``: the host's epoch deadline interrupts guest code at that time, and the
-pool stops waiting at the same deadline even when the call is inside ONNX Runtime (which the
-deadline cannot interrupt) -> :class:`DeadlineExceeded`, HTTP 504. An instance that timed out,
+``limits.timeout_s``: the host interrupts guest code and stops an ONNX Runtime run at that
+time, and the pool stops waiting at the same deadline even when the call overruns it (a single
+long kernel or a graph load cannot be interrupted: SECURITY.md) -> :class:`DeadlineExceeded`,
+HTTP 504. An instance that timed out,
 trapped or hit its memory limit is discarded (its thread, if still running, is left to finish
 and its instance dropped) and a fresh instance is made in the background; at most
 ``limits.instances`` abandoned calls are tolerated at once before replacements wait for them,
