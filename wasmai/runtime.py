@@ -108,14 +108,16 @@ def run_component(path: str | os.PathLike[str], *, image: str | os.PathLike[str]
                   graphs: Mapping[str, str | os.PathLike[str]] | None = None,
                   allow_target_fallback: bool = False, policy: Any = None,
                   bundle: str | os.PathLike[str] | None = None, sandbox: SandboxOptions | None = None,
-                  host: Host | None = None) -> RunResult:
+                  host: Host | None = None, verified: Any = None) -> RunResult:
     """Run a component once: verify (when ``policy`` is given, BEFORE anything is compiled or
     instantiated), compile/load, instantiate, ``load``, then ``classify(image, top_k)`` or
     ``infer(inputs)``. ``inputs`` maps input names (or "" / "0", "1", ... for positions) to numpy
     arrays, matched and cast by :func:`wasmai.inputs.match_inputs`. ``graphs`` (name -> ONNX file)
     serve wasi-nn load-by-name. ``sandbox`` (default: deny everything, 4096 MiB memory, no
     timeout) grants directories/env/stdio and sets the limits of the Host made here; ``host``
-    replaces that Host.
+    replaces that Host. ``verified`` is a verification already made of exactly this file (the
+    :class:`wasmai.sign.VerifyResult` :func:`wasmai.oci.resolve_component` returns): it is not
+    repeated, and its digest is pinned like one made here.
 
     Returns a :class:`RunResult` (times in ms). Raises WasmaiError for bad arguments or inputs,
     VerificationError when the signature check fails, ComponentError / InferenceError from
@@ -126,7 +128,7 @@ def run_component(path: str | os.PathLike[str], *, image: str | os.PathLike[str]
     if (image is None) == (not inputs):
         raise WasmaiError("give either an image or input tensors")
     image_bytes = read_image(image) if image is not None else None
-    signature = verify_before_run(path, policy, bundle) if policy is not None else None
+    signature = verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
 
     host = host or Host(graphs=graphs, allow_target_fallback=allow_target_fallback,
                         **(sandbox or SandboxOptions()).host_kwargs())

@@ -87,7 +87,9 @@ class BenchOptions:
     (else skipped, with the reason in the report), True = required (error if not found), False =
     off; ``model`` is that ONNX file (default: found beside the component by sha256).
     ``policy`` (a :class:`wasmai.sign.VerificationPolicy`, or None to skip) is checked before
-    anything is compiled; ``bundle`` is its signature bundle (default beside the component).
+    anything is compiled; ``bundle`` is its signature bundle (default beside the component);
+    ``verified``, a verification already made of exactly this file (what
+    :func:`wasmai.oci.resolve_component` returns), is used instead of repeating it.
     ``sandbox`` grants directories/env/stdio and sets the limits of the host; ``graphs`` serve
     wasi-nn load-by-name; ``cache_dir`` holds compiled components. ``plot``: a PNG to write.
     """
@@ -111,6 +113,7 @@ class BenchOptions:
     sandbox: SandboxOptions = field(default_factory=SandboxOptions)
     policy: Any = None
     bundle: Path | None = None
+    verified: Any = None
     plot: Path | None = None
 
 
@@ -147,9 +150,11 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
     image_bytes = read_image(opts.image) if opts.image is not None else None
 
     verification = verified_digest = None
-    if opts.policy is not None:
+    result = opts.verified
+    if result is None and opts.policy is not None:
         say("verifying signature")
         result = verify_before_run(path, opts.policy, opts.bundle)
+    if result is not None:
         verification, verified_digest = to_jsonable(result), result.digest
 
     host = Host(graphs=opts.graphs, allow_target_fallback=opts.allow_target_fallback,

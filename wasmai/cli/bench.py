@@ -147,14 +147,14 @@ def bench(
             github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
             trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
         arrays = load_arrays(input_, inputs) if (input_ or inputs is not None) else None
-        path, signature, pulled_graphs = component_target(component, policy=verify_policy, bundle=bundle,
+        path, signature, pulled_graphs, verified = component_target(component, policy=verify_policy, bundle=bundle,
                                                           insecure=insecure, username=username,
                                                           password_stdin=password_stdin)
         opts = BenchOptions(
             component=path, image=image, inputs=arrays, random=random, dims=dims, seed=seed, n=n,
             warmup=warmup, concurrency=concurrency, threads=threads, ort_baseline=native, model=model,
             top_k=top_k, graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
-            sandbox=sandbox, policy=verify_policy, bundle=signature, plot=plot)
+            sandbox=sandbox, policy=verify_policy, bundle=signature, verified=verified, plot=plot)
         return run_bench(opts, progress=None if json_out else _progress())
 
     run_command(work, json_out=json_out, render=render)

@@ -14,7 +14,7 @@ from wasmai.cli.options import InsecureOpt, JsonOpt, PasswordStdinOpt, UsernameO
 
 if TYPE_CHECKING:
     from wasmai.oci import PullResult, PushResult, RegistryAuth
-    from wasmai.sign import VerificationPolicy
+    from wasmai.sign import VerificationPolicy, VerifyResult
 
 COMPONENT_HELP = "oci://REGISTRY/REPO[:TAG|@sha256:DIGEST] for a pushed one"
 
@@ -37,17 +37,19 @@ def registry_auth(username: str | None, password_stdin: bool) -> RegistryAuth | 
 
 
 def component_target(component: str, *, policy: VerificationPolicy | None, bundle: Path | None, insecure: bool,
-                     username: str | None, password_stdin: bool) -> tuple[Path, Path | None, dict[str, Path]]:
-    """``(component file, bundle, by-name graphs)`` for ``run`` and ``bench``: a local path as given,
-    or an ``oci://`` reference resolved once by :func:`wasmai.oci.resolve_component` (the cached
-    bytes, the attached bundle that verified under ``policy``, the model of a by-name component)."""
+                     username: str | None, password_stdin: bool
+                     ) -> tuple[Path, Path | None, dict[str, Path], VerifyResult | None]:
+    """``(component file, bundle, by-name graphs, verification)`` for ``run``, ``bench`` and
+    ``serve``: a local path as given (not verified here), or an ``oci://`` reference resolved once by
+    :func:`wasmai.oci.resolve_component` (the cached bytes, the attached bundle that verified under
+    ``policy`` and that verification, the model of a by-name component)."""
     from wasmai.oci import is_oci_reference, resolve_component
 
     if not is_oci_reference(component):
-        return Path(component), bundle, {}
+        return Path(component), bundle, {}, None
     resolved = resolve_component(component, policy=policy, bundle=bundle,
                                  auth=registry_auth(username, password_stdin), insecure=insecure)
-    return resolved.component, resolved.bundle, resolved.graphs
+    return resolved.component, resolved.bundle, resolved.graphs, resolved.verified
 
 
 def push(

@@ -116,13 +116,13 @@ def run(
             github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
             trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
         arrays = None if image is not None else load_arrays(input_, inputs)
-        path, signature, pulled_graphs = component_target(component, policy=verify_policy, bundle=bundle,
+        path, signature, pulled_graphs, verified = component_target(component, policy=verify_policy, bundle=bundle,
                                                           insecure=insecure, username=username,
                                                           password_stdin=password_stdin)
         # In a forked worker: a graph that crashes ONNX Runtime ends the worker, not this command.
         return in_worker(run_component, path, image=image, inputs=arrays, top_k=top_k,
                          graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
-                         sandbox=sandbox, policy=verify_policy, bundle=signature)
+                         sandbox=sandbox, policy=verify_policy, bundle=signature, verified=verified)
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
 

@@ -133,7 +133,7 @@ def serve(
                     local.append(Path(item))
                     continue
                 # Resolved to a digest once; served from a folder of the verified, digest-checked bytes.
-                component, signature, pulled = component_target(
+                component, signature, pulled, _ = component_target(
                     item, policy=verify_policy, bundle=None, insecure=insecure, username=username,
                     password_stdin=password_stdin)
                 stage_oci(item, component, signature, pulled, Path(staged))
