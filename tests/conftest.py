@@ -21,6 +21,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_cli(*args: object, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m wasmai ARGS`` in a fresh process with this checkout first on the path: the real
+    exit code, stdout and stderr (and a parent without this test process's host threads, which
+    ``wasmai run``'s forked worker needs)."""
+    return subprocess.run([sys.executable, "-m", "wasmai", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=cwd, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The checkout's root folder."""

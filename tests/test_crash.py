@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import pickle
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import run_cli
 from onnx import TensorProto, helper
 
 from wasmai.host import ComponentError, Host, InferenceError
@@ -27,10 +26,6 @@ def _int_div(path: Path) -> Path:
         [helper.make_tensor_value_info("q", TensorProto.INT32, [1])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wasmai", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_host_errors_cross_the_worker_boundary_with_their_fields():
@@ -59,13 +54,13 @@ def test_a_graph_that_crashes_onnxruntime_is_one_error_line(build_component, tmp
         np.save(tmp_path / f"a-{name}.npy", np.array([a], np.int32))
         np.save(tmp_path / f"b-{name}.npy", np.array([b], np.int32))
 
-    ok = _cli("run", str(component), "--input", f"a={tmp_path / 'a-ok.npy'}", "--input",
-              f"b={tmp_path / 'b-ok.npy'}", "--json")
+    ok = run_cli("run", str(component), "--input", f"a={tmp_path / 'a-ok.npy'}", "--input",
+                 f"b={tmp_path / 'b-ok.npy'}", "--json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["outputs"][0]["values"] == [3]  # the worker's result came back
 
-    boom = _cli("run", str(component), "--input", f"a={tmp_path / 'a-boom.npy'}", "--input",
-                f"b={tmp_path / 'b-boom.npy'}")
+    boom = run_cli("run", str(component), "--input", f"a={tmp_path / 'a-boom.npy'}", "--input",
+                   f"b={tmp_path / 'b-boom.npy'}")
     assert boom.returncode == 1, (boom.returncode, boom.stderr)
     lines = boom.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "SIGFPE" in lines[0], boom.stderr

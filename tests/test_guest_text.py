@@ -7,12 +7,10 @@ A real image-classifier component is built whose labels and model name carry ric
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx_factory as factory
 import pytest
+from conftest import run_cli
 
 pytestmark = pytest.mark.slow  # builds a component with cargo-component
 
@@ -39,13 +37,9 @@ def hostile(tmp_path_factory, build_component):
     return build_component(onnx_path), d / "image.png"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wasmai", *args], capture_output=True, text=True, timeout=300)
-
-
 def test_run_prints_guest_labels_and_names_as_text(hostile):
     component, image = hostile
-    proc = _cli("run", str(component), "--image", str(image), "--top-k", "10")
+    proc = run_cli("run", str(component), "--image", str(image), "--top-k", "10")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "\x1b" not in out and "\u202e" not in out
@@ -57,7 +51,7 @@ def test_run_prints_guest_labels_and_names_as_text(hostile):
 
 def test_inspect_prints_guest_metadata_as_text(hostile):
     component, _ = hostile
-    proc = _cli("inspect", str(component))
+    proc = run_cli("inspect", str(component))
     assert proc.returncode == 0, proc.stderr
     assert "\x1b" not in proc.stdout and "\u202e" not in proc.stdout
     assert "[bold]x[/bold]" in proc.stdout and FAKE_VERIFIED in proc.stdout

@@ -4,15 +4,13 @@ built from the repo templates by wasmai.build and real ONNX models from tests/on
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import onnx_factory as factory
 import pytest
+from conftest import run_cli
 
 from wasmai.errors import WasmaiError
 from wasmai.host import ComponentError, Host, InferenceError
@@ -249,17 +247,11 @@ def test_instances_run_in_parallel_threads(host, components):
 
 # --- CLI --------------------------------------------------------------------------------------
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.run([sys.executable, "-m", "wasmai", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
-
-
 def test_cli_run_tensor_json(tmp_path, components, models):
     x = np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    proc = _cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}",
-                "--graph", f"mlp={models['mlp']}", "--json")
+    proc = run_cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}",
+                   "--graph", f"mlp={models['mlp']}", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     (out,) = doc["outputs"]
@@ -269,41 +261,41 @@ def test_cli_run_tensor_json(tmp_path, components, models):
     assert doc["execution_provider"] == "CPUExecutionProvider" and doc["ort_run_ms"] > 0
 
     np.savez(tmp_path / "inputs.npz", x=x)
-    via_npz = _cli("run", str(components["mlp_by_name"]), "--inputs", str(tmp_path / "inputs.npz"),
-                   "--graph", f"mlp={models['mlp']}", "--json")
+    via_npz = run_cli("run", str(components["mlp_by_name"]), "--inputs", str(tmp_path / "inputs.npz"),
+                      "--graph", f"mlp={models['mlp']}", "--json")
     assert via_npz.returncode == 0, via_npz.stderr
     assert json.loads(via_npz.stdout)["outputs"][0]["values"] == out["values"]
 
-    table = _cli("run", str(components["mlp_by_name"]), "--input", str(tmp_path / "x.npy"),
-                 "--graph", f"mlp={models['mlp']}", "--verbose")
+    table = run_cli("run", str(components["mlp_by_name"]), "--input", str(tmp_path / "x.npy"),
+                    "--graph", f"mlp={models['mlp']}", "--verbose")
     assert table.returncode == 0, table.stderr
     assert "outputs" in table.stdout and "CPUExecutionProvider" in table.stdout and "cold compile" not in table.stdout
 
 
 def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):
     np.save(tmp_path / "x.npy", np.zeros((1, 16), np.float32))
-    missing = _cli("run", str(tmp_path / "nope.wasm"), "--input", f"x={tmp_path / 'x.npy'}", "--json")
+    missing = run_cli("run", str(tmp_path / "nope.wasm"), "--input", f"x={tmp_path / 'x.npy'}", "--json")
     assert missing.returncode == 1
     assert missing.stderr.strip().startswith("error: component not found") and "Traceback" not in missing.stderr
     assert json.loads(missing.stdout)["exit_code"] == 1
 
-    not_found = _cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}")
+    not_found = run_cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}")
     assert not_found.returncode == 1
     assert not_found.stderr.count("\n") == 1 and "not-found" in not_found.stderr
 
-    image_on_tensor = _cli("run", str(components["all_types"]), "--image", str(tmp_path / "x.npy"))
+    image_on_tensor = run_cli("run", str(components["all_types"]), "--image", str(tmp_path / "x.npy"))
     assert image_on_tensor.returncode == 1 and "tensor" in image_on_tensor.stderr
 
-    no_graph_file = _cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}",
-                         "--graph", f"mlp={tmp_path / 'missing.onnx'}")
+    no_graph_file = run_cli("run", str(components["mlp_by_name"]), "--input", f"x={tmp_path / 'x.npy'}",
+                            "--graph", f"mlp={tmp_path / 'missing.onnx'}")
     assert no_graph_file.returncode == 1 and "file not found" in no_graph_file.stderr
 
-    usage = _cli("run", str(components["all_types"]))
+    usage = run_cli("run", str(components["all_types"]))
     assert usage.returncode == 2
 
 
 def test_cli_inspect_json(components, models):
-    proc = _cli("inspect", str(components["mlp_by_name"]), "--json")
+    proc = run_cli("inspect", str(components["mlp_by_name"]), "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert any(i.startswith("wasi:nn/graph@0.2.0-rc-2024-10-28") for i in doc["imports"])
@@ -314,10 +306,10 @@ def test_cli_inspect_json(components, models):
     assert sum(sizes.values()) == doc["size_bytes"] and sizes["code"] > 0
 
     # An embedded model is counted in the data sections.
-    embedded = json.loads(_cli("inspect", str(components["all_types"]), "--json").stdout)
+    embedded = json.loads(run_cli("inspect", str(components["all_types"]), "--json").stdout)
     assert embedded["size_breakdown"]["data"] >= models["all_types"].stat().st_size > 0
 
-    bad = _cli("inspect", str(Path(__file__)), "--json")
+    bad = run_cli("inspect", str(Path(__file__)), "--json")
     assert bad.returncode == 1 and "not a WebAssembly component" in bad.stderr
 
 
@@ -373,7 +365,7 @@ def test_classify_on_a_tensor_model_is_refused(host, components):
 
 
 def test_cli_run_image_json(classifier):
-    proc = _cli("run", str(classifier["component"]), "--image", str(classifier["image"]), "--top-k", "2", "--json")
+    proc = run_cli("run", str(classifier["component"]), "--image", str(classifier["image"]), "--top-k", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert len(doc["predictions"]) == 2 and doc["task"] == "image-classification"
@@ -392,14 +384,14 @@ def test_cli_run_verifies_the_signature_before_running(tmp_path, components, mod
     signed = sign_component(comp, key=keys.private_key)
     np.save(tmp_path / "x.npy", np.ones((1, 16), np.float32))
     args = ["--input", f"x={tmp_path / 'x.npy'}", "--graph", f"mlp={models['mlp']}", "--key", str(keys.public_key)]
-    ok = _cli("run", str(comp), *args, "--json")
+    ok = run_cli("run", str(comp), *args, "--json")
     assert ok.returncode == 0, ok.stderr
     doc = json.loads(ok.stdout)
     assert doc["signature"] and doc["outputs"][0]["shape"] == [1, 4]
 
     # Same bundle, other (valid, runnable) component bytes: refused by verification, never run.
     comp.write_bytes(components["mlp_gpu"].read_bytes())
-    tampered = _cli("run", str(comp), *args, "--bundle", str(signed.bundle), "--json")
+    tampered = run_cli("run", str(comp), *args, "--bundle", str(signed.bundle), "--json")
     assert tampered.returncode == 1
     assert tampered.stderr.startswith("error: ") and tampered.stderr.count("\n") == 1
     assert "outputs" not in json.loads(tampered.stdout)

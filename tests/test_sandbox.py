@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx_factory as factory
 import pytest
+from conftest import run_cli
 
 from wasmai.errors import WasmaiError
 from wasmai.host import ComponentError, Host, InferenceError
@@ -54,17 +54,11 @@ def test_env_and_limit_options():
             SandboxOptions.from_options(env=[bad])
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "wasmai", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
-
-
 def test_cli_missing_dir_is_one_line_error(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(1, np.float32))
     (tmp_path / "c.wasm").write_bytes(b"\0asm")
-    proc = _cli("run", str(tmp_path / "c.wasm"), "--input", f"x={tmp_path / 'x.npy'}",
-                "--dir", f"{tmp_path / 'nope'}::/data")
+    proc = run_cli("run", str(tmp_path / "c.wasm"), "--input", f"x={tmp_path / 'x.npy'}",
+                   "--dir", f"{tmp_path / 'nope'}::/data")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: --dir: host directory not found: {tmp_path / 'nope'}"]
 
@@ -263,12 +257,12 @@ def test_tensor_over_max_tensor_bytes_is_too_large(identity_u8, cache_dir):
 @pytest.mark.slow
 def test_cli_max_tensor_bytes_exits_1_with_too_large(identity_u8, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(2 * MIB, np.uint8))
-    proc = _cli("run", str(identity_u8), "--input", f"x={tmp_path / 'x.npy'}", "--max-tensor-bytes", str(MIB))
+    proc = run_cli("run", str(identity_u8), "--input", f"x={tmp_path / 'x.npy'}", "--max-tensor-bytes", str(MIB))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: too-large: ") and "1048576 bytes" in lines[0]
-    ok = _cli("run", str(identity_u8), "--input", f"x={tmp_path / 'x.npy'}", "--max-tensor-bytes", str(2 * MIB),
-              "--max-memory", "256", "--max-graphs", "1", "--json")
+    ok = run_cli("run", str(identity_u8), "--input", f"x={tmp_path / 'x.npy'}", "--max-tensor-bytes", str(2 * MIB),
+                 "--max-memory", "256", "--max-graphs", "1", "--json")
     assert ok.returncode == 0, ok.stderr
 
 
@@ -276,11 +270,11 @@ def test_cli_max_tensor_bytes_exits_1_with_too_large(identity_u8, tmp_path):
 def test_cli_bench_takes_the_sandbox_flags(identity_u8, tmp_path):
     common = ["bench", str(identity_u8), "--random", "--dim", "n=4096", "-n", "2", "--warmup", "0", "--no-native",
               "--json"]
-    refused = _cli(*common, "--max-tensor-bytes", "1000")
+    refused = run_cli(*common, "--max-tensor-bytes", "1000")
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("error: too-large: ")
-    ok = _cli(*common, "--max-tensor-bytes", "4096", "--max-memory", "128", "--max-graphs", "1",
-              "--dir", f"{tmp_path}::/data:ro", "--env", "A=1")
+    ok = run_cli(*common, "--max-tensor-bytes", "4096", "--max-memory", "128", "--max-graphs", "1",
+                 "--dir", f"{tmp_path}::/data:ro", "--env", "A=1")
     assert ok.returncode == 0, ok.stderr
-    bad_dir = _cli(*common, "--dir", f"{tmp_path / 'missing'}::/data")
+    bad_dir = run_cli(*common, "--dir", f"{tmp_path / 'missing'}::/data")
     assert bad_dir.returncode == 1 and "host directory not found" in bad_dir.stderr
