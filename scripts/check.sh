@@ -19,8 +19,8 @@ echo "check: host (cargo fmt --check, cargo clippy -D warnings)"
 
 # Template and guest sources declare `mod bindings;`, which cargo-component generates at build
 # time, so rustfmt reads them from stdin (where it does not follow modules).
-echo "check: rustfmt templates/ tests/guests/"
-for f in templates/*/src/*.rs tests/guests/*/src/*.rs; do
+echo "check: rustfmt wasmai/templates/ tests/guests/"
+for f in wasmai/templates/*/src/*.rs tests/guests/*/src/*.rs; do
   rustfmt --edition 2021 --emit stdout < "$f" | diff -u "$f" - > /dev/null ||
     { echo "check: $f is not formatted (rustfmt --edition 2021 $f)"; exit 1; }
 done

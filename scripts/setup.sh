@@ -11,7 +11,7 @@ bash "$here/scripts/setup-toolchain.sh"
 
 cd "$here"
 stamp="$CARGO_TARGET_DIR/.wasmai-installed"
-inputs=$(cat pyproject.toml host/Cargo.toml host/Cargo.lock $(find host/src -name '*.rs' | sort) wit/*.wit wit/deps/*/*.wit 2>/dev/null | sha256sum | cut -c1-16)
+inputs=$(cat pyproject.toml host/Cargo.toml host/Cargo.lock $(find host/src -name '*.rs' | sort) wasmai/wit/*.wit wasmai/wit/deps/*/*.wit 2>/dev/null | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs:$here" ] || ! python3 -c 'import wasmai._host' 2>/dev/null; then
   echo "setup: building the native host and installing wasmai (pip install -e .[dev,examples,hf])"
   python3 -m pip install -q -e ".[dev,examples,hf]"

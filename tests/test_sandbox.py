@@ -78,8 +78,8 @@ def probe(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "tests" / "guests" / "sandbox", crate)
     deps = crate / "wit" / "deps"
     (deps / "wasmai-inference").mkdir(parents=True)
-    shutil.copy(REPO / "wit" / "inference.wit", deps / "wasmai-inference" / "inference.wit")
-    shutil.copytree(REPO / "wit" / "deps" / "wasi-nn", deps / "wasi-nn")
+    shutil.copy(REPO / "wasmai" / "wit" / "inference.wit", deps / "wasmai-inference" / "inference.wit")
+    shutil.copytree(REPO / "wasmai" / "wit" / "deps" / "wasi-nn", deps / "wasi-nn")
     artifact = guest_target_dir() / "wasm32-wasip1" / "release" / "wasmai_test_sandbox.wasm"
     with target_lock():  # the guest target dir is shared with wasmai build
         proc = subprocess.run([tc.cargo or "cargo", "component", "build", "--release"], cwd=crate,

@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "image-classifier",
-        path: "../wit",
+        path: "../wasmai/wit",
         imports: { default: trappable },
         with: {
             "wasi:nn/tensor.tensor": crate::nn::Tensor,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from wasmai.errors import WasmaiError
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,13 @@ class Template:
 
 
 def templates_dir() -> Path:
-    """Folder holding the templates: ``$WASMAI_TEMPLATES_DIR`` or ``templates/`` in the source tree."""
-    return Path(os.environ.get("WASMAI_TEMPLATES_DIR") or _REPO_ROOT / "templates")
+    """Folder holding the templates: ``$WASMAI_TEMPLATES_DIR`` or the package's ``templates/``."""
+    return Path(os.environ.get("WASMAI_TEMPLATES_DIR") or _PACKAGE / "templates")
 
 
 def wit_dir() -> Path:
     """Folder holding ``inference.wit`` and ``deps/wasi-nn``: ``$WASMAI_WIT_DIR`` or ``wit/``."""
-    return Path(os.environ.get("WASMAI_WIT_DIR") or _REPO_ROOT / "wit")
+    return Path(os.environ.get("WASMAI_WIT_DIR") or _PACKAGE / "wit")
 
 
 def list_templates() -> dict[str, Template]:

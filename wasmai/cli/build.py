@@ -23,7 +23,7 @@ def build(
         help="Model manifest (TOML). Default: MODEL.toml beside the model; without one a tensor "
              "manifest is derived from the ONNX graph.")] = None,
     task: Annotated[str | None, typer.Option(
-        "--task", help="Template to build: a folder under templates/ (tensor, image-classification). "
+        "--task", help="Template to build: a folder under wasmai/templates/ (tensor, image-classification). "
                        "Default: the manifest's task.")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Output file. Default: MODEL.wasm beside the model "
