@@ -32,6 +32,21 @@ Layout (all keys but ``[model]`` and ``[[inputs]]``/``[[outputs]]`` optional)::
     softmax = true                      # scores are softmax(logits); false = outputs are scores
     labels = ["tench", ...]             # class names by output index
 
+    [audio]                             # voice-activity only (wasmai.tasks.vad): front end + segments
+    sample_rate = 16000                 # Hz the model runs at; WAV input is resampled to it
+    window = 512                        # new samples per model window
+    context = 64                        # samples of the previous input prepended to each window
+    state_shape = [2, 1, 128]           # recurrent state, zeros at first, carried between windows
+    input = "input"                     # graph tensor names: window, state in, sample rate (i64
+    state = "state"                     # scalar), probability out, state out
+    sample_rate_input = "sr"
+    output = "output"
+    state_output = "stateN"
+    threshold = 0.5                     # get_speech_timestamps defaults (neg_threshold, max_speech_s
+    min_speech_ms = 250                 # optional)
+    min_silence_ms = 100
+    speech_pad_ms = 30
+
     [provenance] / [quantization] / [validation] / [report]   # free-form tables written by convert
 """
 
@@ -110,6 +125,9 @@ class Manifest:
     quantization: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    #: ``[audio]``: a voice-activity model's front end and segmentation settings (checked by
+    #: :class:`wasmai.tasks.vad.AudioSettings`).
+    audio: dict[str, Any] = field(default_factory=dict)
     #: Folder the manifest was read from; ``onnx`` is relative to it. Not serialized.
     base_dir: Path = field(default=Path("."), repr=False, compare=False)
 
@@ -143,6 +161,8 @@ class Manifest:
             doc["preprocess"] = {k: v for k, v in pre.items() if v is not None}
         if self.softmax or self.labels:
             doc["postprocess"] = {"softmax": self.softmax, "labels": list(self.labels)}
+        if self.audio:
+            doc["audio"] = _drop_none(self.audio)
         for key in ("provenance", "quantization", "validation", "report"):
             value = getattr(self, key)
             if value:
@@ -177,6 +197,7 @@ class Manifest:
                 preprocess=Preprocess(**pre) if pre else None,
                 softmax=bool(post.get("softmax", False)), labels=list(post.get("labels", [])),
                 provenance=doc.get("provenance", {}), quantization=doc.get("quantization", {}),
+                audio=dict(doc.get("audio", {})),
                 validation=doc.get("validation", {}), report=doc.get("report", {}),
                 base_dir=base_dir,
             )

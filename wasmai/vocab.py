@@ -95,6 +95,7 @@ class Task(StrEnum):
 
     TENSOR = "tensor"
     IMAGE_CLASSIFICATION = "image-classification"
+    VOICE_ACTIVITY = "voice-activity"
 
 
 class Layout(StrEnum):

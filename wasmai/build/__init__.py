@@ -206,6 +206,10 @@ def build(
     profile = "release" if release else "debug"
     values = render_values(man, placement=placement, execution_target=execution_target, toolchain=versions,
                            manifest_source=source)
+    if man.task == "voice-activity":  # vad_config.rs from the [audio] table (wasmai.tasks.vad)
+        from wasmai.tasks import vad as vad_task
+
+        values.update(vad_task.render_values(man))
     files = render_crate(tmpl, values, model_path if placement == "embedded" else None)
 
     if emit_crate is not None:

@@ -226,6 +226,11 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
                 raise WasmaiError(f"the model does not use input(s) {', '.join(dropped)}, so the exporter dropped "
                                   "them; leave them out of --input")
 
+        audio: dict[str, Any] = {}
+        if opts.task == Task.VOICE_ACTIVITY:  # the [audio] table (wasmai.tasks.vad); refuses other graphs
+            from wasmai.tasks import vad as vad_task
+
+            audio = vad_task.audio_table(inputs, outputs)
         pre = _default_preprocess(opts, inputs) if opts.task == "image-classification" else None
         softmax = opts.softmax if opts.softmax is not None else opts.task == "image-classification"
         if opts.task == "image-classification":
@@ -255,6 +260,11 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
             val_source = str(opts.validation)
         elif calib:
             val, val_names, val_source = calib, calib_names, f"calibration samples ({opts.calibration})"
+        elif audio:  # audio windows: a random sample-rate scalar would take no branch of the graph
+            from wasmai.tasks import vad as vad_task
+
+            val, val_names, val_source = vad_task.validation_feeds(inputs, audio)
+            val = _check_feeds(val, inputs, "voice-activity")
         else:
             val = _check_feeds(_random_samples(inputs, given, rng, vocab), inputs, "random")
             val_names = [f"random[{i}]" for i in range(len(val))]
@@ -380,6 +390,7 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
                     inputs=final_inputs, outputs=final_outputs, opset=final_opset, preprocess=pre,
                     softmax=softmax, labels=labels, provenance=provenance, quantization=quant,
                     validation=validation_table, report=report)
+                manifest.audio = audio
                 tmp_toml.write_text(manifest.dumps(), encoding="utf-8")
             st["detail"] = f"{out} + {man_path.name}"
 
