@@ -60,6 +60,9 @@ def bench(
         "--dim", metavar="NAME=SIZE", rich_help_panel=INPUT_PANEL,
         help="Size of a dynamic axis with --random (default 1; repeatable).")] = None,
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=INPUT_PANEL, help="Seed for --random.")] = 0,
+    audio: Annotated[Path | None, typer.Option(
+        "--audio", rich_help_panel="Inputs",
+        help="WAV file for a voice-activity component: per-stage guest times vs the Python pipeline.")] = None,
     n: Annotated[int, typer.Option(
         "-n", "--iterations", rich_help_panel=MEASURE_PANEL,
         help="Timed calls in the steady state (per instance under --concurrency).")] = 100,
@@ -125,9 +128,24 @@ def bench(
     [dim]# your own tensors, a latency histogram and the JSON report[/dim]
     wasmai bench model.wasm --inputs inputs.npz --plot latency.png --json > report.json
 
+    [dim]# a voice-activity component on a WAV file, per stage, next to silero-vad's Python pipeline[/dim]
+    wasmai bench vad.wasm --audio speech.wav -n 20 --warmup 2
+
     [dim]# a pushed component by digest, its attached signature verified first[/dim]
     wasmai bench oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --random
     """
+
+    if audio is not None:  # voice-activity components (wasmai.tasks.vad)
+        from wasmai.tasks.vad import cli_bench
+
+        cli_bench(component, audio, runs=n, warmup=warmup, json_out=json_out,
+                  policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                                      github_repository=github_repository, github_ref=github_ref,
+                                      trust_config=trust_config, trusted_root=trusted_root, staging=staging,
+                                      offline=offline, policy=policy),
+                  target_options=dict(bundle=bundle, insecure=insecure, username=username,
+                                      password_stdin=password_stdin))
+        return
 
     def work() -> BenchReport:
         from wasmai.bench import BenchOptions

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 def run(
     component: Annotated[str, typer.Argument(help=f"The component (.wasm) to run, or {COMPONENT_HELP}.")],
     image: ImageOpt = None,
+    audio: Annotated[Path | None, typer.Option(
+        "--audio", rich_help_panel="Inputs",
+        help="WAV file for a voice-activity component: its speech segments.")] = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
     top_k: TopKOpt = 5,
@@ -89,12 +93,31 @@ def run(
     [dim]# tensors by name (a .npy per input) or all at once (.npz), with a read-only folder[/dim]
     wasmai run model.wasm --input x=x.npy --dir ./assets::/assets:ro --max-memory 512
 
+    [dim]# a voice-activity component: the speech segments of a WAV file (any rate, mono or stereo)[/dim]
+    wasmai run vad.wasm --audio speech.wav
+
     [dim]# a component that loads its graph by name from the host[/dim]
     wasmai run model.wasm --inputs inputs.npz --graph mlp=mlp.onnx --json
 
     [dim]# a pushed component by digest: the attached signature must verify under the policy[/dim]
     wasmai run oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --image cat.png
     """
+    if audio is not None:  # voice-activity components (wasmai.tasks.vad)
+        if image is not None or input_ or inputs is not None:
+            raise typer.BadParameter("give --audio alone, not with --image/--input/--inputs")
+        from wasmai.tasks.vad import cli_run
+
+        cli_run(component, audio, options=None, graphs=graph, verbose=verbose, json_out=json_out,
+                sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
+                                     max_memory_mb=max_memory, timeout_s=timeout,
+                                     max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs),
+                policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                                    github_repository=github_repository, github_ref=github_ref,
+                                    trust_config=trust_config, trusted_root=trusted_root, staging=staging,
+                                    offline=offline, policy=policy),
+                target_options=dict(bundle=bundle, insecure=insecure, username=username,
+                                    password_stdin=password_stdin))
+        return
     if image is not None and (input_ or inputs is not None):
         raise typer.BadParameter("give --image or --input/--inputs, not both")
     if image is None and not input_ and inputs is None:

@@ -714,3 +714,56 @@ def render_bench(result: AudioBenchResult) -> None:
 def segments_jsonable(segs: Sequence[Segment]) -> list[dict[str, float]]:
     """Segments as plain dicts."""
     return [asdict(s) for s in segs]
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI fronts (`wasmai run --audio`, `wasmai bench --audio`)
+
+
+def _resolve(component: str, policy_options: dict[str, Any],
+             target_options: dict[str, Any]) -> tuple[Path, Any, dict[str, Any], Any, Any]:
+    """The signature policy from the CLI's options and the component (file or ``oci://``) it
+    names: (path, bundle, pulled graphs, verification already made, policy)."""
+    from wasmai.cli.oci import component_target
+    from wasmai.sign import policy_from_options
+
+    policy = policy_from_options(**policy_options)
+    path, bundle, pulled, verified = component_target(component, policy=policy, **target_options)
+    return Path(path), bundle, dict(pulled), verified, policy
+
+
+def cli_run(component: str, audio: Path, *, options: DetectOptions | None, sandbox_options: dict[str, Any],
+            policy_options: dict[str, Any], target_options: dict[str, Any], graphs: list[str] | None,
+            verbose: bool, json_out: bool) -> None:
+    """``wasmai run COMPONENT --audio FILE.wav``: :func:`run_audio` in a forked worker
+    (:mod:`wasmai.worker`), printed with :func:`render_run` (or as JSON)."""
+    from wasmai.cli._common import run_command
+
+    def work() -> AudioRunResult:
+        from wasmai.inputs import parse_assignments
+        from wasmai.sandbox import SandboxOptions
+        from wasmai.worker import in_worker
+
+        sandbox = SandboxOptions.from_options(**sandbox_options)
+        extra = parse_assignments(graphs, "--graph", form="NAME=FILE.onnx")
+        if options is not None:
+            options.check()
+        path, bundle, pulled, verified, policy = _resolve(component, policy_options, target_options)
+        return in_worker(run_audio, path, audio=audio, options=options, policy=policy, bundle=bundle,
+                         sandbox=sandbox, verified=verified, graphs={**pulled, **extra})
+
+    run_command(work, json_out=json_out, render=lambda r: render_run(r, verbose))
+
+
+def cli_bench(component: str, audio: Path, *, runs: int, warmup: int, policy_options: dict[str, Any],
+              target_options: dict[str, Any], json_out: bool) -> None:
+    """``wasmai bench COMPONENT --audio FILE.wav``: :func:`bench_audio`, printed with
+    :func:`render_bench` (or as JSON)."""
+    from wasmai.cli._common import run_command
+
+    def work() -> AudioBenchResult:
+        path, bundle, _pulled, verified, policy = _resolve(component, policy_options, target_options)
+        return bench_audio(path, audio=audio, runs=runs, warmup=warmup, policy=policy, bundle=bundle,
+                           verified=verified)
+
+    run_command(work, json_out=json_out, render=render_bench)
