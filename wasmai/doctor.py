@@ -32,6 +32,8 @@ class DoctorReport:
     ok: bool
     toolchain_mode: str
     checks: list[Check] = field(default_factory=list)
+    #: False when `wasmai build` lacks a guest toolchain item (``wasmai toolchain install``).
+    toolchain_complete: bool = True
 
 
 def _python_checks() -> list[Check]:
@@ -65,7 +67,8 @@ def _runtime_checks() -> list[Check]:
         checks.append(Check("native host (wasmai._host)", True, f"wasi:nn@{host.WASI_NN_VERSION}"))
     except WasmaiError as exc:
         checks.append(Check("native host (wasmai._host)", False, str(exc).splitlines()[0],
-                            "pip install -e . (builds host/ with maturin; needs cargo)"))
+                            "reinstall the wasmai wheel (pip install --force-reinstall wasmai), or in a "
+                            "checkout pip install -e . (builds host/ with maturin; needs cargo)"))
     return checks
 
 
@@ -75,4 +78,5 @@ def doctor() -> DoctorReport:
     native host extension. Never raises."""
     tc = detect()
     checks = [*tc.checks, *_python_checks(), *_runtime_checks()]
-    return DoctorReport(ok=all(c.ok for c in checks if c.required), toolchain_mode=tc.mode, checks=checks)
+    return DoctorReport(ok=all(c.ok for c in checks if c.required), toolchain_mode=tc.mode, checks=checks,
+                        toolchain_complete=all(c.ok for c in tc.checks if c.required))

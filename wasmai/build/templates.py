@@ -4,6 +4,7 @@ template may take its files from a ``base`` template and override some."""
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tomllib
 from dataclasses import dataclass
@@ -11,7 +12,17 @@ from pathlib import Path
 
 from wasmai.errors import WasmaiError
 
-_PACKAGE = Path(__file__).resolve().parents[1]
+
+def _package_dir() -> Path:
+    """The installed ``wasmai`` package folder, found with :mod:`importlib.resources` (a wheel's
+    site-packages/wasmai, or the checkout's wasmai/ in an editable install). Cargo reads the
+    templates and the WIT as files, so a package that is not a folder on disk (a zip import) is
+    refused with :class:`WasmaiError`."""
+    root = importlib.resources.files("wasmai")
+    if not isinstance(root, Path):
+        raise WasmaiError(f"the wasmai package is not a folder on disk ({root}); install the wheel "
+                          "(pip install wasmai) or set $WASMAI_TEMPLATES_DIR and $WASMAI_WIT_DIR")
+    return root
 
 
 @dataclass(frozen=True)
@@ -32,12 +43,12 @@ class Template:
 
 def templates_dir() -> Path:
     """Folder holding the templates: ``$WASMAI_TEMPLATES_DIR`` or the package's ``templates/``."""
-    return Path(os.environ.get("WASMAI_TEMPLATES_DIR") or _PACKAGE / "templates")
+    return Path(os.environ.get("WASMAI_TEMPLATES_DIR") or _package_dir() / "templates")
 
 
 def wit_dir() -> Path:
     """Folder holding ``inference.wit`` and ``deps/wasi-nn``: ``$WASMAI_WIT_DIR`` or ``wit/``."""
-    return Path(os.environ.get("WASMAI_WIT_DIR") or _PACKAGE / "wit")
+    return Path(os.environ.get("WASMAI_WIT_DIR") or _package_dir() / "wit")
 
 
 def list_templates() -> dict[str, Template]:

@@ -39,6 +39,7 @@ COMMANDS = [
     ("inspect", "inspect"),
     ("serve", "serve"),
     ("doctor", "doctor"),
+    ("toolchain", "toolchain"),
 ]
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from wasmai.cli._common import console, run_command
+from wasmai.cli._common import console, run_command, shown
 from wasmai.cli.options import JsonOpt
 
 if TYPE_CHECKING:
@@ -35,8 +35,12 @@ def doctor(json_out: JsonOpt = False) -> None:
             table.add_column(col)
         for c in report.checks:
             mark = "[green]ok[/]" if c.ok else ("[red]missing[/]" if c.required else "[yellow]optional[/]")
-            table.add_row(mark, c.name, c.detail, "" if c.ok else c.fix)
+            table.add_row(mark, shown(c.name), shown(c.detail), "" if c.ok else shown(c.fix))
         console().print(table)
+        if not report.toolchain_complete:
+            console().print("`wasmai build` needs the missing guest toolchain items above: "
+                            "[bold]wasmai toolchain install[/] installs them "
+                            "([bold]--dry-run[/] prints the commands first).")
 
     report = run_command(run_doctor, json_out=json_out, render=render)
     if not report.ok:

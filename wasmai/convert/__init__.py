@@ -136,7 +136,7 @@ def convert(opts: ConvertOptions, progress: ProgressFn | None = None) -> Convert
     """
     t_start = time.perf_counter()
     _check_options(opts)
-    torch = _import_torch() if (opts.torch or opts.hf) else None
+    torch = _import_torch("hf" if opts.hf else "torch") if (opts.torch or opts.hf) else None
     threads = torch.get_num_threads() if torch is not None else None
     if torch is not None:
         # PyTorch reference and export run single-threaded: on a loaded machine OpenMP's

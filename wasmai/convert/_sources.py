@@ -25,12 +25,14 @@ from wasmai.convert._base import (
 from wasmai.errors import WasmaiError, first_line
 
 
-def _import_torch() -> ModuleType:
-    """The ``torch`` module. Raises :class:`WasmaiError` naming the extra when it is missing."""
+def _import_torch(extra: str = "torch") -> ModuleType:
+    """The ``torch`` module. Raises :class:`WasmaiError` naming the extra to install when it is
+    missing (``torch`` for --torch, ``hf`` for --hf)."""
     try:
         return importlib.import_module("torch")
     except ImportError:
-        raise WasmaiError("the PyTorch source needs torch: pip install 'wasmai[torch]'") from None
+        source = "Hugging Face" if extra == "hf" else "PyTorch"
+        raise WasmaiError(f"the {source} source needs torch: pip install 'wasmai[{extra}]'") from None
 
 
 def _load_callable(spec: str) -> Callable[[], Any]:
@@ -118,7 +120,7 @@ def _hf_module(folder: Path) -> tuple[Any, list[str], list[str], int]:
     token_type_ids] (i64, (batch, sequence)) positionally and returns last_hidden_state (fp32,
     (batch, sequence, hidden)) and pooler_output when the model has a pooler. Raises
     :class:`WasmaiError` when transformers is missing or the folder does not load."""
-    torch = _import_torch()
+    torch = _import_torch("hf")
     try:
         # imported as a plain module: its objects are Any at this boundary, with or without stubs
         transformers = importlib.import_module("transformers")
