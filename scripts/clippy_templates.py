@@ -42,6 +42,30 @@ def tiny_classifier(dest: Path) -> Path:
     return path
 
 
+def tiny_face(dest: Path) -> Path:
+    """A multi-graph manifest (``[[graphs]]`` pnet, rnet, onet: each output an Identity of the
+    graph's input) shaped like MTCNN's, with the ``[detection]`` table the face-detection template
+    needs; returns the manifest path (``wasmai build`` takes it as the model)."""
+    from wasmai.manifest import GraphEntry, Manifest, TensorSpec, sha256_file
+    from wasmai.tasks.face import GRAPHS
+
+    entries = []
+    for name, (_, input_name, shape, dynamic, outputs) in GRAPHS.items():
+        dims: list[int | str] = [f"d{i}" if i in dynamic else d for i, d in enumerate(shape)]
+        graph = helper.make_graph(
+            [helper.make_node("Identity", [input_name], [out]) for out in outputs], f"tiny_{name}",
+            [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, dims)],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, dims) for out in outputs])
+        path = dest / f"tiny_face_{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        entries.append(GraphEntry(name, path.name, sha256_file(path), [TensorSpec(input_name, "fp32", dims)],
+                                  [TensorSpec(out, "fp32", dims) for out in outputs]))
+    manifest = dest / "tiny_face.toml"
+    Manifest(name="tiny-face", task="face-detection", onnx="", sha256="", inputs=[], outputs=[], graphs=entries,
+             detection={"min_face_size": 20.0, "scale_factor": 0.709, "thresholds": [0.6, 0.7, 0.7]}).save(manifest)
+    return manifest
+
+
 def main() -> int:
     tc = toolchain.detect()
     tc.require()
@@ -49,9 +73,10 @@ def main() -> int:
     failed = []
     with tempfile.TemporaryDirectory(prefix="wasmai-clippy-") as tmp:
         model = tiny_classifier(Path(tmp))
+        face = tiny_face(Path(tmp))
         for name in sorted(list_templates()):
             crate = Path(tmp) / name
-            build(model, task=name, emit_crate=crate)
+            build(face if name == "face-detection" else model, task=name, emit_crate=crate)
             cargo = tc.cargo or "cargo"
             bindings = [cargo, "component", "bindings"]
             clippy = [cargo, "clippy", "--locked", "--release", "--target", CARGO_TARGET, "--", "-D", "warnings"]

@@ -48,6 +48,23 @@ Layout (all keys but ``[model]`` and ``[[inputs]]``/``[[outputs]]`` optional)::
     speech_pad_ms = 30
 
     [provenance] / [quantization] / [validation] / [report]   # free-form tables written by convert
+
+A model of several graphs (face-detection: MTCNN's P-Net, R-Net, O-Net) has no ``[model].onnx``,
+``[[inputs]]`` or ``[[outputs]]``; it lists its graphs instead, in the order the task runs them::
+
+    [[graphs]]
+    name = "pnet"                       # the guest finds the graph by this name
+    onnx = "face-pnet.onnx"             # relative to the manifest
+    sha256 = "<hex sha256 of the .onnx bytes>"
+    opset = 17
+    inputs = [{ name = "pnet_image", dtype = "fp32", shape = [1, 3, "height", "width"] }]
+    outputs = [{ name = "pnet_offsets", ... }, ...]
+    # optional per graph: quantization, validation, report, provenance tables (written by convert)
+
+    [detection]                         # face-detection defaults (facenet-pytorch's MTCNN)
+    min_face_size = 20.0                # pixels
+    scale_factor = 0.709                # image pyramid
+    thresholds = [0.6, 0.7, 0.7]        # P-Net, R-Net, O-Net scores
 """
 
 from __future__ import annotations
@@ -107,6 +124,43 @@ class Preprocess:
 
 
 @dataclass
+class GraphEntry:
+    """One graph of a multi-graph model (``[[graphs]]``): its name, ONNX file (relative to the
+    manifest), sha256, inputs and outputs, and the tables ``convert`` wrote for it."""
+
+    name: str
+    onnx: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int | None = None
+    quantization: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``[[graphs]]`` entry (None values dropped)."""
+        doc: dict[str, Any] = {"name": self.name, "onnx": self.onnx, "sha256": self.sha256,
+                               "inputs": [asdict(s) for s in self.inputs], "outputs": [asdict(s) for s in self.outputs]}
+        if self.opset is not None:
+            doc["opset"] = self.opset
+        for key in ("quantization", "validation", "report", "provenance"):
+            if getattr(self, key):
+                doc[key] = _drop_none(getattr(self, key))
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> GraphEntry:
+        """From a parsed ``[[graphs]]`` entry. Raises KeyError / TypeError on missing keys."""
+        return cls(name=doc["name"], onnx=doc["onnx"], sha256=doc.get("sha256", ""),
+                   inputs=[TensorSpec(**s) for s in doc["inputs"]], outputs=[TensorSpec(**s) for s in doc["outputs"]],
+                   opset=doc.get("opset"), quantization=doc.get("quantization", {}),
+                   validation=doc.get("validation", {}), report=doc.get("report", {}),
+                   provenance=doc.get("provenance", {}))
+
+
+@dataclass
 class Manifest:
     """A converted model and everything later stages need to know about it."""
 
@@ -128,12 +182,19 @@ class Manifest:
     #: ``[audio]``: a voice-activity model's front end and segmentation settings (checked by
     #: :class:`wasmai.tasks.vad.AudioSettings`).
     audio: dict[str, Any] = field(default_factory=dict)
+    #: A multi-graph model's graphs (``[[graphs]]``); empty for a single-graph model.
+    graphs: list[GraphEntry] = field(default_factory=list)
+    #: ``[detection]``: face-detection defaults (min_face_size, scale_factor, thresholds).
+    detection: dict[str, Any] = field(default_factory=dict)
     #: Folder the manifest was read from; ``onnx`` is relative to it. Not serialized.
     base_dir: Path = field(default=Path("."), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.task not in _values(Task):
             raise WasmaiError(f"manifest: unknown task {self.task!r} (known: {', '.join(_values(Task))})")
+        if self.graphs and not self.inputs and not self.outputs:
+            self.inputs = [s for g in self.graphs for s in g.inputs]
+            self.outputs = [s for g in self.graphs for s in g.outputs]
         for spec in [*self.inputs, *self.outputs]:
             if spec.dtype not in DTYPES:
                 raise WasmaiError(f"manifest: tensor {spec.name!r} has unknown dtype {spec.dtype!r}")
@@ -161,6 +222,14 @@ class Manifest:
             doc["preprocess"] = {k: v for k, v in pre.items() if v is not None}
         if self.softmax or self.labels:
             doc["postprocess"] = {"softmax": self.softmax, "labels": list(self.labels)}
+        if self.graphs:  # a multi-graph model: the graphs carry the files and tensors
+            for key in ("onnx", "sha256"):
+                doc["model"].pop(key)
+            doc.pop("inputs")
+            doc.pop("outputs")
+            doc["graphs"] = [g.to_dict() for g in self.graphs]
+        if self.detection:
+            doc["detection"] = dict(self.detection)
         if self.audio:
             doc["audio"] = _drop_none(self.audio)
         for key in ("provenance", "quantization", "validation", "report"):
@@ -191,7 +260,8 @@ class Manifest:
             post = doc.get("postprocess", {})
             return cls(
                 name=model["name"], version=model.get("version", "0.1.0"), task=model["task"],
-                onnx=model["onnx"], sha256=model.get("sha256", ""), opset=model.get("opset"),
+                onnx=model["onnx"] if "graphs" not in doc else model.get("onnx", ""),
+                sha256=model.get("sha256", ""), opset=model.get("opset"),
                 inputs=[TensorSpec(**s) for s in doc.get("inputs", [])],
                 outputs=[TensorSpec(**s) for s in doc.get("outputs", [])],
                 preprocess=Preprocess(**pre) if pre else None,
@@ -199,6 +269,8 @@ class Manifest:
                 provenance=doc.get("provenance", {}), quantization=doc.get("quantization", {}),
                 audio=dict(doc.get("audio", {})),
                 validation=doc.get("validation", {}), report=doc.get("report", {}),
+                graphs=[GraphEntry.from_dict(g) for g in doc.get("graphs", [])],
+                detection=dict(doc.get("detection", {})),
                 base_dir=base_dir,
             )
         except (KeyError, TypeError) as exc:

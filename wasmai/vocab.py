@@ -95,6 +95,7 @@ class Task(StrEnum):
 
     TENSOR = "tensor"
     IMAGE_CLASSIFICATION = "image-classification"
+    FACE_DETECTION = "face-detection"
     VOICE_ACTIVITY = "voice-activity"
 
 

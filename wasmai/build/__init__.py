@@ -134,7 +134,8 @@ def build(
     rebuild: bool = False,
     progress: ProgressFn | None = None,
 ) -> BuildResult | CrateResult:
-    """Build ``model`` (an ONNX file) into a wasi:nn guest component.
+    """Build ``model`` (an ONNX file) into a wasi:nn guest component. A ``.toml`` ``model`` is a
+    multi-graph manifest (``[[graphs]]``), built by :func:`wasmai.build.graphs.build_graphs`.
 
     ``manifest`` defaults to ``MODEL.toml`` beside the model; without one a ``tensor`` manifest
     is derived from the graph. ``task`` picks the template (default: the manifest's task).
@@ -163,6 +164,12 @@ def build(
         raise WasmaiError(f"unknown execution target {execution_target!r} "
                           f"(choose from {', '.join(ExecutionTarget)})")
     execution_target = ExecutionTarget(execution_target)
+    if Path(model).suffix == ".toml":  # a multi-graph manifest ([[graphs]], e.g. face-detection)
+        from wasmai.build.graphs import build_graphs
+
+        return build_graphs(model, task=task, output=output, target=target, release=release, by_name=by_name,
+                            execution_target=execution_target, emit_crate=emit_crate, rebuild=rebuild,
+                            progress=progress)
     model_path = Path(model)
     if not model_path.is_file():
         raise WasmaiError(f"model not found: {model_path}")

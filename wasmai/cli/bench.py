@@ -131,6 +131,9 @@ def bench(
     [dim]# a voice-activity component on a WAV file, per stage, next to silero-vad's Python pipeline[/dim]
     wasmai bench vad.wasm --audio speech.wav -n 20 --warmup 2
 
+    [dim]# a face-detection component: per-stage guest times next to facenet-pytorch's MTCNN[/dim]
+    wasmai bench face.wasm --image photo.png -n 10 --threads 1
+
     [dim]# a pushed component by digest, its attached signature verified first[/dim]
     wasmai bench oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --random
     """
@@ -145,6 +148,20 @@ def bench(
                                       offline=offline, policy=policy),
                   target_options=dict(bundle=bundle, insecure=insecure, username=username,
                                       password_stdin=password_stdin))
+        return
+
+    from wasmai.tasks.face import is_face_component
+
+    if image is not None and is_face_component(component):  # face-detection components (wasmai.tasks.face)
+        from wasmai.tasks.face import cli_bench as face_bench
+
+        face_bench(component, image, runs=n, warmup=warmup, threads=threads, native=native, json_out=json_out,
+                   policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                                       github_repository=github_repository, github_ref=github_ref,
+                                       trust_config=trust_config, trusted_root=trusted_root, staging=staging,
+                                       offline=offline, policy=policy),
+                   target_options=dict(bundle=bundle, insecure=insecure, username=username,
+                                       password_stdin=password_stdin))
         return
 
     def work() -> BenchReport:

@@ -51,6 +51,9 @@ def run(
     audio: Annotated[Path | None, typer.Option(
         "--audio", rich_help_panel="Inputs",
         help="WAV file for a voice-activity component: its speech segments.")] = None,
+    annotate: Annotated[Path | None, typer.Option(
+        "--annotate", rich_help_panel="Inputs", metavar="OUT.png",
+        help="Face-detection components: also write the image with the faces boxed (PNG).")] = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
     top_k: TopKOpt = 5,
@@ -96,6 +99,9 @@ def run(
     [dim]# a voice-activity component: the speech segments of a WAV file (any rate, mono or stereo)[/dim]
     wasmai run vad.wasm --audio speech.wav
 
+    [dim]# a face-detection component: a table of faces, and the photo with the faces boxed[/dim]
+    wasmai run face.wasm --image photo.png --annotate faces.png
+
     [dim]# a component that loads its graph by name from the host[/dim]
     wasmai run model.wasm --inputs inputs.npz --graph mlp=mlp.onnx --json
 
@@ -118,6 +124,24 @@ def run(
                 target_options=dict(bundle=bundle, insecure=insecure, username=username,
                                     password_stdin=password_stdin))
         return
+    from wasmai.tasks.face import is_face_component
+
+    if image is not None and not input_ and inputs is None and is_face_component(component):
+        from wasmai.tasks.face import cli_run as face_run  # face-detection components (wasmai.tasks.face)
+
+        face_run(component, image, annotate=annotate, verbose=verbose, json_out=json_out,
+                 sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
+                                      max_memory_mb=max_memory, timeout_s=timeout, max_tensor_bytes=max_tensor_bytes,
+                                      max_graphs=max_graphs),
+                 policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                                     github_repository=github_repository, github_ref=github_ref,
+                                     trust_config=trust_config, trusted_root=trusted_root, staging=staging,
+                                     offline=offline, policy=policy),
+                 target_options=dict(bundle=bundle, insecure=insecure, username=username,
+                                     password_stdin=password_stdin))
+        return
+    if annotate is not None:
+        raise typer.BadParameter("--annotate needs --image and a face-detection component")
     if image is not None and (input_ or inputs is not None):
         raise typer.BadParameter("give --image or --input/--inputs, not both")
     if image is None and not input_ and inputs is None:

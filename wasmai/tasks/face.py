@@ -1,0 +1,726 @@
+"""Face detection with MTCNN (Zhang et al. 2016, "Joint Face Detection and Alignment using
+Multi-task Cascaded Convolutional Networks"), as the ``face-detection`` task.
+
+* :func:`convert_mtcnn` - facenet-pytorch's pretrained P-Net, R-Net and O-Net (the weights ship in
+  its wheel: ``facenet_pytorch/data/{pnet,rnet,onet}.pt``) -> three ONNX graphs, each exported,
+  validated against the PyTorch network and optionally int8-quantized by :func:`wasmai.convert.convert`
+  on real photo crops, and one multi-graph manifest (``[[graphs]]``, see :mod:`wasmai.manifest`).
+  ``wasmai build MANIFEST.toml`` embeds the three graphs in a ``face-detection`` component
+  (``wasmai/templates/face-detection``, world ``wasmai:inference/face-detector@0.2.0`` in
+  ``wasmai/wit/face-detection.wit``).
+* :func:`detect` / :func:`annotate` / :func:`last_timings` - call the component's
+  ``wasmai:inference/face-detection@0.2.0`` exports through :meth:`wasmai.host.Instance.call_export`.
+* :func:`render_faces` - the ``wasmai run`` table.
+
+The component runs facenet-pytorch's ``detect_face`` (``models/utils/detect_face.py``, v2.6.0)
+in the guest: image pyramid (``interpolate(mode="area")``), P-Net per scale, NMS within and
+across scales, box regression and squaring, R-Net and O-Net on batched crops, landmarks and the
+final "Min" NMS. facenet-pytorch's own ``MTCNN.detect`` is the reference (tests/test_face.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wasmai.errors import WasmaiError
+
+#: The task name (template folder, ``Task.FACE_DETECTION``, ``metadata.info().task``).
+TASK = "face-detection"
+#: The component's face-detection interface, as :meth:`Instance.call_export` names its functions.
+INTERFACE = "wasmai:inference/face-detection@0.2.0"
+
+#: facenet-pytorch's ``MTCNN`` defaults (``models/mtcnn.py``): smallest face in pixels, pyramid
+#: scale factor, P-/R-/O-Net score thresholds.
+MIN_FACE_SIZE = 20.0
+SCALE_FACTOR = 0.709
+THRESHOLDS = (0.6, 0.7, 0.7)
+
+#: The three graphs: name -> (network class in ``facenet_pytorch.models.mtcnn``, input name,
+#: example input shape for the export, dynamic axes of the input, output names in network order).
+GRAPHS: dict[str, tuple[str, str, list[int], list[int], list[str]]] = {
+    "pnet": ("PNet", "pnet_image", [1, 3, 120, 160], [2, 3], ["pnet_offsets", "pnet_probs"]),
+    "rnet": ("RNet", "rnet_image", [1, 3, 24, 24], [0], ["rnet_offsets", "rnet_probs"]),
+    "onet": ("ONet", "onet_image", [1, 3, 48, 48], [0], ["onet_offsets", "onet_landmarks", "onet_probs"]),
+}
+
+#: Photos from scikit-image's data folder (bundled, no download) that calibrate int8 and validate.
+CALIBRATION_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+                      "horse.png", "camera.png", "brick.png")
+
+#: int8 (static QDQ) validation tolerance on every output (probabilities in 0..1, box offsets and
+#: landmark fractions of a box side). Loose on purpose: a few P-Net probabilities move by up to ~0.4
+#: under int8 (measured 0.40 on the real-photo samples); the pipeline-level check is the test's
+#: box IoU >= 0.9 against facenet-pytorch.
+INT8_ATOL = 0.5
+
+
+def _network(cls_name: str) -> Any:
+    """A facenet-pytorch MTCNN network with its pretrained weights, in eval mode.
+
+    ``facenet_pytorch.models.mtcnn`` is imported as a module: the package ``__init__`` runs too
+    (it imports the InceptionResnetV1 module and its downloader, which download nothing at
+    import time) and ``detect_face`` imports torchvision (for its NMS, used by the reference only).
+    Raises :class:`WasmaiError` if facenet-pytorch is not installed."""
+    try:
+        from facenet_pytorch.models import mtcnn  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise WasmaiError(f"facenet-pytorch is needed for the MTCNN weights ({exc}); "
+                          "pip install --no-deps facenet-pytorch torchvision") from None
+    net = getattr(mtcnn, cls_name)(pretrained=True)
+    net.eval()
+    return net
+
+
+def pnet() -> Any:
+    """facenet-pytorch's pretrained P-Net: image ``[1, 3, H, W]`` fp32 (``(x - 127.5) / 128``) ->
+    box offsets ``[1, 4, h, w]`` and face probabilities ``[1, 2, h, w]`` (h = ceil((H - 2) / 2) - 4)."""
+    return _network("PNet")
+
+
+def rnet() -> Any:
+    """facenet-pytorch's pretrained R-Net: crops ``[N, 3, 24, 24]`` -> offsets ``[N, 4]``, probabilities ``[N, 2]``."""
+    return _network("RNet")
+
+
+def onet() -> Any:
+    """facenet-pytorch's pretrained O-Net: crops ``[N, 3, 48, 48]`` -> offsets ``[N, 4]``, landmarks
+    ``[N, 10]`` (5 x then 5 y, fractions of the box) and probabilities ``[N, 2]``."""
+    return _network("ONet")
+
+
+def _photos() -> list[Path]:
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    return [folder / name for name in CALIBRATION_PHOTOS if (folder / name).is_file()]
+
+
+def sample_inputs(seed: int = 0, crops_per_photo: int = 6) -> dict[str, Any]:
+    """Real-photo samples for each graph's calibration and validation: graph name -> array.
+
+    P-Net: each photo area-resized to 120x160; R-Net / O-Net: square crops at random positions
+    and sizes (plus one centred on the astronaut's face) area-resized to 24x24 / 48x48; all
+    normalized as MTCNN does, ``(x - 127.5) * 0.0078125``. Shapes ``[K, 1, 3, H, W]`` (one
+    batch-1 sample per entry). Resizing is ``torch.nn.functional.interpolate(mode="area")``, the
+    resampling facenet-pytorch's pipeline uses."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torch.nn.functional import interpolate
+
+    rng = np.random.default_rng(seed)
+    pnet_in, rnet_in, onet_in = [], [], []
+    for path in _photos():
+        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+        img = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+        h, w = rgb.shape[:2]
+        norm: Callable[[Any], Any] = lambda t: ((t - 127.5) * 0.0078125).numpy()  # noqa: E731
+        pnet_in.append(norm(interpolate(img, size=(120, 160), mode="area")))
+        boxes = []
+        if path.name == "astronaut.png":
+            boxes.append((170, 40, 120))  # x, y, side: the face (found by MTCNN at ~ (175, 45)-(290, 180))
+        for _ in range(crops_per_photo):
+            side = int(rng.integers(24, max(25, min(h, w) // 2)))
+            boxes.append((int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)), side))
+        for x, y, side in boxes:
+            crop = img[:, :, y:y + side, x:x + side]
+            rnet_in.append(norm(interpolate(crop, size=(24, 24), mode="area")))
+            onet_in.append(norm(interpolate(crop, size=(48, 48), mode="area")))
+    return {"pnet": np.stack(pnet_in), "rnet": np.stack(rnet_in), "onet": np.stack(onet_in)}
+
+
+@dataclass
+class MtcnnResult:
+    """What :func:`convert_mtcnn` wrote: the manifest, the ONNX files by graph name, and per graph
+    the :class:`wasmai.convert.ConvertResult` (validation, report, steps)."""
+
+    manifest: Path
+    graphs: dict[str, Path]
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def convert_mtcnn(output: str | os.PathLike[str], *, quantize: str = "none", name: str = "mtcnn",
+                  version: str = "0.1.0", progress: Callable[[str, str, str], None] | None = None) -> MtcnnResult:
+    """Convert facenet-pytorch's MTCNN into three ONNX graphs and one multi-graph manifest.
+
+    ``output`` is the manifest path (``face.toml``); the graphs are written beside it as
+    ``<stem>-pnet.onnx``, ``<stem>-rnet.onnx``, ``<stem>-onet.onnx``. P-Net keeps a dynamic height
+    and width (``[1, 3, "height", "width"]``), R-Net and O-Net a dynamic batch. Each graph goes
+    through :func:`wasmai.convert.convert` (TorchScript export, opset 17, ONNX Runtime basic
+    optimization, validation against the PyTorch network on :func:`sample_inputs`: fp32 within
+    atol 1e-4 / rtol 1e-3; ``quantize="static"``: int8 QDQ calibrated on the same real-photo samples,
+    within :data:`INT8_ATOL`). The manifest's ``[detection]`` table holds facenet-pytorch's defaults
+    (:data:`MIN_FACE_SIZE`, :data:`SCALE_FACTOR`, :data:`THRESHOLDS`).
+
+    Raises :class:`WasmaiError` for an unknown ``quantize`` mode or a missing facenet-pytorch,
+    :class:`wasmai.errors.ValidationError` when a graph disagrees with PyTorch. Nothing is written
+    unless all three graphs convert."""
+    import numpy as np
+
+    from wasmai._atomic import atomic_path
+    from wasmai.convert import ConvertOptions, InputSpec, convert
+    from wasmai.manifest import GraphEntry, Manifest
+
+    if quantize not in ("none", "static"):
+        raise WasmaiError(f"--quantize {quantize!r}: MTCNN converts with none (fp32) or static (int8)")
+    out = Path(output)
+    if out.suffix != ".toml":
+        raise WasmaiError(f"{out}: the multi-graph manifest must end in .toml")
+    samples = sample_inputs()
+    entries: list[GraphEntry] = []
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="wasmai-mtcnn-") as tmp:
+        work = Path(tmp)
+        for graph, (cls_name, input_name, shape, dynamic, output_names) in GRAPHS.items():
+            npz = work / f"{graph}.npz"
+            np.savez(npz, **{input_name: samples[graph]})
+            opts = ConvertOptions(
+                output=work / f"{out.stem}-{graph}.onnx", torch=f"wasmai.tasks.face:{graph}",
+                inputs=[InputSpec(input_name, shape)], dynamic={input_name: dynamic}, output_names=output_names,
+                name=f"{name}-{graph}", version=version, quantize=quantize,
+                calibration=npz if quantize == "static" else None, validation=npz,
+                atol=INT8_ATOL if quantize == "static" else None,
+                rtol=0.0 if quantize == "static" else None)
+            if progress is not None:
+                progress(graph, "start", f"{cls_name} -> {opts.output.name}")
+            res = convert(opts, progress)
+            results[graph] = res
+            man = Manifest.load(res.manifest)
+            inputs = man.inputs
+            if graph == "pnet":  # the exporter names dynamic axes after the input; say what they are
+                inputs[0].shape = [1, 3, "height", "width"]
+                for spec in man.outputs:
+                    spec.shape = [*spec.shape[:2], "out_height", "out_width"]
+            for table in (man.validation, man.quantization):
+                for key in ("source", "calibration_source"):
+                    if key in table:
+                        table[key] = "real-photo samples (wasmai.tasks.face.sample_inputs)"
+            entries.append(GraphEntry(name=graph, onnx=res.onnx.name, sha256=man.sha256, inputs=inputs,
+                                      outputs=man.outputs, opset=man.opset, quantization=man.quantization,
+                                      validation=man.validation, report=man.report, provenance=man.provenance))
+        manifest = Manifest(name=name, task=TASK, onnx="", sha256="", inputs=[], outputs=[], version=version,
+                            graphs=entries, detection={"min_face_size": MIN_FACE_SIZE, "scale_factor": SCALE_FACTOR,
+                                                       "thresholds": list(THRESHOLDS)},
+                            provenance={"source": "facenet-pytorch MTCNN (pretrained weights from its wheel)",
+                                        "quantize": quantize})
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written: dict[str, Path] = {}
+        for entry in entries:
+            dest = out.parent / entry.onnx
+            with atomic_path(dest) as tmp_file:
+                shutil.copyfile(work / entry.onnx, tmp_file)
+            written[entry.name] = dest
+        manifest.save(out)
+    return MtcnnResult(manifest=out, graphs=written, results=results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calling a face-detection component
+
+
+@dataclass
+class Face:
+    """One detected face, in pixels of the input image: box corners ``(x1, y1, x2, y2)``, the
+    O-Net probability ``score`` (0..1) and five ``landmarks`` ``(x, y)``: left eye, right eye,
+    nose, left and right mouth corners (as facenet-pytorch orders them)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: list[tuple[float, float]]
+
+
+@dataclass
+class DetectOptions:
+    """``detect`` options (defaults: facenet-pytorch's MTCNN): smallest face side in pixels, pyramid
+    scale factor (0 < f < 1), and the P-, R-, O-Net score thresholds (0..1)."""
+
+    min_face_size: float = MIN_FACE_SIZE
+    scale_factor: float = SCALE_FACTOR
+    thresholds: tuple[float, float, float] = THRESHOLDS
+
+    def to_wit(self) -> dict[str, Any]:
+        """The WIT record ``detect-options``. Raises :class:`WasmaiError` for values out of range."""
+        if not self.min_face_size >= 1:
+            raise WasmaiError(f"min face size must be at least 1 pixel, not {self.min_face_size}")
+        if not 0 < self.scale_factor < 1:
+            raise WasmaiError(f"scale factor must be between 0 and 1, not {self.scale_factor}")
+        if len(self.thresholds) != 3 or not all(0 <= t <= 1 for t in self.thresholds):
+            raise WasmaiError(f"thresholds must be three values in 0..1, not {list(self.thresholds)}")
+        return {"min-face-size": float(self.min_face_size), "scale-factor": float(self.scale_factor),
+                "thresholds": tuple(float(t) for t in self.thresholds)}
+
+
+def _call(instance: Any, func: str, *args: Any) -> Any:
+    from wasmai.host import InferenceError
+
+    result = instance.call_export(f"{INTERFACE}#{func}", *args)
+    if isinstance(result, tuple) and len(result) == 2 and result[0] in ("ok", "err"):
+        if result[0] == "err":
+            case, payload = result[1]
+            if isinstance(payload, dict):  # backend(backend-error)
+                raise InferenceError(str(payload.get("code", case)), str(payload.get("message", "")))
+            raise InferenceError(str(case), str(payload))
+        return result[1]
+    return result
+
+
+def _face(record: dict[str, Any]) -> Face:
+    b = record["bbox"]
+    return Face(box=(b["x1"], b["y1"], b["x2"], b["y2"]), score=record["score"],
+                landmarks=[(p["x"], p["y"]) for p in record["landmarks"]])
+
+
+def detect(instance: Any, image: bytes, options: DetectOptions | None = None) -> list[Face]:
+    """``face-detection.detect`` on a face-detection component's :class:`wasmai.host.Instance`:
+    PNG/JPEG bytes -> faces, highest score first. ``options`` None = the defaults built into the
+    component (the manifest's ``[detection]`` table). Raises InferenceError (``bad-image``,
+    ``bad-input``, wasi-nn codes) or ComponentError."""
+    opts = options.to_wit() if options is not None else None
+    return [_face(r) for r in _call(instance, "detect", bytes(image), opts)]
+
+
+def annotate(instance: Any, image: bytes, faces: Sequence[Face]) -> bytes:
+    """``face-detection.annotate``: the image as PNG with a green box around each face and a dot on
+    each landmark (drawn in the guest with imageproc). Raises InferenceError ``bad-image``."""
+    records = [{"bbox": {"x1": f.box[0], "y1": f.box[1], "x2": f.box[2], "y2": f.box[3]}, "score": f.score,
+                "landmarks": [{"x": x, "y": y} for x, y in f.landmarks]} for f in faces]
+    return bytes(_call(instance, "annotate", bytes(image), records))
+
+
+def last_timings(instance: Any) -> dict[str, int]:
+    """Guest-measured microseconds of the last ``detect`` call, by stage: decode, pyramid (resizing
+    and P-Net inputs), pnet (wasi-nn compute, all scales), nms (P-Net boxes, within and across
+    scales), rnet (crops + compute + filtering), onet (crops + compute + landmarks + final NMS)."""
+    return {k.replace("-", "_").removesuffix("_us"): int(v) for k, v in dict(_call(instance, "last-timings")).items()}
+
+
+def default_options(instance: Any) -> DetectOptions:
+    """``face-detection.default-options``: the component's defaults (its manifest's ``[detection]``)."""
+    o = dict(_call(instance, "default-options"))
+    t = [float(v) for v in o["thresholds"]]
+    return DetectOptions(min_face_size=float(o["min-face-size"]), scale_factor=float(o["scale-factor"]),
+                         thresholds=(t[0], t[1], t[2]))
+
+
+def is_face_detector(info: dict[str, Any]) -> bool:
+    """Whether ``metadata.info()`` describes a face-detection component."""
+    return info.get("task") == TASK
+
+
+def render_faces(faces: Sequence[Face], title: str) -> Any:
+    """A rich Table of faces: box corners, width x height, score and the five landmarks (pixels)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("#", "box x1,y1 - x2,y2", "size", "score", "landmarks (eyes, nose, mouth)"):
+        table.add_column(col, justify="right" if col in ("#", "size", "score") else "left")
+    for i, f in enumerate(faces):
+        x1, y1, x2, y2 = f.box
+        marks = " ".join(f"({x:.0f},{y:.0f})" for x, y in f.landmarks)
+        table.add_row(str(i + 1), f"{x1:.1f},{y1:.1f} - {x2:.1f},{y2:.1f}", f"{x2 - x1:.0f}x{y2 - y1:.0f}",
+                      f"{f.score:.4f}", marks)
+    return table
+
+
+def is_face_component(component: str | os.PathLike[str]) -> bool:
+    """Whether the file ``component`` exports ``wasmai:inference/face-detection@0.2.0`` (read with
+    ``wasm-tools component wit``, nothing compiled). False for anything that is not a local
+    component file (an ``oci://`` reference, a missing file, a core module)."""
+    from wasmai.runtime import component_wit
+
+    path = Path(component)
+    if str(component).startswith("oci://") or not path.is_file():
+        return False
+    try:
+        return f"export {INTERFACE};" in component_wit(path)
+    except WasmaiError:
+        return False
+
+
+@dataclass
+class FaceRunResult:
+    """What ``wasmai run FACE.wasm --image PHOTO`` did: the faces, the guest's stage times (µs),
+    the host-side times (ms) and, with ``annotate``, the PNG (``_annotated``, not serialized)."""
+
+    component: str
+    sha256: str
+    model: str
+    image: str
+    width: int
+    height: int
+    options: DetectOptions
+    faces: list[Face]
+    guest_timings_us: dict[str, int] = field(default_factory=dict)
+    compile_ms: float = 0.0
+    cache_hit: bool = False
+    instantiate_ms: float = 0.0
+    load_ms: float = 0.0
+    call_ms: float = 0.0
+    signature: Any = None
+    annotated: str | None = None
+    _annotated: bytes = b""
+
+
+def _open(path: Path, policy: Any, bundle: Any, verified: Any, host: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Verify (when asked, before compiling), compile and instantiate; refuse a non-face component."""
+    from wasmai.runtime import load_verified, verify_before_run
+
+    if not path.is_file():
+        raise WasmaiError(f"component not found: {path}")
+    signature = verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
+    comp = load_verified(host, path, signature.digest if signature is not None else None)
+    inst = host.instantiate(comp)
+    info = inst.info()
+    if not is_face_detector(info):
+        raise WasmaiError(f"{path.name} is a {info.get('task') or 'tensor'} component, not face-detection")
+    return signature, comp, inst, info
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the PNG/JPEG header, (0, 0) when Pillow cannot read it (the component
+    reports the error)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return 0, 0
+
+
+def run_faces(path: str | os.PathLike[str], *, image: str | os.PathLike[str] | bytes,
+              options: DetectOptions | None = None, annotated: bool = False, policy: Any = None,
+              bundle: str | os.PathLike[str] | None = None, sandbox: Any = None, verified: Any = None) -> FaceRunResult:
+    """``wasmai run FACE.wasm --image PHOTO [--annotate OUT.png]``: verify (when ``policy`` is given,
+    before anything is compiled), compile, instantiate, load the three graphs, ``detect`` (options
+    default to the component's ``default-options``) and, with ``annotated``, ``annotate``. Raises
+    WasmaiError (missing file, not a face-detection component), VerificationError,
+    ComponentError / InferenceError from the component."""
+    import time
+
+    from wasmai.host import Host
+    from wasmai.inputs import read_image
+    from wasmai.sandbox import SandboxOptions
+
+    path = Path(path)
+    data = read_image(image)
+    host = Host(**(sandbox or SandboxOptions()).host_kwargs())
+    signature, comp, inst, info = _open(path, policy, bundle, verified, host)
+    t0 = time.perf_counter()
+    inst.load()
+    load_ms = (time.perf_counter() - t0) * 1e3
+    opts = options or default_options(inst)
+    t0 = time.perf_counter()
+    faces = detect(inst, data, opts)
+    call_ms = (time.perf_counter() - t0) * 1e3
+    timings = {k if k in ("scales", "rnet_boxes", "onet_boxes") else f"{k}_us": v
+               for k, v in last_timings(inst).items()}
+    png = annotate(inst, data, faces) if annotated else b""
+    width, height = _image_size(data)
+    return FaceRunResult(component=str(path), sha256=comp.sha256,
+                         model=f"{info.get('name', '')} {info.get('version', '')}".strip(),
+                         image="<bytes>" if isinstance(image, bytes) else str(image), width=width, height=height,
+                         options=opts, faces=faces, guest_timings_us=timings, compile_ms=comp.compile_ms,
+                         cache_hit=comp.cache_hit, instantiate_ms=inst.instantiate_ms, load_ms=load_ms,
+                         call_ms=call_ms, signature=signature, _annotated=png)
+
+
+def render_run(result: FaceRunResult, verbose: bool) -> None:
+    """The faces as a rich table; the annotated file and stage times with ``verbose``."""
+    from wasmai.cli._common import console, shown
+
+    out = console()
+    if result.signature is not None:
+        out.print("[green]signature verified[/green]")
+    out.print(render_faces(result.faces, f"{shown(result.model)} — {len(result.faces)} face(s) in "
+                                         f"{shown(Path(result.image).name)} ({result.width}x{result.height})"))
+    if result.annotated:
+        out.print(f"annotated image written to {shown(result.annotated)}")
+    if verbose:
+        t = result.guest_timings_us
+        out.print("guest: " + ", ".join(f"{k.removesuffix('_us')} {v} µs" if k.endswith("_us") else f"{k} {v}"
+                                        for k, v in t.items()))
+        cache = "cached load" if result.cache_hit else "cold compile"
+        out.print(f"{cache} {result.compile_ms:.1f} ms, instantiate {result.instantiate_ms:.1f} ms, "
+                  f"load {result.load_ms:.1f} ms, detect {result.call_ms:.2f} ms")
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python reference pipeline and `wasmai bench FACE.wasm --image PHOTO`
+
+
+class ReferencePipeline:
+    """facenet-pytorch's ``MTCNN(keep_all=True).detect(img, landmarks=True)`` on a Pillow RGB image,
+    with its three networks' forward passes timed (wrapped, results unchanged). ``timings_us`` of the
+    last call: decode (Pillow), pnet / rnet / onet (the networks), other (pyramid resampling, NMS,
+    crops: the rest of ``detect``). Needs facenet-pytorch and torchvision (its NMS)."""
+
+    def __init__(self) -> None:
+        try:
+            from facenet_pytorch import MTCNN  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise WasmaiError(f"the Python reference needs facenet-pytorch and torchvision ({exc})") from None
+        self.mtcnn = MTCNN(keep_all=True)
+        self.timings_us: dict[str, int] = {}
+        self._net_ns: dict[str, int] = {}
+        for name in ("pnet", "rnet", "onet"):
+            self._wrap(name)
+
+    def _wrap(self, name: str) -> None:
+        import time
+
+        net = getattr(self.mtcnn, name)
+        forward = net.forward
+
+        def timed(*args: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            out = forward(*args)
+            self._net_ns[name] = self._net_ns.get(name, 0) + time.perf_counter_ns() - t0
+            return out
+
+        net.forward = timed
+
+    def detect(self, data: bytes) -> list[Face]:
+        """Faces in the PNG/JPEG ``data``, as facenet-pytorch finds them (largest first)."""
+        import io
+        import time
+
+        from PIL import Image
+
+        t0 = time.perf_counter_ns()
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        t1 = time.perf_counter_ns()
+        self._net_ns = {}
+        boxes, probs, points = self.mtcnn.detect(img, landmarks=True)
+        t2 = time.perf_counter_ns()
+        nets = {k: self._net_ns.get(k, 0) // 1000 for k in ("pnet", "rnet", "onet")}
+        self.timings_us = {"decode_us": (t1 - t0) // 1000, **{f"{k}_us": v for k, v in nets.items()},
+                           "other_us": (t2 - t1) // 1000 - sum(nets.values())}
+        if boxes is None:
+            return []
+        return [Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(p),
+                     landmarks=[(float(x), float(y)) for x, y in m])
+                for b, p, m in zip(boxes, probs, points, strict=True)]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes (0.0 when either is empty)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_faces(found: Sequence[Face], reference: Sequence[Face]) -> list[tuple[Face, Face, float]]:
+    """Pair each reference face with the found face of highest IoU (greedy, best pairs first):
+    ``(found, reference, iou)`` triples; unpaired faces are left out (compare the counts)."""
+    pairs = sorted(((box_iou(f.box, r.box), i, j) for i, f in enumerate(found) for j, r in enumerate(reference)),
+                   reverse=True)
+    used_f: set[int] = set()
+    used_r: set[int] = set()
+    out = []
+    for iou, i, j in pairs:
+        if i not in used_f and j not in used_r and iou > 0:
+            used_f.add(i)
+            used_r.add(j)
+            out.append((found[i], reference[j], iou))
+    return out
+
+
+@dataclass
+class FaceBenchResult:
+    """``wasmai bench FACE.wasm --image PHOTO``: per-stage medians (µs) of the component (guest-measured)
+    and of the Python reference on the same bytes, the whole call's percentiles (ms), and the agreement
+    of the faces (count, smallest IoU, largest score and landmark differences)."""
+
+    component: str
+    image: str
+    runs: int
+    warmup: int
+    threads: int
+    faces: int
+    reference_faces: int
+    min_iou: float | None
+    max_score_diff: float | None
+    max_landmark_diff_px: float | None
+    component_us: dict[str, float]
+    reference_us: dict[str, float]
+    component_call_ms: dict[str, float]
+    reference_call_ms: dict[str, float]
+    reference: str = "facenet-pytorch MTCNN(keep_all=True).detect(landmarks=True), torch CPU"
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)), "min": float(a.min())}
+
+
+def agreement(found: Sequence[Face], reference: Sequence[Face]) -> tuple[float | None, float | None, float | None]:
+    """(smallest IoU, largest |score difference|, largest landmark distance in pixels) over the
+    matched pairs; Nones when nothing matched."""
+    pairs = match_faces(found, reference)
+    if not pairs:
+        return None, None, None
+    lm = max(max(((fx - rx) ** 2 + (fy - ry) ** 2) ** 0.5 for (fx, fy), (rx, ry) in zip(f.landmarks, r.landmarks,
+                                                                                          strict=True))
+             for f, r, _ in pairs)
+    return min(p[2] for p in pairs), max(abs(f.score - r.score) for f, r, _ in pairs), lm
+
+
+def bench_faces(path: str | os.PathLike[str], *, image: str | os.PathLike[str], runs: int = 10, warmup: int = 1,
+                threads: int = 1, policy: Any = None, bundle: str | os.PathLike[str] | None = None,
+                verified: Any = None, reference: bool = True) -> FaceBenchResult:
+    """Time ``detect`` on one image ``runs`` times (after ``warmup``) in one instance with the guest's
+    stage times, next to :class:`ReferencePipeline` on the same bytes; ONNX Runtime (the host's pool)
+    and torch both get ``threads`` intra-op threads (torch's setting is process-wide). Raises like
+    :func:`run_faces`."""
+    import time
+
+    from wasmai.host import Host
+    from wasmai.inputs import read_image
+
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise WasmaiError("bench of a face-detection component needs -n >= 1, --warmup >= 0, --threads >= 1")
+    path = Path(path)
+    data = read_image(image)
+    host = Host(intra_op_threads=threads)
+    _sig, _comp, inst, _info = _open(path, policy, bundle, verified, host)
+    inst.load()
+    stages = ("decode", "pyramid", "pnet", "nms", "rnet", "onet")
+    comp_t: dict[str, list[float]] = {k: [] for k in stages}
+    comp_call: list[float] = []
+    faces: list[Face] = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        faces = detect(inst, data)
+        dt = (time.perf_counter() - t0) * 1e3
+        timings = last_timings(inst)
+        if i >= warmup:
+            comp_call.append(dt)
+            for k in stages:
+                comp_t[k].append(timings[k])
+    ref_t: dict[str, list[float]] = {}
+    ref_call: list[float] = []
+    ref_faces: list[Face] = []
+    if reference:
+        import torch
+
+        torch.set_num_threads(threads)
+        ref = ReferencePipeline()
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            ref_faces = ref.detect(data)
+            dt = (time.perf_counter() - t0) * 1e3
+            if i >= warmup:
+                ref_call.append(dt)
+                for k, v in ref.timings_us.items():
+                    ref_t.setdefault(k.removesuffix("_us"), []).append(v)
+    import numpy as np
+
+    iou, score, marks = agreement(faces, ref_faces) if reference else (None, None, None)
+    return FaceBenchResult(
+        component=str(path), image=str(image), runs=runs, warmup=warmup, threads=threads, faces=len(faces),
+        reference_faces=len(ref_faces), min_iou=iou, max_score_diff=score, max_landmark_diff_px=marks,
+        component_us={k: float(np.median(v)) for k, v in comp_t.items()},
+        reference_us={k: float(np.median(v)) for k, v in ref_t.items()},
+        component_call_ms=_stats(comp_call), reference_call_ms=_stats(ref_call) if ref_call else {})
+
+
+def render_bench(result: FaceBenchResult) -> None:
+    """Stage medians of the component and the reference, the call percentiles and the agreement."""
+    from rich.table import Table
+
+    from wasmai.cli._common import console, shown
+
+    out = console()
+    table = Table(title=f"face-detection {shown(Path(result.image).name)}, median of {result.runs} runs, "
+                        f"{result.threads} thread(s)")
+    table.add_column("component stage")
+    table.add_column("µs (guest)", justify="right")
+    table.add_column("reference stage")
+    table.add_column("µs (Python)", justify="right")
+    ref_rows = [("decode (Pillow)", "decode"), ("P-Net forward", "pnet"), ("R-Net forward", "rnet"),
+                ("O-Net forward", "onet"), ("pyramid, NMS, crops", "other")]
+    comp_rows = [("decode", "decode"), ("pyramid", "pyramid"), ("P-Net (wasi-nn)", "pnet"), ("P-Net NMS", "nms"),
+                 ("R-Net (crops, wasi-nn, NMS)", "rnet"), ("O-Net (crops, wasi-nn, NMS)", "onet")]
+    for k in range(max(len(comp_rows), len(ref_rows))):
+        c = comp_rows[k] if k < len(comp_rows) else ("", "")
+        r = ref_rows[k] if k < len(ref_rows) else ("", "")
+        cv = result.component_us.get(c[1])
+        rv = result.reference_us.get(r[1])
+        table.add_row(c[0], "" if cv is None else f"{cv:.0f}", r[0] if result.reference_us else "",
+                      "" if rv is None else f"{rv:.0f}")
+    out.print(table)
+    cc, rc = result.component_call_ms, result.reference_call_ms
+    out.print(f"detect call: component p50 {cc['p50']:.1f} ms p90 {cc['p90']:.1f} ms"
+              + (f"; reference p50 {rc['p50']:.1f} ms p90 {rc['p90']:.1f} ms" if rc else ""))
+    if rc:
+        same = (f"IoU >= {result.min_iou:.4f}, score within {result.max_score_diff:.2e}, landmarks within "
+                f"{result.max_landmark_diff_px:.2f} px" if result.min_iou is not None else "no pair to compare")
+        out.print(f"faces: component {result.faces}, reference {result.reference_faces} ({same})")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI fronts (`wasmai run FACE.wasm --image`, `wasmai bench FACE.wasm --image`)
+
+
+def _resolve(component: str, policy_options: dict[str, Any],
+             target_options: dict[str, Any]) -> tuple[Path, Any, Any, Any]:
+    """The signature policy from the CLI's options and the component it names:
+    (path, bundle, verification already made, policy)."""
+    from wasmai.cli.oci import component_target
+    from wasmai.sign import policy_from_options
+
+    policy = policy_from_options(**policy_options)
+    path, bundle, _pulled, verified = component_target(component, policy=policy, **target_options)
+    return Path(path), bundle, verified, policy
+
+
+def cli_run(component: str, image: Path, *, annotate: Path | None, sandbox_options: dict[str, Any],
+            policy_options: dict[str, Any], target_options: dict[str, Any], verbose: bool, json_out: bool) -> None:
+    """``wasmai run FACE.wasm --image PHOTO [--annotate OUT.png]``: :func:`run_faces` in a forked
+    worker (:mod:`wasmai.worker`), the PNG written atomically, printed with :func:`render_run`."""
+    from wasmai._atomic import write_bytes
+    from wasmai.cli._common import run_command
+
+    def work() -> FaceRunResult:
+        from wasmai.sandbox import SandboxOptions
+        from wasmai.worker import in_worker
+
+        if annotate is not None and annotate.suffix.lower() != ".png":
+            raise WasmaiError(f"--annotate {annotate}: the annotated image is a PNG (give a .png path)")
+        sandbox = SandboxOptions.from_options(**sandbox_options)
+        path, bundle, verified, policy = _resolve(component, policy_options, target_options)
+        result: FaceRunResult = in_worker(run_faces, path, image=image, annotated=annotate is not None,
+                                          policy=policy, bundle=bundle, sandbox=sandbox, verified=verified)
+        if annotate is not None:
+            write_bytes(annotate, result._annotated)
+            result.annotated = str(annotate)
+        return result
+
+    run_command(work, json_out=json_out, render=lambda r: render_run(r, verbose))
+
+
+def cli_bench(component: str, image: Path, *, runs: int, warmup: int, threads: int, native: bool | None,
+              policy_options: dict[str, Any], target_options: dict[str, Any], json_out: bool) -> None:
+    """``wasmai bench FACE.wasm --image PHOTO``: :func:`bench_faces` (the Python reference unless
+    ``--no-native``), printed with :func:`render_bench` (or as JSON)."""
+    from wasmai.cli._common import run_command
+
+    def work() -> FaceBenchResult:
+        path, bundle, verified, policy = _resolve(component, policy_options, target_options)
+        return bench_faces(path, image=image, runs=runs, warmup=warmup, threads=threads or 1, policy=policy,
+                           bundle=bundle, verified=verified, reference=native is not False)
+
+    run_command(work, json_out=json_out, render=render_bench)

@@ -1,0 +1,75 @@
+//! Decoding (PNG/JPEG with the `image` crate) and `annotate`: green boxes and landmark dots drawn
+//! with `imageproc`, encoded as PNG.
+
+use std::io::Cursor;
+
+use image::codecs::png::PngEncoder;
+use image::{ImageEncoder, ImageFormat, ImageReader, Limits, Rgb, RgbImage};
+use imageproc::drawing::{draw_filled_circle_mut, draw_hollow_rect_mut};
+use imageproc::rect::Rect;
+
+use crate::bindings::exports::wasmai::inference::face_detection::Face;
+use crate::bindings::wasmai::inference::types::Error;
+
+/// Largest decoder allocation, in bytes.
+const MAX_ALLOC: u64 = 256 * 1024 * 1024;
+/// Box colour (pure green) and landmark colour (red), 8-bit RGB.
+const GREEN: Rgb<u8> = Rgb([0, 255, 0]);
+const RED: Rgb<u8> = Rgb([255, 0, 0]);
+
+/// Decode PNG or JPEG bytes to 8-bit RGB (alpha dropped, 16-bit scaled, grey replicated);
+/// sides above `max_side` or undecodable bytes are `error::bad-image`.
+pub fn decode(bytes: &[u8], max_side: u32) -> Result<RgbImage, Error> {
+    if bytes.is_empty() {
+        return Err(Error::BadImage("empty image".to_string()));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::BadImage(format!("cannot read image: {e}")))?;
+    match reader.format() {
+        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
+        _ => return Err(Error::BadImage("not a PNG or JPEG image".to_string())),
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| Error::BadImage(format!("cannot decode image: {e}")))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(Error::BadImage("image has no pixels".to_string()));
+    }
+    Ok(image.into_rgb8())
+}
+
+/// `face-detection.annotate`: each face's box in green (line width about 1/200 of the shorter
+/// image side, at least 2 px) and its landmarks as red dots, as PNG bytes.
+pub fn annotate(bytes: &[u8], faces: &[Face]) -> Result<Vec<u8>, Error> {
+    let mut img = decode(bytes, crate::mtcnn::MAX_SIDE)?;
+    let (w, h) = img.dimensions();
+    let width = (w.min(h) / 200).max(2) as i32;
+    for face in faces {
+        let b = &face.bbox;
+        if ![b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite()) {
+            return Err(Error::BadInput("a face box has a non-finite corner".to_string()));
+        }
+        let (x1, y1) = (b.x1.round() as i32, b.y1.round() as i32);
+        let (x2, y2) = (b.x2.round() as i32, b.y2.round() as i32);
+        for k in 0..width {
+            let (rw, rh) = (x2 - x1 - 2 * k, y2 - y1 - 2 * k);
+            if rw > 0 && rh > 0 {
+                draw_hollow_rect_mut(&mut img, Rect::at(x1 + k, y1 + k).of_size(rw as u32, rh as u32), GREEN);
+            }
+        }
+        for p in &face.landmarks {
+            if p.x.is_finite() && p.y.is_finite() {
+                draw_filled_circle_mut(&mut img, (p.x.round() as i32, p.y.round() as i32), width + 1, RED);
+            }
+        }
+    }
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::Internal(format!("PNG encoding failed: {e}")))?;
+    Ok(png)
+}
