@@ -66,6 +66,34 @@ def tiny_face(dest: Path) -> Path:
     return manifest
 
 
+def tiny_vad(dest: Path) -> Path:
+    """A silero-vad shaped graph (input [batch, samples] fp32, state [2, batch, 128] fp32, sr i64
+    scalar -> output = mean of the samples [batch, 1], stateN = state) with the manifest and
+    ``[audio]`` table the voice-activity template needs."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["output"], axes=[1], keepdims=1),
+         helper.make_node("Identity", ["state"], ["stateN"])],
+        "tiny_vad", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "samples"]),
+                     helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 128]),
+                     helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", 128])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = dest / "tiny_vad.onnx"
+    onnx.save(model, path)
+    (dest / "tiny_vad.toml").write_text(
+        '[model]\nname = "tiny-vad"\ntask = "voice-activity"\nonnx = "tiny_vad.onnx"\n\n'
+        '[[inputs]]\nname = "input"\ndtype = "fp32"\nshape = ["batch", "samples"]\n\n'
+        '[[inputs]]\nname = "state"\ndtype = "fp32"\nshape = [2, "batch", 128]\n\n'
+        '[[inputs]]\nname = "sr"\ndtype = "i64"\nshape = []\n\n'
+        '[[outputs]]\nname = "output"\ndtype = "fp32"\nshape = ["batch", 1]\n\n'
+        '[[outputs]]\nname = "stateN"\ndtype = "fp32"\nshape = [2, "batch", 128]\n\n'
+        '[audio]\nsample_rate = 16000\nwindow = 512\ncontext = 64\nstate_shape = [2, 1, 128]\n'
+        'input = "input"\nstate = "state"\nsample_rate_input = "sr"\noutput = "output"\n'
+        'state_output = "stateN"\n')
+    return path
+
+
 def main() -> int:
     tc = toolchain.detect()
     tc.require()
@@ -73,10 +101,12 @@ def main() -> int:
     failed = []
     with tempfile.TemporaryDirectory(prefix="wasmai-clippy-") as tmp:
         model = tiny_classifier(Path(tmp))
+        vad = tiny_vad(Path(tmp))
         face = tiny_face(Path(tmp))
         for name in sorted(list_templates()):
             crate = Path(tmp) / name
-            build(face if name == "face-detection" else model, task=name, emit_crate=crate)
+            build(vad if name == "voice-activity" else face if name == "face-detection" else model,
+                  task=name, emit_crate=crate)
             cargo = tc.cargo or "cargo"
             bindings = [cargo, "component", "bindings"]
             clippy = [cargo, "clippy", "--locked", "--release", "--target", CARGO_TARGET, "--", "-D", "warnings"]
