@@ -606,6 +606,10 @@ class AudioBenchResult:
     segments: list[Segment]
     reference_segments: list[Segment]
     max_boundary_diff_ms: float | None
+    #: Bytes of the WAV file, and the median of (whole detect call - the guest's stages): the
+    #: host's dynamic call converting the bytes and the segments (ms).
+    wav_bytes: int = 0
+    call_overhead_ms: float = 0.0
     reference: str = "scipy.io.wavfile + scipy.signal.resample_poly + silero-vad OnnxWrapper (1 thread) + " \
                      "get_speech_timestamps_from_probs"
 
@@ -651,6 +655,7 @@ def bench_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], 
     stages = ("decode_us", "resample_us", "inference_us", "postprocess_us")
     comp_t: dict[str, list[float]] = {k: [] for k in stages}
     comp_call: list[float] = []
+    overhead: list[float] = []
     segments: list[Segment] = []
     for i in range(warmup + runs):
         t0 = time.perf_counter()
@@ -659,6 +664,7 @@ def bench_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], 
         timings = det.last_timings()
         if i >= warmup:
             comp_call.append(dt)
+            overhead.append(dt - sum(timings[k] for k in stages) / 1e3)
             for k in stages:
                 comp_t[k].append(timings[k])
     ref_t: dict[str, list[float]] = {k: [] for k in stages}
@@ -682,7 +688,8 @@ def bench_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], 
         reference_us={k: float(np.median(v)) for k, v in ref_t.items() if v},
         component_call_ms=_stats(comp_call), reference_call_ms=_stats(ref_call) if ref_call else {},
         segments=segments, reference_segments=ref_segments,
-        max_boundary_diff_ms=None if diff is None else diff * 1e3)
+        max_boundary_diff_ms=None if diff is None else diff * 1e3, wav_bytes=len(wav),
+        call_overhead_ms=float(np.median(overhead)))
 
 
 def render_bench(result: AudioBenchResult) -> None:
@@ -704,6 +711,8 @@ def render_bench(result: AudioBenchResult) -> None:
     c, r = result.component_call_ms, result.reference_call_ms
     out.print(f"detect call: component p50 {c['p50']:.2f} ms p90 {c['p90']:.2f} ms"
               + (f"; reference p50 {r['p50']:.2f} ms p90 {r['p90']:.2f} ms" if r else ""))
+    out.print(f"host call overhead (the {result.wav_bytes / 1024:.0f} KiB WAV into the guest, segments out): "
+              f"{result.call_overhead_ms:.2f} ms")
     if result.reference_segments or result.segments:
         same = ("same segment count, boundaries within "
                 f"{result.max_boundary_diff_ms:.1f} ms" if result.max_boundary_diff_ms is not None

@@ -1,7 +1,9 @@
 //! The audio front end: WAV bytes -> mono f32 samples in -1..1 at the model's sample rate.
 //!
 //! 1. parse with `hound` (RIFF WAVE, PCM integer 8/16/24/32-bit scaled by 2^(bits-1), or
-//!    IEEE float 32-bit as is; WAVE_FORMAT_EXTENSIBLE too); anything else is `error::bad-input`;
+//!    IEEE float 32-bit as is; WAVE_FORMAT_EXTENSIBLE too); anything else is `error::bad-input`.
+//!    Packed 16-bit and float samples are read from the data chunk hound located in one pass;
+//!    the other layouts through hound's sample iterator;
 //! 2. mix down to mono: the mean of the channels of each frame (what silero-vad's `read_audio`
 //!    does); a trailing partial frame is dropped;
 //! 3. resample to the model's rate with rubato's synchronous FFT resampler (`rubato::Fft`,
@@ -43,9 +45,24 @@ fn mix<T: Copy + Into<f32>>(interleaved: &[T], channels: usize, scale: f32) -> V
     interleaved.chunks_exact(channels).map(|frame| frame.iter().map(|&s| s.into()).sum::<f32>() * per).collect()
 }
 
+/// The bytes of the data chunk when its samples are packed in `size` bytes each: `start` is
+/// where hound left its cursor (just after the `data` chunk header), `n` hound's sample count.
+/// None for any other layout (e.g. 16 valid bits in a 24-bit container), which then goes
+/// through hound's sample iterator.
+fn packed_data(wav: &[u8], start: usize, n: usize, size: usize) -> Option<&[u8]> {
+    let header = wav.get(start.checked_sub(8)?..start)?;
+    let chunk_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let bytes = n.checked_mul(size)?;
+    if &header[..4] != b"data" || chunk_len / size != n {
+        return None;
+    }
+    wav.get(start..start.checked_add(bytes)?)
+}
+
 /// Parse WAV bytes and mix them down to mono. Errors: `bad-input` naming what is wrong.
 pub fn decode(wav: &[u8]) -> Result<Mono, Error> {
-    let reader = WavReader::new(Cursor::new(wav)).map_err(|e| bad(format!("not a readable WAV file: {e}")))?;
+    let open = || WavReader::new(Cursor::new(wav)).map_err(|e| bad(format!("not a readable WAV file: {e}")));
+    let reader = open()?;
     let spec = reader.spec();
     let channels = spec.channels as usize;
     if channels == 0 {
@@ -54,18 +71,34 @@ pub fn decode(wav: &[u8]) -> Result<Mono, Error> {
     if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
         return Err(bad(format!("sample rate {} Hz is outside {MIN_RATE}..={MAX_RATE} Hz", spec.sample_rate)));
     }
+    let n = reader.len() as usize;
+    let start = usize::try_from(reader.into_inner().position()).unwrap_or(usize::MAX);
     let read_err = |e: hound::Error| bad(format!("cannot read the WAV samples: {e}"));
     let samples = match (spec.sample_format, spec.bits_per_sample) {
-        (SampleFormat::Float, 32) => {
-            let raw: Vec<f32> = reader.into_samples::<f32>().collect::<Result<_, _>>().map_err(read_err)?;
-            mix(&raw, channels, 1.0)
-        }
-        (SampleFormat::Int, 16) => {
-            let raw: Vec<i16> = reader.into_samples::<i16>().collect::<Result<_, _>>().map_err(read_err)?;
-            mix(&raw, channels, 1.0 / 32768.0)
-        }
+        // 16-bit PCM and 32-bit float, the common cases, straight from the data chunk's bytes.
+        (SampleFormat::Int, 16) => match packed_data(wav, start, n, 2) {
+            Some(bytes) => {
+                let raw: Vec<i16> = bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                mix(&raw, channels, 1.0 / 32768.0)
+            }
+            None => {
+                let raw: Vec<i16> = open()?.into_samples::<i16>().collect::<Result<_, _>>().map_err(read_err)?;
+                mix(&raw, channels, 1.0 / 32768.0)
+            }
+        },
+        (SampleFormat::Float, 32) => match packed_data(wav, start, n, 4) {
+            Some(bytes) => {
+                let raw: Vec<f32> =
+                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                mix(&raw, channels, 1.0)
+            }
+            None => {
+                let raw: Vec<f32> = open()?.into_samples::<f32>().collect::<Result<_, _>>().map_err(read_err)?;
+                mix(&raw, channels, 1.0)
+            }
+        },
         (SampleFormat::Int, bits @ (8 | 24 | 32)) => {
-            let raw: Vec<i32> = reader.into_samples::<i32>().collect::<Result<_, _>>().map_err(read_err)?;
+            let raw: Vec<i32> = open()?.into_samples::<i32>().collect::<Result<_, _>>().map_err(read_err)?;
             let scale = 1.0 / (1u64 << (bits - 1)) as f64;
             let per = scale / channels as f64;
             raw.chunks_exact(channels).map(|f| (f.iter().map(|&s| s as f64).sum::<f64>() * per) as f32).collect()
