@@ -6,6 +6,7 @@ with real processes; the setup script as a thin wrapper that works before wasmai
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -114,3 +115,23 @@ def test_cli_toolchain_install_dry_run_json():
     report = json.loads(result.stdout)
     assert report["complete"] is True and report["steps"] == [] and report["dry_run"] is True
     assert report["mode"] == detect().mode
+
+
+def test_a_user_without_cargo_component_is_told_the_exact_fix(tmp_path):
+    """A real process on this machine with an empty home (no ~/.cargo, no rustup toolchains) and
+    only the system PATH: doctor marks what `wasmai build` lacks and names `wasmai toolchain install`;
+    the dry run prints the command that would install it (or says to install Rust first)."""
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    doctor = subprocess.run([sys.executable, "-m", "wasmai", "doctor"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert doctor.returncode == 1, doctor.stdout
+    assert "wasmai toolchain install" in doctor.stdout
+    dry = subprocess.run([sys.executable, "-m", "wasmai", "toolchain", "install", "--dry-run"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    system_cargo = shutil.which("cargo", path=env["PATH"])
+    if system_cargo is None:
+        assert dry.returncode == 1 and dry.stderr.startswith("error: cargo not found: install Rust first"), dry.stderr
+    else:
+        assert dry.returncode == 0, dry.stderr
+        assert f"would run: {system_cargo} install --locked cargo-component@{CARGO_COMPONENT_VERSION}" in dry.stdout
+        assert "missing cargo-component: not found  -> cargo install --locked cargo-component@" in dry.stdout

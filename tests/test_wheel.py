@@ -92,6 +92,11 @@ def wheel() -> tuple[Path, dict]:
             shutil.rmtree(tmp)
         else:
             tmp.rename(folder)
+        # Keep the cache bounded (~7 MB a wheel): the three newest source states.
+        older = sorted((d for d in folder.parent.iterdir() if d.is_dir() and ".tmp" not in d.name),
+                       key=lambda d: d.stat().st_mtime, reverse=True)[3:]
+        for stale in older:
+            shutil.rmtree(stale, ignore_errors=True)
         found = sorted(folder.glob("wasmai-*.whl"))
     assert len(found) == 1, found
     measured["wheel"] = str(found[0])
