@@ -94,6 +94,38 @@ def tiny_vad(dest: Path) -> Path:
     return path
 
 
+def tiny_text(dest: Path) -> Path:
+    """A BERT-shaped graph (input_ids, attention_mask, token_type_ids i64 [batch, sequence] ->
+    last_hidden_state fp32 [batch, sequence, 4], the ids cast and tiled) with a word-level
+    tokenizer.json and the ``[text]``/``[embedding]`` tables the text-embedding template needs."""
+    import hashlib
+
+    repeats = helper.make_tensor("repeats", TensorProto.INT64, [3], [1, 1, 4])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+         helper.make_node("Unsqueeze", ["ids_f", "axis"], ["ids_3d"]),
+         helper.make_node("Tile", ["ids_3d", "repeats"], ["last_hidden_state"])],
+        "tiny_text", [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+                      for n in ("input_ids", "attention_mask", "token_type_ids")],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 4])],
+        initializer=[repeats, helper.make_tensor("axis", TensorProto.INT64, [1], [2])])
+    path = dest / "tiny_text.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    tokenizer = (b'{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null, '
+                 b'"pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null, '
+                 b'"model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1}, "unk_token": "[UNK]"}}')
+    (dest / "tiny_text.tokenizer.json").write_bytes(tokenizer)
+    inputs = "".join(f'[[inputs]]\nname = "{n}"\ndtype = "i64"\nshape = ["batch", "sequence"]\n\n'
+                     for n in ("input_ids", "attention_mask", "token_type_ids"))
+    (dest / "tiny_text.toml").write_text(
+        '[model]\nname = "tiny-text"\ntask = "text-embedding"\nonnx = "tiny_text.onnx"\n\n' + inputs +
+        '[[outputs]]\nname = "last_hidden_state"\ndtype = "fp32"\nshape = ["batch", "sequence", 4]\n\n'
+        f'[text]\ntokenizer = "tiny_text.tokenizer.json"\n'
+        f'tokenizer_sha256 = "{hashlib.sha256(tokenizer).hexdigest()}"\nmax_length = 8\n\n'
+        '[embedding]\noutput = "last_hidden_state"\ndimension = 4\npooling = "mean"\nnormalization = "l2"\n')
+    return path
+
+
 def main() -> int:
     tc = toolchain.detect()
     tc.require()
@@ -103,10 +135,11 @@ def main() -> int:
         model = tiny_classifier(Path(tmp))
         vad = tiny_vad(Path(tmp))
         face = tiny_face(Path(tmp))
+        text = tiny_text(Path(tmp))
         for name in sorted(list_templates()):
             crate = Path(tmp) / name
-            build(vad if name == "voice-activity" else face if name == "face-detection" else model,
-                  task=name, emit_crate=crate)
+            build(text if name == "text-embedding" else vad if name == "voice-activity"
+                  else face if name == "face-detection" else model, task=name, emit_crate=crate)
             cargo = tc.cargo or "cargo"
             bindings = [cargo, "component", "bindings"]
             clippy = [cargo, "clippy", "--locked", "--release", "--target", CARGO_TARGET, "--", "-D", "warnings"]

@@ -32,6 +32,17 @@ Layout (all keys but ``[model]`` and ``[[inputs]]``/``[[outputs]]`` optional)::
     softmax = true                      # scores are softmax(logits); false = outputs are scores
     labels = ["tench", ...]             # class names by output index
 
+    [text]                              # text-embedding only: the tokenizer
+    tokenizer = "model.tokenizer.json"  # Hugging Face tokenizer.json, relative to the manifest
+    tokenizer_sha256 = "<hex sha256>"   # embedded in the component with the graph
+    max_length = 256                    # tokens per text, special tokens included (longer: truncated)
+
+    [embedding]                         # text-embedding only: token vectors -> one vector per text
+    output = "last_hidden_state"        # graph output (batch, sequence, dimension)
+    dimension = 384
+    pooling = "mean"                    # mean over the attention mask
+    normalization = "l2"                # or "none"
+
     [audio]                             # voice-activity only (wasmai.tasks.vad): front end + segments
     sample_rate = 16000                 # Hz the model runs at; WAV input is resampled to it
     window = 512                        # new samples per model window
@@ -124,6 +135,40 @@ class Preprocess:
 
 
 @dataclass
+class TextInput:
+    """``[text]``: the Hugging Face ``tokenizer.json`` (path relative to the manifest, and its
+    sha256) and the longest token sequence, special tokens included, the model is fed."""
+
+    tokenizer: str
+    tokenizer_sha256: str
+    max_length: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
+            raise WasmaiError(f"manifest: text.max_length must be an integer >= 2, not {self.max_length!r}")
+
+
+@dataclass
+class Embedding:
+    """``[embedding]``: graph output ``output`` (fp32, (batch, sequence, dimension)) pooled to
+    one vector per text (``pooling`` "mean": over the attention mask) and normalized
+    (``normalization`` "l2" or "none")."""
+
+    output: str
+    dimension: int
+    pooling: str = "mean"
+    normalization: str = "l2"
+
+    def __post_init__(self) -> None:
+        if self.pooling != "mean":
+            raise WasmaiError(f"manifest: embedding.pooling must be \"mean\", not {self.pooling!r}")
+        if self.normalization not in ("l2", "none"):
+            raise WasmaiError(f"manifest: embedding.normalization must be l2 or none, not {self.normalization!r}")
+        if isinstance(self.dimension, bool) or not isinstance(self.dimension, int) or self.dimension <= 0:
+            raise WasmaiError(f"manifest: embedding.dimension must be a positive integer, not {self.dimension!r}")
+
+
+@dataclass
 class GraphEntry:
     """One graph of a multi-graph model (``[[graphs]]``): its name, ONNX file (relative to the
     manifest), sha256, inputs and outputs, and the tables ``convert`` wrote for it."""
@@ -179,6 +224,8 @@ class Manifest:
     quantization: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    text: TextInput | None = None
+    embedding: Embedding | None = None
     #: ``[audio]``: a voice-activity model's front end and segmentation settings (checked by
     #: :class:`wasmai.tasks.vad.AudioSettings`).
     audio: dict[str, Any] = field(default_factory=dict)
@@ -200,6 +247,8 @@ class Manifest:
                 raise WasmaiError(f"manifest: tensor {spec.name!r} has unknown dtype {spec.dtype!r}")
         if self.task == Task.IMAGE_CLASSIFICATION and self.preprocess is None:
             raise WasmaiError("manifest: task image-classification needs a [preprocess] table")
+        if self.task == Task.TEXT_EMBEDDING and (self.text is None or self.embedding is None):
+            raise WasmaiError("manifest: task text-embedding needs [text] and [embedding] tables")
 
     @property
     def onnx_path(self) -> Path:
@@ -230,6 +279,10 @@ class Manifest:
             doc["graphs"] = [g.to_dict() for g in self.graphs]
         if self.detection:
             doc["detection"] = dict(self.detection)
+        if self.text is not None:
+            doc["text"] = asdict(self.text)
+        if self.embedding is not None:
+            doc["embedding"] = asdict(self.embedding)
         if self.audio:
             doc["audio"] = _drop_none(self.audio)
         for key in ("provenance", "quantization", "validation", "report"):
@@ -269,6 +322,8 @@ class Manifest:
                 provenance=doc.get("provenance", {}), quantization=doc.get("quantization", {}),
                 audio=dict(doc.get("audio", {})),
                 validation=doc.get("validation", {}), report=doc.get("report", {}),
+                text=TextInput(**doc["text"]) if "text" in doc else None,
+                embedding=Embedding(**doc["embedding"]) if "embedding" in doc else None,
                 graphs=[GraphEntry.from_dict(g) for g in doc.get("graphs", [])],
                 detection=dict(doc.get("detection", {})),
                 base_dir=base_dir,

@@ -97,6 +97,7 @@ class Task(StrEnum):
     IMAGE_CLASSIFICATION = "image-classification"
     FACE_DETECTION = "face-detection"
     VOICE_ACTIVITY = "voice-activity"
+    TEXT_EMBEDDING = "text-embedding"
 
 
 class Layout(StrEnum):

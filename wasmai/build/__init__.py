@@ -202,7 +202,10 @@ def build(
     for need in tmpl.requires:
         if need == "preprocess" and man.preprocess is None:
             raise WasmaiError(f"task {tmpl.name} needs a [preprocess] table in the manifest ({source})")
-        if need not in ("preprocess",):
+        if need == "text" and (man.text is None or man.embedding is None):
+            raise WasmaiError(f"task {tmpl.name} needs [text] and [embedding] tables in the manifest ({source}); "
+                              "convert with --task text-embedding")
+        if need not in ("preprocess", "text"):
             raise WasmaiError(f"template {tmpl.name}: unknown requirement {need!r} in template.toml")
     man = dataclasses.replace(man, task=tmpl.name)
 
@@ -217,7 +220,13 @@ def build(
         from wasmai.tasks import vad as vad_task
 
         values.update(vad_task.render_values(man))
-    files = render_crate(tmpl, values, model_path if placement == "embedded" else None)
+    extra: dict[str, bytes] = {}
+    if "text" in tmpl.requires:  # the tokenizer and pooling of text-embedding (wasmai.tasks.embedding)
+        from wasmai.tasks import embedding as text_task
+
+        values.update(text_task.render_values(man))
+        extra["tokenizer.json"] = text_task.tokenizer_bytes(man)
+    files = {**render_crate(tmpl, values, model_path if placement == "embedded" else None), **extra}
 
     if emit_crate is not None:
         dest = _emit(files, Path(emit_crate), tmpl)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wasmai.cli._common import console, run_command, shown
+from wasmai.cli._text import TextOpt
 from wasmai.cli.oci import COMPONENT_HELP, component_target
 from wasmai.cli.options import (
     INPUT_PANEL,
@@ -63,6 +64,7 @@ def bench(
     audio: Annotated[Path | None, typer.Option(
         "--audio", rich_help_panel="Inputs",
         help="WAV file for a voice-activity component: per-stage guest times vs the Python pipeline.")] = None,
+    text: TextOpt = None,
     n: Annotated[int, typer.Option(
         "-n", "--iterations", rich_help_panel=MEASURE_PANEL,
         help="Timed calls in the steady state (per instance under --concurrency).")] = 100,
@@ -134,6 +136,9 @@ def bench(
     [dim]# a face-detection component: per-stage guest times next to facenet-pytorch's MTCNN[/dim]
     wasmai bench face.wasm --image photo.png -n 10 --threads 1
 
+    [dim]# a text-embedding component: guest tokenize/inference/pool next to the Python pipeline[/dim]
+    wasmai bench emb.wasm --text "A man is eating food." --text "A man eats bread." -n 20
+
     [dim]# a pushed component by digest, its attached signature verified first[/dim]
     wasmai bench oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --random
     """
@@ -148,6 +153,22 @@ def bench(
                                       offline=offline, policy=policy),
                   target_options=dict(bundle=bundle, insecure=insecure, username=username,
                                       password_stdin=password_stdin))
+        return
+
+    if text:  # text-embedding components (wasmai.tasks.embedding)
+        from wasmai.cli._text import bench_text
+
+        bench_text(component, text, n=n, warmup=warmup, threads=threads, native=native, model=model,
+                   json_out=json_out,
+                   sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
+                                        max_memory_mb=max_memory, timeout_s=timeout,
+                                        max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs),
+                   policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                                       github_repository=github_repository, github_ref=github_ref,
+                                       trust_config=trust_config, trusted_root=trusted_root, staging=staging,
+                                       offline=offline, policy=policy),
+                   target_options=dict(bundle=bundle, insecure=insecure, username=username,
+                                       password_stdin=password_stdin))
         return
 
     from wasmai.tasks.face import is_face_component

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from wasmai.cli._common import console, run_command, shown
+from wasmai.cli._text import TextOpt
 from wasmai.cli.oci import COMPONENT_HELP, component_target
 from wasmai.cli.options import (
     AllowTargetFallbackOpt,
@@ -54,6 +55,7 @@ def run(
     annotate: Annotated[Path | None, typer.Option(
         "--annotate", rich_help_panel="Inputs", metavar="OUT.png",
         help="Face-detection components: also write the image with the faces boxed (PNG).")] = None,
+    text: TextOpt = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
     top_k: TopKOpt = 5,
@@ -102,6 +104,9 @@ def run(
     [dim]# a face-detection component: a table of faces, and the photo with the faces boxed[/dim]
     wasmai run face.wasm --image photo.png --annotate faces.png
 
+    [dim]# a text-embedding component: dimension, norms and pairwise cosines (--json: the vectors)[/dim]
+    wasmai run emb.wasm --text "A man is eating food." --text "A man eats bread."
+
     [dim]# a component that loads its graph by name from the host[/dim]
     wasmai run model.wasm --inputs inputs.npz --graph mlp=mlp.onnx --json
 
@@ -123,6 +128,23 @@ def run(
                                     offline=offline, policy=policy),
                 target_options=dict(bundle=bundle, insecure=insecure, username=username,
                                     password_stdin=password_stdin))
+        return
+    if text:  # text-embedding components (wasmai.tasks.embedding)
+        if image is not None or audio is not None or input_ or inputs is not None:
+            raise typer.BadParameter("give --text alone, not with --image/--audio/--input/--inputs")
+        from wasmai.cli._text import run_text
+
+        run_text(component, text, graphs=graph, allow_target_fallback=allow_target_fallback, verbose=verbose,
+                 json_out=json_out,
+                 sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
+                                      max_memory_mb=max_memory, timeout_s=timeout, max_tensor_bytes=max_tensor_bytes,
+                                      max_graphs=max_graphs),
+                 policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
+                                     github_repository=github_repository, github_ref=github_ref,
+                                     trust_config=trust_config, trusted_root=trusted_root, staging=staging,
+                                     offline=offline, policy=policy),
+                 target_options=dict(bundle=bundle, insecure=insecure, username=username,
+                                     password_stdin=password_stdin))
         return
     from wasmai.tasks.face import is_face_component
 

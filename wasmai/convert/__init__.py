@@ -98,6 +98,9 @@ def _check_options(opts: ConvertOptions) -> None:
         raise WasmaiError("--calibration is only used with --quantize static")
     if opts.weights is not None and not opts.torch:
         raise WasmaiError("--weights goes with --torch")
+    if opts.task == "text-embedding" and not opts.hf:
+        raise WasmaiError("--task text-embedding converts a Hugging Face folder (--hf): the component embeds "
+                          "its tokenizer.json")
     if opts.torch and not opts.inputs:
         raise WasmaiError("--torch needs example input shapes: --input NAME=1x3x224x224[:dtype]")
     if opts.opset < 7:
@@ -161,6 +164,11 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
 
             for image in list_images(folder):  # fail before the export on an empty folder or a bad image
                 load_image(image)
+    text_src = None
+    if opts.task == "text-embedding" and opts.hf is not None:  # tokenizer + max length (wasmai.tasks.embedding)
+        from wasmai.tasks import embedding as text_task
+
+        text_src = text_task.text_settings(Path(opts.hf))
     steps = _Steps(progress)
     warn: list[str] = []
     rng = np.random.default_rng(0)
@@ -265,6 +273,10 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
 
             val, val_names, val_source = vad_task.validation_feeds(inputs, audio)
             val = _check_feeds(val, inputs, "voice-activity")
+        elif text_src is not None:
+            val, val_names = text_task.validation_feeds(*text_src, [i.name for i in inputs])
+            val = _check_feeds(val, inputs, "validation")
+            val_source = f"{len(val)} sentences tokenized by {text_src[0].name} (wasmai.tasks.embedding.SENTENCES)"
         else:
             val = _check_feeds(_random_samples(inputs, given, rng, vocab), inputs, "random")
             val_names = [f"random[{i}]" for i in range(len(val))]
@@ -291,7 +303,9 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
         else:
             with steps.step("quantize") as st:
                 qpath = work / "quantized.onnx"
-                quant = _quantize(current, qpath, opts, calib, work, warn)
+                keep = (text_task.feed_forward_matmuls(current) if text_src is not None and opts.quantize == "dynamic"
+                        else [])
+                quant = _quantize(current, qpath, opts, calib, work, warn, keep)
                 if opts.calibration is not None:
                     quant["calibration_source"] = str(opts.calibration)
                 current = qpath
@@ -327,11 +341,22 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
             validation = _validate(ref_out, cand_out, out_names, atol, rtol, min_top1, classifier, softmax,
                                    labels, val_names, val_source)
             validation["reference"] = ref_kind
-            if atol is None and rtol is None and (min_top1 is None or not classifier):
+            if text_src is not None:  # pooled, normalized vectors against the reference's
+                names = [o.name for o in final_outputs]
+                check = text_task.check_embeddings(
+                    ref_out, cand_out, val, names.index("last_hidden_state") if "last_hidden_state" in names else 0,
+                    text_task.MIN_COSINE[opts.quantize], val_names)
+                validation["embedding"] = check
+                if not check["passed"]:
+                    validation["passed"] = False
+                    validation["failures"].append(f"embedding cosine {check['min_cosine']:.6f} < {check['threshold']}")
+            if atol is None and rtol is None and (min_top1 is None or not classifier) and text_src is None:
                 validation["checks"] = "none (report only)"
                 warn.append(f"no validation threshold applies to --quantize {opts.quantize} on a tensor task; "
                             "pass --atol/--rtol to enforce one")
             summary = [f"{o['name']}: max abs {o['max_abs_diff']:.3g}" for o in validation["outputs"]]
+            if "embedding" in validation:
+                summary.append(f"embedding min cosine {validation['embedding']['min_cosine']:.6f}")
             if "top1_agreement" in validation:
                 summary.append(f"top-1 agreement {validation['top1_agreement']:.2f}")
             st["detail"] = ("ok " if validation["passed"] else "FAILED ") + "; ".join(summary)
@@ -383,15 +408,22 @@ def _convert(opts: ConvertOptions, progress: ProgressFn | None, t_start: float) 
         with steps.step("write") as st:
             from wasmai._atomic import atomic_path
 
+            text_tables: dict[str, Any] = {}
+            if text_src is not None:  # [text] + [embedding]; the tokenizer is copied beside the model
+                text_tables = text_task.manifest_tables(out, text_src, final_outputs)
             with atomic_path(out) as tmp_onnx, atomic_path(man_path) as tmp_toml:
                 shutil.copyfile(current, tmp_onnx)
                 manifest = Manifest(
                     name=name, version=opts.version, task=opts.task, onnx=out.name, sha256=sha256_file(tmp_onnx),
                     inputs=final_inputs, outputs=final_outputs, opset=final_opset, preprocess=pre,
                     softmax=softmax, labels=labels, provenance=provenance, quantization=quant,
-                    validation=validation_table, report=report)
+                    validation=validation_table, report=report, **text_tables)
                 manifest.audio = audio
                 tmp_toml.write_text(manifest.dumps(), encoding="utf-8")
+                if text_src is not None:
+                    from wasmai._atomic import write_bytes
+
+                    write_bytes(out.parent / text_task.tokenizer_name(out), text_src[0].read_bytes())
             st["detail"] = f"{out} + {man_path.name}"
 
     return ConvertResult(onnx=out, manifest=man_path, name=name, task=opts.task, source=source,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ def _count_ops(path: Path) -> dict[str, int]:
 
 
 def _quantize(src: Path, dest: Path, opts: ConvertOptions, calib: list[Feed],
-              work: Path, warn: list[str]) -> dict[str, Any]:
+              work: Path, warn: list[str], exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
     """Run the requested quantization; returns the manifest's [quantization] table.
+    ``exclude_nodes`` (node names) stay in float with ``--quantize dynamic``.
 
     int8 modes use ``reduce_range=True`` (7-bit weights): ONNX Runtime's x86 int8 kernels on CPUs
     without VNNI multiply u8 x s8 pairs into int16 with saturation (ORT quantization docs,
@@ -58,11 +60,11 @@ def _quantize(src: Path, dest: Path, opts: ConvertOptions, calib: list[Feed],
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return _quantize_inner(src, dest, opts, calib, work, warn)
+        return _quantize_inner(src, dest, opts, calib, work, warn, exclude_nodes)
 
 
 def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[Feed],
-                    work: Path, warn: list[str]) -> dict[str, Any]:
+                    work: Path, warn: list[str], exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
     mode = opts.quantize
     if mode == "fp16":
         import onnx
@@ -87,7 +89,7 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[Fee
         with warnings.catch_warnings(), _quiet_stderr():
             warnings.simplefilter("ignore")
             quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8, op_types_to_quantize=DYNAMIC_OP_TYPES,
-                             per_channel=True, reduce_range=True)
+                             per_channel=True, reduce_range=True, nodes_to_exclude=list(exclude_nodes))
         ops = _count_ops(dest)
         n = ops.get("MatMulInteger", 0) + ops.get("DynamicQuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
         if n == 0:
@@ -97,7 +99,8 @@ def _quantize_inner(src: Path, dest: Path, opts: ConvertOptions, calib: list[Fee
                          if k in ("MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear")}
         return {"mode": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "int8",
                 "per_channel": True, "reduce_range": True,
-                "op_types": DYNAMIC_OP_TYPES, "quantized_ops": quantized_ops}
+                "op_types": DYNAMIC_OP_TYPES, "quantized_ops": quantized_ops,
+                **({"nodes_kept_float": list(exclude_nodes)} if exclude_nodes else {})}
     # static, QDQ
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
