@@ -52,6 +52,10 @@ def run(
     audio: Annotated[Path | None, typer.Option(
         "--audio", rich_help_panel="Inputs",
         help="WAV file for a voice-activity component: its speech segments.")] = None,
+    vad: Annotated[list[str] | None, typer.Option(
+        "--vad", metavar="KEY=VALUE", rich_help_panel="Inputs",
+        help="With --audio: a get_speech_timestamps option, repeatable (threshold, neg-threshold, "
+        "min-speech-ms, min-silence-ms, speech-pad-ms, max-speech-s; default: the component's).")] = None,
     annotate: Annotated[Path | None, typer.Option(
         "--annotate", rich_help_panel="Inputs", metavar="OUT.png",
         help="Face-detection components: also write the image with the faces boxed (PNG).")] = None,
