@@ -292,3 +292,24 @@ def test_end_to_end_convert_build_sign_verify_run_bench(vad_model, vad_component
     shutil.copy(wasm.with_name(wasm.name + ".sigstore.json"), tampered.with_name(tampered.name + ".sigstore.json"))
     proc = run_cli("run", tampered, "--key", pub, "--audio", audio["master"])
     assert proc.returncode == 1 and proc.stderr.startswith("error:")
+
+
+@pytest.mark.slow
+def test_cli_vad_options(vad_component, reference, audio):
+    """``run --audio --vad KEY=VALUE`` passes get_speech_timestamps options; a bad one is one error line."""
+    from wasmai.tasks.vad import DetectOptions
+
+    proc = run_cli("run", vad_component, "--audio", audio["master"], "--vad", "min-silence-ms=600",
+                   "--vad", "speech-pad-ms=50", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["options"]["min_silence_ms"] == 600 and out["options"]["speech_pad_ms"] == 50
+    wav = audio["master"].read_bytes()
+    ref = [(s["start"] / 16000, s["end"] / 16000) for s in
+           reference.speech_timestamps(reference.audio(wav), DetectOptions(min_silence_ms=600, speech_pad_ms=50))]
+    assert _max_diff([(s["start_s"], s["end_s"]) for s in out["segments"]], ref) <= 1e-9
+    for bad, message in (("loudness=3", "expected KEY=VALUE"), ("threshold=x", "is not a number"),
+                         ("threshold=1.5", "threshold 1.5 is not in 0..1")):
+        proc = run_cli("run", vad_component, "--audio", audio["master"], "--vad", bad)
+        assert proc.returncode == 1 and proc.stderr.startswith("error: ") and message in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1

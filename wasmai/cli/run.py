@@ -103,7 +103,7 @@ def run(
     wasmai run model.wasm --input x=x.npy --dir ./assets::/assets:ro --max-memory 512
 
     [dim]# a voice-activity component: the speech segments of a WAV file (any rate, mono or stereo)[/dim]
-    wasmai run vad.wasm --audio speech.wav
+    wasmai run vad.wasm --audio speech.wav --vad threshold=0.6 --vad min-silence-ms=300
 
     [dim]# a face-detection component: a table of faces, and the photo with the faces boxed[/dim]
     wasmai run face.wasm --image photo.png --annotate faces.png
@@ -117,12 +117,14 @@ def run(
     [dim]# a pushed component by digest: the attached signature must verify under the policy[/dim]
     wasmai run oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --image cat.png
     """
+    if vad and audio is None:
+        raise typer.BadParameter("--vad goes with --audio")
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
         if image is not None or input_ or inputs is not None:
             raise typer.BadParameter("give --audio alone, not with --image/--input/--inputs")
         from wasmai.tasks.vad import cli_run
 
-        cli_run(component, audio, options=None, graphs=graph, verbose=verbose, json_out=json_out,
+        cli_run(component, audio, options=None, settings=vad, graphs=graph, verbose=verbose, json_out=json_out,
                 sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
                                      max_memory_mb=max_memory, timeout_s=timeout,
                                      max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs),

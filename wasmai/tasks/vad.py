@@ -24,6 +24,7 @@ min_silence_duration_ms 100, speech_pad_ms 30, max_speech_duration_s inf.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -520,10 +521,11 @@ def wav_facts(wav: bytes) -> tuple[float, int, int]:
 
 def run_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], options: DetectOptions | None = None,
               policy: Any = None, bundle: str | os.PathLike[str] | None = None, sandbox: Any = None,
-              verified: Any = None, graphs: Any = None) -> AudioRunResult:
+              verified: Any = None, graphs: Any = None, overrides: dict[str, Any] | None = None) -> AudioRunResult:
     """``wasmai run COMPONENT --audio FILE.wav``: verify (when ``policy`` is given, before
     anything is compiled), compile, instantiate, ``load``, then ``voice-activity.detect`` with
-    ``options`` (default: the component's own). Raises WasmaiError for a missing file or a
+    ``options`` (default: the component's own, with ``overrides`` from :func:`parse_settings`
+    applied). Raises WasmaiError for a missing file or a
     component without the voice-activity export, VerificationError, ComponentError /
     InferenceError from the component."""
     from wasmai.host import Host
@@ -546,7 +548,7 @@ def run_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], op
     t0 = time.perf_counter()
     inst.load()
     load_ms = (time.perf_counter() - t0) * 1e3
-    opts = options or det.default_options()
+    opts = options or dataclasses.replace(det.default_options(), **(overrides or {}))
     t0 = time.perf_counter()
     segments = det.detect(wav, opts)
     call_ms = (time.perf_counter() - t0) * 1e3
@@ -741,11 +743,38 @@ def _resolve(component: str, policy_options: dict[str, Any],
     return Path(path), bundle, dict(pulled), verified, policy
 
 
+#: ``--vad KEY=VALUE`` keys -> (DetectOptions field, type).
+SETTINGS: dict[str, tuple[str, type]] = {
+    "threshold": ("threshold", float), "neg-threshold": ("neg_threshold", float),
+    "min-speech-ms": ("min_speech_ms", int), "min-silence-ms": ("min_silence_ms", int),
+    "speech-pad-ms": ("speech_pad_ms", int), "max-speech-s": ("max_speech_s", float),
+}
+
+
+def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--vad KEY=VALUE`` items (keys of :data:`SETTINGS`, as in ``vad-options``) -> DetectOptions
+    field overrides, checked with :meth:`DetectOptions.check`. Raises :class:`WasmaiError` naming
+    the bad item."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in SETTINGS:
+            raise WasmaiError(f"--vad {item!r}: expected KEY=VALUE with KEY one of {', '.join(SETTINGS)}")
+        name, kind = SETTINGS[key.strip()]
+        try:
+            out[name] = kind(value.strip())
+        except ValueError:
+            raise WasmaiError(f"--vad {item!r}: {value.strip()!r} is not {'an integer' if kind is int else 'a number'}"
+                              ) from None
+    dataclasses.replace(DetectOptions(), **out).check()
+    return out
+
+
 def cli_run(component: str, audio: Path, *, options: DetectOptions | None, sandbox_options: dict[str, Any],
             policy_options: dict[str, Any], target_options: dict[str, Any], graphs: list[str] | None,
-            verbose: bool, json_out: bool) -> None:
-    """``wasmai run COMPONENT --audio FILE.wav``: :func:`run_audio` in a forked worker
-    (:mod:`wasmai.worker`), printed with :func:`render_run` (or as JSON)."""
+            verbose: bool, json_out: bool, settings: Sequence[str] | None = None) -> None:
+    """``wasmai run COMPONENT --audio FILE.wav [--vad KEY=VALUE ...]``: :func:`run_audio` in a
+    forked worker (:mod:`wasmai.worker`), printed with :func:`render_run` (or as JSON)."""
     from wasmai.cli._common import run_command
 
     def work() -> AudioRunResult:
@@ -757,9 +786,10 @@ def cli_run(component: str, audio: Path, *, options: DetectOptions | None, sandb
         extra = parse_assignments(graphs, "--graph", form="NAME=FILE.onnx")
         if options is not None:
             options.check()
+        overrides = parse_settings(settings)
         path, bundle, pulled, verified, policy = _resolve(component, policy_options, target_options)
         return in_worker(run_audio, path, audio=audio, options=options, policy=policy, bundle=bundle,
-                         sandbox=sandbox, verified=verified, graphs={**pulled, **extra})
+                         sandbox=sandbox, verified=verified, graphs={**pulled, **extra}, overrides=overrides)
 
     run_command(work, json_out=json_out, render=lambda r: render_run(r, verbose))
 
