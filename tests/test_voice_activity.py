@@ -11,9 +11,11 @@ master: the component's segments must match it within one window (512 samples = 
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +247,15 @@ def test_bad_audio_is_one_error(detector, vad_component, tmp_path):
     assert err.value.code == "bad-input"
     with pytest.raises(WasmaiError, match="threshold 1.5 is not in 0..1"):
         detector.detect(b"", DetectOptions(threshold=1.5))
+    empty, short = io.BytesIO(), io.BytesIO()  # no samples at all; fewer than one window
+    for buf, frames in ((empty, 0), (short, 100)):
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(bytes(2 * frames))
+    assert detector.detect(empty.getvalue()) == [] and detector.probabilities(empty.getvalue()) == []
+    assert detector.detect(short.getvalue()) == [] and len(detector.probabilities(short.getvalue())) == 1
     (tmp_path / "not.wav").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     proc = run_cli("run", vad_component, "--audio", tmp_path / "not.wav")
     assert proc.returncode == 1
