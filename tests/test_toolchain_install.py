@@ -135,3 +135,10 @@ def test_a_user_without_cargo_component_is_told_the_exact_fix(tmp_path):
         assert dry.returncode == 0, dry.stderr
         assert f"would run: {system_cargo} install --locked cargo-component@{CARGO_COMPONENT_VERSION}" in dry.stdout
         assert "missing cargo-component: not found  -> cargo install --locked cargo-component@" in dry.stdout
+
+
+def test_doctor_fix_runs_the_installer_first():
+    result = CliRunner().invoke(app, ["doctor", "--fix"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "toolchain: nothing to install (everything `wasmai build` needs is present)"
+    assert "wasmai doctor (guest toolchain:" in result.stdout

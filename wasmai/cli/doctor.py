@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,7 +13,11 @@ if TYPE_CHECKING:
     from wasmai.doctor import DoctorReport
 
 
-def doctor(json_out: JsonOpt = False) -> None:
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="First install what `wasmai build` is missing "
+                                      "(the same as `wasmai toolchain install`), then check.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Check what the pipeline needs (toolchain, Python packages, ONNX Runtime, native host) and how to fix
     what is missing. Exit 1 if a required item is missing.
 
@@ -22,10 +26,23 @@ def doctor(json_out: JsonOpt = False) -> None:
       [dim]# a table of what is there and how to get what is not[/dim]
       wasmai doctor
 
+      [dim]# install the missing guest toolchain, then check[/dim]
+      wasmai doctor --fix
+
       [dim]# in CI: fail the job early, with the report as JSON[/dim]
       wasmai doctor --json > doctor.json
     """
     from wasmai.doctor import doctor as run_doctor
+
+    if fix:
+        import sys
+
+        from wasmai.toolchain import install
+
+        def echo(line: str) -> None:
+            print(line, file=sys.stderr if json_out else sys.stdout)
+
+        run_command(lambda: install(echo=echo), json_out=False)
 
     def render(report: DoctorReport) -> None:
         from rich.table import Table
