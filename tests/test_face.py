@@ -8,6 +8,7 @@ convert (examples/face-detection/convert.py) -> build -> sign (key) -> verify ->
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -30,21 +31,18 @@ FP32_IOU, INT8_IOU, SCORE_TOL, LANDMARK_PX = 0.95, 0.90, 1e-3, 2.0
 
 
 def composite_png() -> bytes:
-    """The coffee photo (800x600) with the astronaut's head pasted at 170x190, 85x95 and 51x57 px
-    and the cameraman's head (120x150, grey) from camera.png: four faces at different sizes."""
-    from PIL import Image
+    """examples/face-detection/composite.py's image: the coffee photo with the astronaut's head at
+    170x190, 85x95 and 51x57 px and the cameraman's head: four faces at different sizes."""
+    import importlib.util
 
-    bg = Image.open(PHOTOS / "coffee.png").convert("RGB").resize((800, 600))
-    head = Image.open(PHOTOS / "astronaut.png").convert("RGB").crop((140, 20, 310, 210))
-    bg.paste(head, (40, 40))
-    bg.paste(head.resize((85, 95)), (330, 80))
-    bg.paste(head.resize((51, 57)), (520, 60))
-    bg.paste(Image.open(PHOTOS / "camera.png").convert("RGB").crop((170, 80, 290, 230)), (560, 330))
-    out = io.BytesIO()
-    bg.save(out, format="PNG")
-    return out.getvalue()
+    spec = importlib.util.spec_from_file_location("face_composite", REPO / "examples/face-detection/composite.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.composite_png()
 
 
+@functools.cache
 def photo(name: str) -> bytes:
     return composite_png() if name == "composite" else (PHOTOS / name).read_bytes()
 

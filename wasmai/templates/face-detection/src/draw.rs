@@ -43,7 +43,8 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<RgbImage, Error> {
 }
 
 /// `face-detection.annotate`: each face's box in green (line width about 1/200 of the shorter
-/// image side, at least 2 px) and its landmarks as red dots, as PNG bytes.
+/// image side, at least 2 px) and its landmarks as red dots (radius about 1/30 of the face's
+/// side), as PNG bytes.
 pub fn annotate(bytes: &[u8], faces: &[Face]) -> Result<Vec<u8>, Error> {
     let mut img = decode(bytes, crate::mtcnn::MAX_SIDE)?;
     let (w, h) = img.dimensions();
@@ -61,9 +62,11 @@ pub fn annotate(bytes: &[u8], faces: &[Face]) -> Result<Vec<u8>, Error> {
                 draw_hollow_rect_mut(&mut img, Rect::at(x1 + k, y1 + k).of_size(rw as u32, rh as u32), GREEN);
             }
         }
+        // Dots about 1/30 of the face's side, at most the line width + 1.
+        let radius = (((x2 - x1).min(y2 - y1) + 15) / 30).clamp(1, width + 1);
         for p in &face.landmarks {
             if p.x.is_finite() && p.y.is_finite() {
-                draw_filled_circle_mut(&mut img, (p.x.round() as i32, p.y.round() as i32), width + 1, RED);
+                draw_filled_circle_mut(&mut img, (p.x.round() as i32, p.y.round() as i32), radius, RED);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The MTCNN detection pipeline, step for step as facenet-pytorch's `detect_face`
 //! (facenet_pytorch/models/utils/detect_face.py, v2.6.0), which is the reference:
 //!
-//! 1. decode PNG/JPEG to 8-bit RGB, as fp32 planes (the reference's `imgs.permute(0, 3, 1, 2).float()`);
+//! 1. decode PNG/JPEG to 8-bit RGB, kept as one summed-area table per channel (see `Planes`);
 //! 2. pyramid: `m = 12 / min_face_size`, scales `m * f^k` while `min(h, w) * m * f^k >= 12` (in f64,
 //!    as Python computes); each level is the image resized to `(int(h * s + 1), int(w * s + 1))`
 //!    with `interpolate(mode="area")` (= adaptive average pooling: output cell `i` averages input
@@ -73,24 +73,36 @@ fn as_written(v: f32) -> f64 {
     format!("{v}").parse::<f64>().unwrap_or(v as f64)
 }
 
-/// An RGB image as three fp32 planes (channel, row, column), values 0..=255.
+/// An RGB image as one summed-area table per channel: `sums[c][y * (w + 1) + x]` is the sum of
+/// channel `c` over rows `0..y` and columns `0..x`, in wrapping u32 arithmetic (a window's sum
+/// comes out exact whenever it is below 2^32, i.e. always for images up to `MAX_SIDE`).
+///
+/// The reference averages fp32 pixel values 0..=255 with fp32 sums; sums of integers are exact in
+/// fp32 below 2^24 (a 256x256 window of white), so for every window up to that the mean computed
+/// here, `(exact sum as f32) / (count as f32)`, is bit for bit the reference's.
 struct Planes {
     width: usize,
     height: usize,
-    data: Vec<f32>,
+    sums: [Vec<u32>; 3],
 }
 
 impl Planes {
     fn from_rgb(image: &image::RgbImage) -> Planes {
         let (width, height) = (image.width() as usize, image.height() as usize);
-        let plane = width * height;
-        let mut data = vec![0f32; 3 * plane];
-        for (i, px) in image.pixels().enumerate() {
-            for c in 0..3 {
-                data[c * plane + i] = px.0[c] as f32;
+        let stride = width + 1;
+        let mut sums =
+            [vec![0u32; stride * (height + 1)], vec![0u32; stride * (height + 1)], vec![0u32; stride * (height + 1)]];
+        let raw = image.as_raw();
+        for (c, table) in sums.iter_mut().enumerate() {
+            for y in 0..height {
+                let mut row = 0u32;
+                for x in 0..width {
+                    row = row.wrapping_add(raw[(y * width + x) * 3 + c] as u32);
+                    table[(y + 1) * stride + x + 1] = table[y * stride + x + 1].wrapping_add(row);
+                }
             }
         }
-        Planes { width, height, data }
+        Planes { width, height, sums }
     }
 
     /// Area-resample the region (columns `x0..x1`, rows `y0..y1`) to `oh x ow`, normalized
@@ -104,22 +116,17 @@ impl Planes {
         out: &mut Vec<f32>,
     ) {
         let (iw, ih) = (x1 - x0, y1 - y0);
-        let plane = self.width * self.height;
+        let stride = self.width + 1;
         let bins = |o: usize, n_out: usize, n_in: usize| (o * n_in / n_out, ((o + 1) * n_in).div_ceil(n_out));
-        let cols: Vec<(usize, usize)> = (0..ow).map(|o| bins(o, ow, iw)).collect();
-        for c in 0..3 {
-            let src = &self.data[c * plane..(c + 1) * plane];
+        let cols: Vec<(usize, usize)> = (0..ow).map(|o| bins(o, ow, iw)).map(|(s, e)| (x0 + s, x0 + e)).collect();
+        for table in &self.sums {
             for oy in 0..oh {
                 let (ys, ye) = bins(oy, oh, ih);
+                let (top, bottom) = (&table[(y0 + ys) * stride..], &table[(y0 + ye) * stride..]);
+                let rows = (ye - ys) as f32;
                 for &(xs, xe) in &cols {
-                    let mut sum = 0f32;
-                    for y in ys..ye {
-                        let row = &src[(y0 + y) * self.width + x0..];
-                        for v in &row[xs..xe] {
-                            sum += *v;
-                        }
-                    }
-                    let mean = sum / ((ye - ys) * (xe - xs)) as f32;
+                    let sum = bottom[xe].wrapping_sub(bottom[xs]).wrapping_sub(top[xe]).wrapping_add(top[xs]);
+                    let mean = sum as f32 / (rows * (xe - xs) as f32);
                     out.push((mean - 127.5) * 0.0078125);
                 }
             }
@@ -479,11 +486,17 @@ mod tests {
 
     #[test]
     fn area_resize_averages_bins() {
-        let img = Planes { width: 4, height: 2, data: (0..24).map(|v| v as f32).collect() };
+        // red channel [[0, 1, 2, 3], [4, 5, 6, 7]]
+        let rgb = image::RgbImage::from_fn(4, 2, |x, y| image::Rgb([(y * 4 + x) as u8, 0, 255]));
+        let img = Planes::from_rgb(&rgb);
         let mut out = Vec::new();
         img.area_resize_into((0, 0, 4, 2), 1, 2, &mut out);
-        // plane 0: [[0,1,2,3],[4,5,6,7]] -> means 2.5 and 4.5
-        assert_eq!(out[0], (2.5 - 127.5) * 0.0078125);
-        assert_eq!(out[1], (4.5 - 127.5) * 0.0078125);
+        assert_eq!(out[..2], [(2.5 - 127.5) * 0.0078125, (4.5 - 127.5) * 0.0078125]);
+        assert_eq!(out[2..4], [-127.5 * 0.0078125; 2]);
+        assert_eq!(out[4..6], [127.5 * 0.0078125; 2]);
+        // 3 columns -> 2: bins 0..2 and 1..3 (overlapping, as torch's), a crop of rows 1..2
+        out.clear();
+        img.area_resize_into((1, 1, 4, 2), 1, 2, &mut out);
+        assert_eq!(out[..2], [(5.5 - 127.5) * 0.0078125, (6.5 - 127.5) * 0.0078125]);
     }
 }
