@@ -405,3 +405,186 @@ def test_endless_onnxruntime_loop_is_stopped_at_the_timeout(probe, cache_dir):
     fresh = host.instantiate(host.load_component(probe))
     tag, data = fresh.call_export("load-graph-bytes", inline_initializer())
     assert (tag, bytes(data)) == ("ok", b"inline bytes are fine, 38 bytes long!!")
+
+
+# --- finding 3: one memory budget per instance, ONNX Runtime's memory capped ----------------------
+
+def _identity_graph() -> bytes:
+    """``y = Identity(x)`` on a u8 vector of any length."""
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
+                              [helper.make_tensor_value_info("x", TensorProto.UINT8, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, ["n"])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION).SerializeToString()
+
+
+@pytest.mark.slow
+def test_tensors_held_by_the_host_count_against_the_instance_budget(probe, cache_dir):
+    """A 40 MiB tensor fits each limit alone (one linear memory < 64 MiB, the tensor < the tensor
+    limit) but the argument in guest memory plus the host's copy do not fit a 64 MiB budget: the
+    tensor is refused with ``too-large`` naming the budget, and the instance still works."""
+    host, inst = _instance(probe, cache_dir, memory_limit_mb=64, max_tensor_bytes=1 << 30)
+    data = bytes(range(256)) * (40 * 4096)
+    tag, message = inst.call_export("compute-tensors", _identity_graph(), [("x", [len(data)], "U8", data)])
+    assert tag == "err" and message.startswith("too-large: input tensor 'x': the host refused a tensor of 40.0 MiB")
+    assert "over the instance's memory budget (max-memory 64 MiB; in use: linear memories" in message
+    small = bytes(range(256))
+    tag, outputs = inst.call_export("compute-tensors", _identity_graph(), [("x", [256], "U8", small)])
+    assert tag == "ok" and bytes(outputs[0][3]) == small
+    stats = inst.host_stats()
+    assert stats["memory_budget_bytes"] == 64 << 20 and 40 << 20 < stats["memory_budget_peak_bytes"] <= 64 << 20
+    # A 2 MiB tensor fits the same budget, on a fresh instance (the dynamic call lifts the result as
+    # one value per byte, within wasmtime's default hostcall fuel).
+    _, fresh = _instance(probe, cache_dir, memory_limit_mb=64, max_tensor_bytes=1 << 30)
+    data = data[:2 << 20]
+    tag, outputs = fresh.call_export("compute-tensors", _identity_graph(), [("x", [len(data)], "U8", data)])
+    assert tag == "ok" and bytes(outputs[0][3]) == data
+
+
+def bomb(shape_from_input: bool) -> bytes:
+    """``ConstantOfShape([16000, 16000])`` fp32 (1 GiB) reduced to a scalar: a 200-byte graph.
+    With the shape as an initializer ONNX Runtime folds the constant when it loads the graph; with
+    the shape as an input (int64[2]) the 1 GiB tensor is made when it runs."""
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["y"], keepdims=0)]
+    inputs, inits = [], []
+    if shape_from_input:
+        inputs = [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])]
+    else:
+        inits = [numpy_helper.from_array(np.array([16000, 16000], np.int64), "shape")]
+    graph = helper.make_graph(nodes, "bomb", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION).SerializeToString()
+
+
+_BOMB_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_hostile
+from wasmai.host import Host, onnxruntime_log
+
+def peak_rss_mib():
+    # VmHWM starts afresh at exec (ru_maxrss would carry pytest's peak across it).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+host = Host(cache_dir=sys.argv[3], ort_memory_limit_mb=256)
+inst = host.instantiate(host.load_component(sys.argv[2]))
+load = inst.call_export("load-graph-bytes", test_hostile.bomb(False))
+shape = np.array([16000, 16000], np.int64).tobytes()
+run = inst.call_export("compute-tensors", test_hostile.bomb(True), [("shape", [2], "I64", shape)])
+fine = inst.call_export("load-graph-bytes", test_hostile.inline_initializer())
+print(json.dumps({"load": list(load), "run": list(run), "fine": [fine[0], bytes(fine[1]).decode()],
+                  "peak_rss_mib": peak_rss_mib(), "ort_log": onnxruntime_log()}))
+"""
+
+
+@pytest.mark.slow
+def test_onnxruntime_memory_is_capped_at_load_and_at_run(probe, cache_dir):
+    """A 200-byte graph asks ONNX Runtime for 1 GiB, at load (constant folding took 2 GiB of RSS
+    with the onnxruntime wheel's defaults) or at run. The host loads a guest's graph without
+    constant folding, and with max-ort-memory 256 MiB the run is refused with ``too-large``
+    naming the cap in both cases; the process stays far below 1 GiB, and the same instance then
+    loads and runs a normal graph. In a fresh process: the cap is process-wide, set by the first
+    host."""
+    proc = subprocess.run([sys.executable, "-c", _BOMB_SCRIPT, str(Path(__file__).parent), str(probe),
+                           str(cache_dir)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    print({k: (v if k in ("peak_rss_mib", "ort_log") else [v[0], str(v[1])[:300]]) for k, v in out.items()})
+    for key in ("load", "run"):
+        tag, message = out[key]
+        assert tag == "err" and message.startswith(
+            "too-large: the run needs more memory than ONNX Runtime may use in this host (max-ort-memory 256 MiB)")
+    assert out["fine"] == ["ok", "inline bytes are fine, 38 bytes long!!"]
+    assert out["peak_rss_mib"] < 400
+    # ONNX Runtime's own log lines went to the host's log, not to the process's stderr.
+    assert any("ConstantOfShape" in line for line in out["ort_log"]) and "onnxruntime" not in proc.stderr
+
+
+# --- finding 2 (rest): sleeps and single long kernels ------------------------------------------
+
+def _nap_in_host(probe: str, cache: str, timeout_s: float, ms: int) -> str:
+    """A probe instance under ``timeout_s`` sleeps ``ms`` ms in wasi:io/poll (the caller's
+    process); the outcome as text."""
+    host = Host(cache_dir=cache, timeout_s=timeout_s)
+    try:
+        host.instantiate(host.load_component(probe)).call_export("nap", ms)
+    except Exception as exc:  # noqa: BLE001 - the in-process outcome is reported, not raised
+        return f"{type(exc).__name__}: {exc}"
+    return "returned"
+
+
+@pytest.mark.slow
+def test_a_sleep_in_wasi_poll_does_not_outlive_the_timeout_in_a_worker(probe, cache_dir):
+    """Epochs stop wasm code, not a guest blocked in a host call: in process a 3 s sleep takes its
+    3 s whatever the timeout (then counts as a timeout). In a worker (as ``wasmai run`` calls) the
+    call ends at the timeout + 1 s with ComponentError ``timeout``, and this process goes on."""
+    import time
+
+    from wasmai.host import ComponentError
+    from wasmai.worker import GRACE_S, in_worker
+
+    t0 = time.perf_counter()
+    outcome = _nap_in_host(str(probe), str(cache_dir), 0.3, 3000)
+    in_process = time.perf_counter() - t0
+    assert in_process >= 3.0 and "nap timed out after 0.300 s" in outcome
+    t0 = time.perf_counter()
+    with pytest.raises(ComponentError) as err:
+        in_worker(_nap_in_host, str(probe), str(cache_dir), 0.3, 60_000)
+    took = time.perf_counter() - t0
+    print(f"in process {in_process:.2f} s; in a worker {took:.2f} s: {err.value}")
+    assert err.value.code == "timeout" and "nap did not return within 1.300 s" in str(err.value)
+    assert 0.3 + GRACE_S <= took < 3.0
+    assert in_worker(_nap_in_host, str(probe), str(cache_dir), 0.3, 10) == "returned"
+
+
+def long_kernel(n: int = 4096) -> bytes:
+    """``ReduceSum(MatMul(A, A))`` with ``A = ConstantOfShape([n, n])``: one MatMul kernel of
+    2 n^3 flops (137 GFLOP for 4096), which ONNX Runtime's terminate flag cannot interrupt."""
+    shape = numpy_helper.from_array(np.array([n, n], np.int64), "shape")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["a"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+             helper.make_node("MatMul", ["a", "a"], ["p"]),
+             helper.make_node("ReduceSum", ["p"], ["y"], keepdims=0)]
+    graph = helper.make_graph(nodes, "long", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                              [shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION).SerializeToString()
+
+
+def _long_kernel_in_host(probe: str, cache: str, timeout_s: float) -> str:
+    """A probe instance under ``timeout_s`` runs :func:`long_kernel` (the caller's process)."""
+    host = Host(cache_dir=cache, timeout_s=timeout_s)
+    try:
+        host.instantiate(host.load_component(probe)).call_export("load-graph-bytes", long_kernel())
+    except Exception as exc:  # noqa: BLE001 - the in-process outcome is reported, not raised
+        return f"{type(exc).__name__}: {exc}"
+    return "returned"
+
+
+@pytest.mark.slow
+def test_a_single_long_kernel_does_not_outlive_the_timeout_in_a_worker(probe, cache_dir):
+    """ONNX Runtime checks its terminate flag between kernels, so in process one long MatMul runs
+    to its end past the timeout. In a worker (as ``wasmai run`` calls), the call ends at the
+    timeout + 1 s with ComponentError ``timeout``, and this process goes on."""
+    import time
+
+    from wasmai.host import ComponentError
+    from wasmai.worker import GRACE_S, in_worker
+
+    t0 = time.perf_counter()
+    outcome = _long_kernel_in_host(str(probe), str(cache_dir), 0.3)
+    in_process = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with pytest.raises(ComponentError) as err:
+        in_worker(_long_kernel_in_host, str(probe), str(cache_dir), 0.3)
+    took = time.perf_counter() - t0
+    print(f"in process {in_process:.2f} s ({outcome}); in a worker {took:.2f} s: {err.value}")
+    assert in_process > 0.3 + GRACE_S + 0.5, "the kernel is too short on this machine to show the gap"
+    assert err.value.code == "timeout" and "load-graph-bytes did not return within 1.300 s" in str(err.value)
+    assert 0.3 + GRACE_S <= took < in_process

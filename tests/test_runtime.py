@@ -160,7 +160,7 @@ def test_a_guest_trap_does_not_kill_python(tmp_path, components, models):
     with pytest.raises(ComponentError) as err:
         inst.infer([big])
     # A trap after the limiter refused to grow memory is reported as the memory limit.
-    assert err.value.code == "memory-limit" and "memory limit 16 MiB" in str(err.value)
+    assert err.value.code == "memory-limit" and "max-memory 16 MiB" in str(err.value)
     with pytest.raises(ComponentError) as err:
         inst.infer([Tensor.from_numpy("x", np.zeros((1, 16), np.float32))])
     assert err.value.code == "dead"

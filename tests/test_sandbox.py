@@ -186,7 +186,7 @@ def test_hog_beyond_max_memory_fails_and_the_next_instance_works(probe, cache_di
     with pytest.raises(ComponentError) as err:
         inst.call_export("hog", 64)
     assert err.value.code == "memory-limit"
-    assert "memory limit 48 MiB" in str(err.value) and "memory allocation" in str(err.value)
+    assert "max-memory 48 MiB" in str(err.value) and "memory allocation" in str(err.value)
     assert host.instantiate(host.load_component(probe)).call_export("hog", 16) == 16
 
 

@@ -33,9 +33,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from wasmai.errors import WasmaiError, printable
-from wasmai.sandbox import DEFAULT_MEMORY_LIMIT_MB, HostOptions, Preopen, SandboxOptions
+from wasmai.sandbox import (
+    DEFAULT_MAX_GRAPHS,
+    DEFAULT_MAX_TENSOR_BYTES,
+    DEFAULT_MEMORY_LIMIT_MB,
+    HostOptions,
+    Preopen,
+    SandboxOptions,
+)
 from wasmai.tensors import Tensor
 from wasmai.toolchain import cache_dir as cache_root
+from wasmai.worker import call_deadline
 
 
 def default_cache_dir() -> Path:
@@ -130,6 +138,14 @@ def native_module() -> Any:
     return _HOST_MODULE
 
 
+def onnxruntime_log() -> list[str]:
+    """The last messages ONNX Runtime logged in this process (warnings and errors, at most 64,
+    oldest first, as ``"<Level> <category> <source location>: <message>"``). The native host
+    keeps them instead of letting ONNX Runtime write to stderr, so a guest's graph cannot write
+    to the host's terminal or logs. Empty before the first :class:`Host`."""
+    return list(native_module().onnxruntime_log())
+
+
 def _converted(exc: BaseException) -> WasmaiError:
     """The native ``HostError(kind, code, message)`` as InferenceError (kind ``inference``) or
     ComponentError (any other kind), the message made :func:`~wasmai.errors.printable`."""
@@ -171,9 +187,11 @@ class Instance:
     raises ComponentError ``busy``); every call releases the GIL. After a trap the instance is
     dead and further calls raise ComponentError ``dead``."""
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, timeout_s: float | None = None) -> None:
         self._native = native
         self._error = native_module().HostError
+        #: The host's per-call timeout, for :func:`wasmai.worker.call_deadline`.
+        self._timeout_s = timeout_s
         #: Milliseconds to instantiate (new Store, WASI context, instance, export lookup).
         self.instantiate_ms: float = native.instantiate_ms
 
@@ -186,7 +204,7 @@ class Instance:
 
     def load(self) -> None:
         """``model.load()``: load the graph through wasi-nn (idempotent)."""
-        with _mapped_errors():
+        with _mapped_errors(), call_deadline(self._timeout_s, "load"):
             self._native.load()
 
     def infer(self, inputs: Sequence[Tensor]) -> list[Tensor]:
@@ -194,7 +212,8 @@ class Instance:
         outputs in model order with their real types. Raises InferenceError / ComponentError."""
         raw = [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
         try:
-            out = self._native.infer(raw)
+            with call_deadline(self._timeout_s, "infer"):
+                out = self._native.infer(raw)
         except self._error as exc:
             raise _converted(exc) from None
         return [Tensor(n, d, tuple(s), b) for n, d, s, b in out]
@@ -206,7 +225,8 @@ class Instance:
         if top_k < 1:
             raise WasmaiError(f"top-k must be at least 1, not {top_k}")
         try:
-            preds = self._native.classify(image if type(image) is bytes else bytes(image), int(top_k))
+            with call_deadline(self._timeout_s, "classify"):
+                preds = self._native.classify(image if type(image) is bytes else bytes(image), int(top_k))
         except self._error as exc:
             raise _converted(exc) from None
         return [Prediction(label=label, index=i, score=s) for label, i, s in preds]
@@ -241,7 +261,7 @@ class Instance:
         the case has no payload). The result comes back the same way (None for no result;
         variants as ``(case, payload)``). Raises ComponentError (``unsupported`` for an unknown
         function or type, ``argument`` for bad arguments, trap/timeout/memory-limit as usual)."""
-        with _mapped_errors():
+        with _mapped_errors(), call_deadline(self._timeout_s, name):
             return self._native.call_export(name, *args)
 
     def output(self) -> tuple[bytes, bytes]:
@@ -268,14 +288,21 @@ class Host:
     ``"HOST::GUEST[:ro]"`` strings; read-only preopens refuse every write), ``env`` sets guest
     environment variables, ``inherit_stdio`` sends guest stdout/stderr to this process's
     (instead of the in-memory capture read by :meth:`Instance.output`). Limits:
-    ``memory_limit_mb`` bounds each linear memory (MiB; a guest that grows past it gets -1 from
-    ``memory.grow``, and a trap that follows is ComponentError ``memory-limit``); ``timeout_s``
+    ``memory_limit_mb`` is each instance's memory budget (MiB), charged with all its linear
+    memories and tables, the wasi-nn tensors the host holds for it and the bytes of the graphs it
+    loads: a guest that grows past it gets -1 from ``memory.grow`` (a trap that follows is
+    ComponentError ``memory-limit``), a tensor, output or graph past it wasi-nn ``too-large``
+    naming the budget; ``ort_memory_limit_mb`` caps ONNX Runtime's CPU arena for the process
+    (MiB, default ``memory_limit_mb``; the first Host's value holds): a graph whose load or run
+    needs more gets wasi-nn ``too-large`` naming ``max-ort-memory``; ``timeout_s``
     bounds each guest call (seconds, 10 ms resolution); ``max_tensor_bytes`` refuses any wasi-nn
     tensor (input or output) larger than that many bytes with wasi-nn error ``too-large`` (the
     constructor cannot fail in this wasi-nn version, so the oversized tensor's bytes are dropped
     there and ``compute`` answers ``too-large``); ``max_graphs`` refuses ``graph.load`` /
     ``load-by-name`` with wasi-nn error ``security`` while an instance holds that many live
-    graphs (a graph is live while its handle or an execution context of it exists).
+    graphs (a graph is live while its handle or an execution context of it exists). Both default
+    to :data:`~wasmai.sandbox.DEFAULT_MAX_TENSOR_BYTES` and
+    :data:`~wasmai.sandbox.DEFAULT_MAX_GRAPHS`; None = unbounded.
 
     Raises :class:`WasmaiError` for a missing graph file or directory, or bad settings;
     :class:`ComponentError` when the native host or ONNX Runtime is missing.
@@ -290,14 +317,14 @@ class Host:
                  cache_dir: str | os.PathLike[str] | None = None,
                  memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, timeout_s: float | None = None,
                  dirs: Sequence[Preopen | str] = (), env: Mapping[str, str] | None = None,
-                 inherit_stdio: bool = False, max_tensor_bytes: int | None = None,
-                 max_graphs: int | None = None) -> None:
+                 inherit_stdio: bool = False, max_tensor_bytes: int | None = DEFAULT_MAX_TENSOR_BYTES,
+                 max_graphs: int | None = DEFAULT_MAX_GRAPHS, ort_memory_limit_mb: int | None = None) -> None:
         self.options = HostOptions({str(name): Path(p) for name, p in (graphs or {}).items()},
                                    bool(allow_target_fallback), int(intra_op_threads))
         self.sandbox = SandboxOptions(
             dirs=tuple(Preopen.parse(d) if isinstance(d, str) else d for d in dirs), env=dict(env or {}),
             inherit_stdio=bool(inherit_stdio), memory_limit_mb=int(memory_limit_mb), timeout_s=timeout_s,
-            max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+            max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs, ort_memory_limit_mb=ort_memory_limit_mb)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         sb = self.sandbox
         Host.created = True
@@ -308,7 +335,8 @@ class Host:
                 self.options.allow_target_fallback, self.options.intra_op_threads, sb.memory_limit_mb,
                 sb.timeout_s, dirs=[(str(d.host.resolve()), d.guest, d.read_only) for d in sb.dirs],
                 env=list(sb.env.items()), inherit_stdio=sb.inherit_stdio,
-                max_tensor_bytes=sb.max_tensor_bytes, max_graphs=sb.max_graphs)
+                max_tensor_bytes=sb.max_tensor_bytes, max_graphs=sb.max_graphs,
+                ort_memory_limit_mb=sb.ort_memory_limit_mb)
 
     def load_component(self, path_or_bytes: str | os.PathLike[str] | bytes) -> Component:
         """Compile a component (file path or bytes), or load its cached compilation.
@@ -332,7 +360,7 @@ class Host:
             raise ComponentError("the component was loaded by another Host; load it with this one",
                                  "instantiate")
         with _mapped_errors():
-            return Instance(self._native.instantiate(component._native))
+            return Instance(self._native.instantiate(component._native), self.sandbox.timeout_s)
 
     def execution_providers(self) -> list[str]:
         """ONNX Runtime execution providers the host can use (CPU first)."""

@@ -1,11 +1,11 @@
 """What a component may touch and how much it may use: the ONE place these settings are checked.
 
 A component gets nothing ambient. :class:`SandboxOptions` grants preopened directories
-(:class:`Preopen`), environment variables and the process's stdio, and sets the limits: linear
-memory per instance (MiB), wall-clock time per guest call (s), bytes per wasi-nn tensor and live
-wasi-nn graphs per instance. :class:`HostOptions` holds the rest of a host's settings: ONNX files
-registered for wasi-nn ``load-by-name``, CPU fallback for gpu/tpu targets and ONNX Runtime's
-intra-op threads. Both validate on construction (one :class:`WasmaiError` line naming the flag);
+(:class:`Preopen`), environment variables and the process's stdio, and sets the limits: a
+memory budget per instance (MiB), ONNX Runtime's memory (MiB, per process), wall-clock time per
+guest call (s), bytes per wasi-nn tensor and live wasi-nn graphs per instance.
+:class:`HostOptions` holds the rest of a host's settings: ONNX files registered for wasi-nn
+``load-by-name``, CPU fallback for gpu/tpu targets and ONNX Runtime's intra-op threads. Both validate on construction (one :class:`WasmaiError` line naming the flag);
 :class:`wasmai.host.Host` builds them from its keyword arguments, and the native host trusts
 what it is given.
 """
@@ -20,8 +20,13 @@ from typing import Any
 from wasmai.errors import WasmaiError
 from wasmai.inputs import parse_assignments
 
-#: Default cap of each instance's linear memory, MiB (the README's "4096 MiB by default").
+#: Default memory budget of each instance, MiB: its linear memories and tables, the wasi-nn
+#: tensors the host holds for it and the graphs it loads (the README's "4096 MiB by default").
 DEFAULT_MEMORY_LIMIT_MB = 4096
+#: Default largest wasi-nn tensor, bytes (1 GiB: a 16384 x 16384 fp32 matrix).
+DEFAULT_MAX_TENSOR_BYTES = 1 << 30
+#: Default most live wasi-nn graphs per instance (the largest template, face detection, loads 3).
+DEFAULT_MAX_GRAPHS = 16
 
 
 @dataclass(frozen=True)
@@ -65,10 +70,15 @@ class SandboxOptions:
 
     ``dirs``: preopened directories; ``env``: guest environment variables; ``inherit_stdio``:
     guest stdout/stderr go to this process's instead of an in-memory capture;
-    ``memory_limit_mb``: linear memory cap per instance, MiB, >= 1; ``timeout_s``: wall-clock
-    limit of each guest call, seconds, > 0 (None = none); ``max_tensor_bytes``: largest wasi-nn
-    tensor, bytes, >= 0 (wasi-nn error ``too-large``); ``max_graphs``: live wasi-nn graphs per
-    instance, >= 0 (wasi-nn error ``security``). Raises :class:`WasmaiError` on a bad value.
+    ``memory_limit_mb``: memory budget per instance, MiB, >= 1, charged with all its linear
+    memories and tables, the wasi-nn tensors the host holds for it and the bytes of the graphs it
+    loads; ``ort_memory_limit_mb``: cap of ONNX Runtime's CPU arena (weights, constant folding,
+    intermediate and output tensors of every graph), MiB, >= 1, per process (the first host's
+    value holds; None = ``memory_limit_mb``); ``timeout_s``: wall-clock limit of each guest
+    call, seconds, > 0 (None = none); ``max_tensor_bytes``: largest wasi-nn tensor, bytes, >= 0
+    (wasi-nn error ``too-large``); ``max_graphs``: live wasi-nn graphs per instance, >= 0
+    (wasi-nn error ``security``); None for either = unbounded. Raises :class:`WasmaiError` on a
+    bad value.
     """
 
     dirs: tuple[Preopen, ...] = ()
@@ -76,8 +86,9 @@ class SandboxOptions:
     inherit_stdio: bool = False
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     timeout_s: float | None = None
-    max_tensor_bytes: int | None = None
-    max_graphs: int | None = None
+    max_tensor_bytes: int | None = DEFAULT_MAX_TENSOR_BYTES
+    max_graphs: int | None = DEFAULT_MAX_GRAPHS
+    ort_memory_limit_mb: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dirs", tuple(self.dirs))
@@ -87,6 +98,8 @@ class SandboxOptions:
                 raise WasmaiError(f"--env: invalid variable name {key!r}")
         if self.memory_limit_mb < 1:
             raise WasmaiError("memory_limit_mb must be >= 1")
+        if self.ort_memory_limit_mb is not None and self.ort_memory_limit_mb < 1:
+            raise WasmaiError("max-ort-memory must be >= 1 MiB")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise WasmaiError(f"timeout must be positive, not {self.timeout_s}")
         if self.max_tensor_bytes is not None and self.max_tensor_bytes < 0:
@@ -97,21 +110,26 @@ class SandboxOptions:
     @classmethod
     def from_options(cls, *, dirs: Sequence[str] = (), env: Sequence[str] = (), inherit_stdio: bool = False,
                      max_memory_mb: int | None = None, timeout_s: float | None = None,
-                     max_tensor_bytes: int | None = None, max_graphs: int | None = None) -> SandboxOptions:
+                     max_tensor_bytes: int | None = None, max_graphs: int | None = None,
+                     max_ort_memory_mb: int | None = None) -> SandboxOptions:
         """From the CLI flags (``--dir``, ``--env``, ``--inherit-stdio``, ``--max-memory``,
-        ``--timeout``, ``--max-tensor-bytes``, ``--max-graphs``; None = the default).
-        Raises WasmaiError on a bad value."""
+        ``--timeout``, ``--max-tensor-bytes``, ``--max-graphs``, ``--max-ort-memory``; None =
+        the default). Raises WasmaiError on a bad value."""
         return cls(dirs=tuple(Preopen.parse(d) for d in dirs),
                    env=parse_assignments(env, "--env", allow_empty_value=True),
                    inherit_stdio=inherit_stdio,
                    memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB if max_memory_mb is None else max_memory_mb,
-                   timeout_s=timeout_s, max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+                   timeout_s=timeout_s,
+                   max_tensor_bytes=DEFAULT_MAX_TENSOR_BYTES if max_tensor_bytes is None else max_tensor_bytes,
+                   max_graphs=DEFAULT_MAX_GRAPHS if max_graphs is None else max_graphs,
+                   ort_memory_limit_mb=max_ort_memory_mb)
 
     def host_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`wasmai.host.Host` that set this sandbox."""
         return {"dirs": list(self.dirs), "env": dict(self.env), "inherit_stdio": self.inherit_stdio,
                 "memory_limit_mb": self.memory_limit_mb, "timeout_s": self.timeout_s,
-                "max_tensor_bytes": self.max_tensor_bytes, "max_graphs": self.max_graphs}
+                "max_tensor_bytes": self.max_tensor_bytes, "max_graphs": self.max_graphs,
+                "ort_memory_limit_mb": self.ort_memory_limit_mb}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ process: its result or its ``WasmaiError`` comes back through a pipe; if the chi
 signal, the caller gets one :class:`~wasmai.host.ComponentError` (code ``crash``) naming it and
 goes on. ``wasmai run`` runs the component this way; ``wasmai bench`` measures in process.
 
+The child also bounds every guest call in wall time. wasmtime's epochs stop wasm code at the
+call's timeout, and the host stops an ONNX Runtime run between kernels, but a call blocked in
+the host (a ``wasi:io/poll`` sleep, one long ONNX Runtime kernel, a slow ``graph.load``) does not
+return. :func:`call_deadline` arms a timer for the call's timeout + :data:`GRACE_S`; when it fires,
+the child answers ComponentError ``timeout`` and exits, so the command ends on time.
+
 The child is forked while this process has not created a native host (as in the CLI), which
 starts in milliseconds. ``fork`` copies only the calling thread, so once a host exists (its epoch
 ticker, ONNX Runtime's thread pool and watchdog) a lock one of those threads held would stay
@@ -18,10 +24,13 @@ locked in the child forever: the child is then started with ``spawn`` (a fresh i
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 from wasmai.errors import WasmaiError
@@ -51,21 +60,71 @@ def crash_message(exitcode: int | None) -> str:
     return f"the worker process ended without a result (exit status {exitcode})"
 
 
+#: Seconds a guest call may overrun its timeout in a worker before the worker answers ``timeout``
+#: and exits (the in-host mechanisms stop wasm code and ONNX Runtime runs well within it).
+GRACE_S = 1.0
+
+#: In a worker child: the pipe to the parent and the lock that makes its one reply the only one.
+_REPLY: multiprocessing.connection.Connection | None = None
+_REPLY_LOCK = threading.Lock()
+
+
+def _reply(conn: multiprocessing.connection.Connection, reply: tuple[bool, Any]) -> None:
+    """Send the child's one reply (a later one, e.g. from an expired :func:`call_deadline`, is dropped)."""
+    global _REPLY
+    with _REPLY_LOCK:
+        if _REPLY is None:
+            return
+        _REPLY = None
+        try:
+            conn.send(reply)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+            conn.send((False, RuntimeError(f"the worker cannot return its result: {type(exc).__name__}: {exc}")))
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def call_deadline(timeout_s: float | None, what: str) -> Iterator[None]:
+    """Bound a guest call made inside this block to ``timeout_s`` + :data:`GRACE_S` seconds of
+    wall time when this process is a worker child (elsewhere, or with no timeout, nothing
+    happens): past that, the child answers ComponentError ``timeout`` naming ``what`` and exits
+    at once (``os._exit``: the blocked call cannot be unwound, and the child is disposable)."""
+    conn = _REPLY
+    if conn is None or timeout_s is None:
+        yield
+        return
+    from wasmai.host import ComponentError
+
+    def expire() -> None:
+        limit = timeout_s + GRACE_S
+        _reply(conn, (False, ComponentError(
+            f"{what} did not return within {limit:.3f} s (timeout {timeout_s:g} s + {GRACE_S:g} s): it was blocked "
+            "in the host (a wasi sleep, one long ONNX Runtime kernel or a graph load); the worker process was "
+            "stopped", "timeout")))
+        os._exit(0)
+
+    timer = threading.Timer(timeout_s + GRACE_S, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def _serve(conn: multiprocessing.connection.Connection, fn: Callable[..., Any], args: tuple[Any, ...],
            kwargs: dict[str, Any]) -> None:
     """The child: run the call and send ``(True, result)`` or ``(False, exception)``."""
+    global _REPLY
+    _REPLY = conn
     try:
         reply: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except WasmaiError as exc:
         reply = (False, exc)
     except BaseException as exc:  # noqa: BLE001 - carried to the parent, which reports it
         reply = (False, RuntimeError(f"{type(exc).__name__}: {exc}"))
-    try:
-        conn.send(reply)
-    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-        conn.send((False, RuntimeError(f"the worker cannot return its result: {type(exc).__name__}: {exc}")))
-    finally:
-        conn.close()
+    _reply(conn, reply)
 
 
 def in_worker(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -11,6 +11,7 @@
 //!   memory limiter, epoch deadline) and instances.
 //! * [`py`]: the Python classes and the one error type Python sees.
 
+mod budget;
 mod engine;
 mod error;
 mod nn;
@@ -44,6 +45,7 @@ fn _host(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::NativeComponent>()?;
     m.add_class::<py::NativeInstance>()?;
     m.add_function(wrap_pyfunction!(py::available_providers, m)?)?;
+    m.add_function(wrap_pyfunction!(py::onnxruntime_log, m)?)?;
     m.add("HostError", m.py().get_type::<py::HostError>())?;
     m.add("WASI_NN_VERSION", WASI_NN_VERSION)?;
     Ok(())

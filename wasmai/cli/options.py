@@ -33,13 +33,19 @@ InheritStdioOpt = Annotated[bool, typer.Option(
     help="Send guest stdout/stderr to this process's (default: captured in memory).")]
 MaxMemoryOpt = Annotated[int | None, typer.Option(
     "--max-memory", metavar="MB", min=1, rich_help_panel=SANDBOX_PANEL,
-    help="Largest linear memory of an instance, MiB (default 4096).")]
+    help="Memory budget of an instance, MiB: all its linear memories and tables, the tensors the host holds "
+         "for it and its graphs' bytes (default 4096).")]
+MaxOrtMemoryOpt = Annotated[int | None, typer.Option(
+    "--max-ort-memory", metavar="MB", min=1, rich_help_panel=SANDBOX_PANEL,
+    help="Cap of ONNX Runtime's memory (weights, constant folding, tensors of every run), MiB "
+         "(default: --max-memory).")]
 MaxTensorBytesOpt = Annotated[int | None, typer.Option(
     "--max-tensor-bytes", metavar="N", min=0, rich_help_panel=SANDBOX_PANEL,
-    help="Refuse any wasi-nn tensor larger than N bytes (wasi-nn error too-large).")]
+    help="Refuse any wasi-nn tensor larger than N bytes (wasi-nn error too-large; default 1 GiB).")]
 MaxGraphsOpt = Annotated[int | None, typer.Option(
     "--max-graphs", metavar="N", min=0, rich_help_panel=SANDBOX_PANEL,
-    help="Refuse graph.load / load-by-name while an instance holds N live graphs (wasi-nn error security).")]
+    help="Refuse graph.load / load-by-name while an instance holds N live graphs (wasi-nn error security; "
+         "default 16).")]
 TimeoutOpt = Annotated[float | None, typer.Option(
     "--timeout", metavar="S", rich_help_panel=SANDBOX_PANEL, help="Seconds each guest call may take.")]
 

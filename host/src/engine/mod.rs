@@ -18,6 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::exports::wasmai::inference::{image_classification, metadata, model};
 use crate::bindings::wasmai::inference::types as wtypes;
+use crate::budget::Budget;
 use crate::error::{Error, Fault};
 use crate::nn::{self, WasiNnConfig, WasiNnCtx, WasiNnView};
 use cache::Cache;
@@ -142,11 +143,12 @@ impl HostEngine {
     pub fn instantiate(&self, ready: &Ready) -> Result<Instance, Error> {
         let start = Instant::now();
         let (wasi, captured) = self.grants.wasi_ctx()?;
+        let budget = Budget::new(self.memory_limit_bytes);
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            nn: WasiNnCtx::new(self.nn.clone()),
-            limiter: Limiter::new(self.memory_limit_bytes),
+            nn: WasiNnCtx::new(self.nn.clone(), budget.clone()),
+            limiter: Limiter::new(budget),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -233,7 +235,7 @@ impl Instance {
         }
         host.set_deadline(&mut self.store);
         self.store.data_mut().nn.deadline = host.timeout.map(|t| Instant::now() + t);
-        self.store.data_mut().limiter.refused_bytes = None;
+        self.store.data_mut().limiter.refusal = None;
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::quota::Limits;
 use super::{CheckedInput, Error, IoSpec, Tensor};
 use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
+use crate::budget::Budget;
 
 /// Session settings the host passes to every backend.
 #[derive(Debug, Clone, Default)]
@@ -60,8 +61,15 @@ pub trait BackendGraph: Send + Sync {
     /// The framework's name for the device the graph runs on (e.g. `CPUExecutionProvider`).
     fn execution_provider(&self) -> &str;
     /// Run the graph on checked inputs in graph order. Outputs over `limits.max_tensor_bytes`
-    /// are refused with `too-large` before they are copied. When `deadline` passes (while
+    /// or the instance's `budget` are refused with `too-large` before they are copied; the
+    /// outputs returned hold their charge. When `deadline` passes (while
     /// waiting for the graph or while it runs) the run is stopped and the error's code is
     /// `timeout`; the glue then traps the guest call.
-    fn compute(&self, inputs: &[CheckedInput], limits: &Limits, deadline: Option<Instant>) -> Result<Computed, Error>;
+    fn compute(
+        &self,
+        inputs: &[CheckedInput],
+        limits: &Limits,
+        budget: &Arc<Budget>,
+        deadline: Option<Instant>,
+    ) -> Result<Computed, Error>;
 }

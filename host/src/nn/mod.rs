@@ -25,6 +25,7 @@ pub use wit::{add_to_linker, WasiNnConfig, WasiNnCtx, WasiNnView};
 
 use crate::bindings::wasi::nn::errors::ErrorCode;
 use crate::bindings::wasi::nn::tensor::TensorType;
+use crate::budget::Charge;
 use backend::BackendGraph;
 use quota::LiveToken;
 
@@ -118,20 +119,23 @@ pub fn fmt_shape(shape: &[i64]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// A wasi-nn `tensor` resource: shape, element type and row-major little-endian bytes.
-#[derive(Debug, Clone)]
+/// A wasi-nn `tensor` resource: shape, element type and row-major little-endian bytes, charged
+/// to the instance's memory budget while the host holds it.
+#[derive(Debug)]
 pub struct Tensor {
     pub shape: Vec<u32>,
     pub dtype: TensorType,
     pub data: Vec<u8>,
-    /// Set (to the byte length given) when the constructor refused the data for being over the
-    /// host's tensor limit; `data` is then empty and `compute` answers `too-large`.
-    pub refused_bytes: Option<usize>,
+    /// Set when the constructor refused the data (over the tensor limit or the instance's memory
+    /// budget): `data` is then empty and `compute` answers this error (`too-large`).
+    pub refused: Option<Error>,
+    /// The bytes of `data` charged to the instance's budget (None: not charged).
+    pub _charge: Option<Charge>,
 }
 
 impl Tensor {
-    pub fn new(shape: Vec<u32>, dtype: TensorType, data: Vec<u8>) -> Self {
-        Self { shape, dtype, data, refused_bytes: None }
+    pub fn new(shape: Vec<u32>, dtype: TensorType, data: Vec<u8>, charge: Option<Charge>) -> Self {
+        Self { shape, dtype, data, refused: None, _charge: charge }
     }
 }
 
@@ -229,14 +233,17 @@ pub fn check_inputs(specs: &[IoSpec], inputs: Vec<(String, Tensor)>) -> Result<V
 }
 
 /// A wasi-nn `graph` resource. `live` is this load's token: the graph counts against the
-/// instance's graph quota while the handle or any execution context created from it holds it.
+/// instance's graph quota, and its bytes (`charge`; None for a graph registered by the host)
+/// against its memory budget, while the handle or any execution context created from it exists.
 pub struct Graph {
     pub inner: Arc<dyn BackendGraph>,
     pub live: LiveToken,
+    pub charge: Option<Arc<Charge>>,
 }
 
-/// A wasi-nn `graph-execution-context` resource (keeps its graph's `live` token).
+/// A wasi-nn `graph-execution-context` resource (keeps its graph's `live` token and charge).
 pub struct ExecutionContext {
     pub inner: Arc<dyn BackendGraph>,
     pub _live: LiveToken,
+    pub _charge: Option<Arc<Charge>>,
 }

@@ -7,6 +7,7 @@
 //! so fp16/bf16 need no conversion. Nothing here panics on guest input.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::path::{Component, Path};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
@@ -24,10 +25,12 @@ use super::{CheckedInput, Error, IoSpec, Tensor};
 use crate::bindings::wasi::nn::errors::ErrorCode;
 use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::tensor::TensorType;
+use crate::budget::{Budget, Kind};
 
 /// The ONNX Runtime environment shared by every host in the process (ONNX Runtime allows one),
-/// and the intra-op thread count its global pool was asked for (0 = ONNX Runtime's default).
-static ORT_ENV: OnceLock<Result<(ort::environment::Environment, usize), String>> = OnceLock::new();
+/// the intra-op thread count its global pool was asked for (0 = ONNX Runtime's default) and its
+/// CPU arena's cap in bytes.
+static ORT_ENV: OnceLock<Result<(ort::environment::Environment, usize, usize), String>> = OnceLock::new();
 
 /// Load ONNX Runtime from `lib_path` (the `libonnxruntime.so.*` inside the Python onnxruntime
 /// wheel). Later calls keep the first library. Errors: the library cannot be loaded or is older
@@ -45,9 +48,15 @@ pub fn load_library(lib_path: &str) -> Result<(), String> {
 /// hence its pool, is one per process); every call returns the thread count the pool was
 /// created with.
 ///
+/// Every session allocates its CPU memory (weights, constant folding at load, intermediate and
+/// output tensors during runs) from ONE arena registered in the environment and capped at
+/// `ort_memory_limit` bytes (`session.use_env_allocators`), so a graph whose load or run needs
+/// more gets ONNX Runtime's allocation error instead of the host's memory. Like the pool, the
+/// first call's cap holds for the process.
+///
 /// Errors: the environment cannot be created (the first error is returned again by later calls).
 /// Requires [`load_library`] first.
-pub fn environment(intra_op_threads: usize) -> Result<usize, String> {
+pub fn environment(intra_op_threads: usize, ort_memory_limit: usize) -> Result<usize, String> {
     ORT_ENV
         .get_or_init(|| {
             let pool = ort::environment::GlobalThreadPoolOptions::default()
@@ -56,19 +65,88 @@ pub fn environment(intra_op_threads: usize) -> Result<usize, String> {
                 .map_err(|e| format!("cannot configure ONNX Runtime's thread pool: {e}"))?;
             let env = ort::init()
                 .with_name("wasmai")
+                .with_logger(Arc::new(record_log))
                 .with_global_thread_pool(pool)
                 .build()
                 .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
-            Ok((env, intra_op_threads))
+            register_capped_arena(&env, ort_memory_limit)?;
+            Ok((env, intra_op_threads, ort_memory_limit))
         })
         .as_ref()
-        .map(|(_, pool)| *pool)
+        .map(|(_, pool, _)| *pool)
         .map_err(|e| e.clone())
+}
+
+/// The last [`LOG_LINES`] messages ONNX Runtime logged (warning and above), oldest first.
+static ORT_LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// How many ONNX Runtime log messages the host keeps.
+const LOG_LINES: usize = 64;
+
+/// ONNX Runtime's logger: messages go to the host's bounded log ([`recent_log`]), never to the
+/// process's stderr, so a guest's graph cannot write to the host's terminal or logs; failures
+/// reach the guest as wasi-nn errors anyway.
+fn record_log(level: ort::logging::LogLevel, category: &str, _id: &str, location: &str, message: &str) {
+    if matches!(level, ort::logging::LogLevel::Verbose | ort::logging::LogLevel::Info) {
+        return;
+    }
+    let mut log = ORT_LOG.lock().unwrap_or_else(|p| p.into_inner());
+    if log.len() == LOG_LINES {
+        log.pop_front();
+    }
+    log.push_back(format!("{level:?} {category} {location}: {message}"));
+}
+
+/// The last messages ONNX Runtime logged in this process (warnings and errors), oldest first.
+pub fn recent_log() -> Vec<String> {
+    ORT_LOG.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+}
+
+/// Register a CPU arena allocator capped at `max_bytes` in `env` (ONNX Runtime's
+/// `CreateArenaCfgV2` keys `max_mem` and `arena_extend_strategy` = 1, kSameAsRequested, so the
+/// arena grows by what is asked and not by doubling; `CreateAndRegisterAllocator`).
+fn register_capped_arena(env: &ort::environment::Environment, max_bytes: usize) -> Result<(), String> {
+    use ort::sys::{OrtAllocatorType, OrtMemType, OrtStatusPtr};
+    use ort::AsPointer;
+    let api = ort::api();
+    let check = |status: OrtStatusPtr| -> Result<(), String> {
+        if status.0.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a non-null status from the ONNX Runtime API; its message is a C string owned
+        // by the status, copied before the status is released.
+        let message = unsafe {
+            let text = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+            (api.ReleaseStatus)(status.0);
+            text
+        };
+        Err(format!("cannot register ONNX Runtime's capped CPU arena: {message}"))
+    };
+    let keys = [c"max_mem".as_ptr(), c"arena_extend_strategy".as_ptr()];
+    let values = [max_bytes, 1usize];
+    // SAFETY: plain ONNX Runtime C API calls on valid out-pointers; the memory info and the arena
+    // config are released after registration (the environment keeps its own copies).
+    unsafe {
+        let mut info = std::ptr::null_mut();
+        check((api.CreateCpuMemoryInfo)(
+            OrtAllocatorType::OrtArenaAllocator,
+            OrtMemType::OrtMemTypeDefault,
+            &mut info,
+        ))?;
+        let mut cfg = std::ptr::null_mut();
+        let made = check((api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut cfg));
+        let registered = made.and_then(|()| check((api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), info, cfg)));
+        if !cfg.is_null() {
+            (api.ReleaseArenaCfg)(cfg);
+        }
+        (api.ReleaseMemoryInfo)(info);
+        registered
+    }
 }
 
 fn env() -> Result<&'static ort::environment::Environment, Error> {
     match ORT_ENV.get() {
-        Some(Ok((env, _))) => Ok(env),
+        Some(Ok((env, _, _))) => Ok(env),
         _ => Err(Error::runtime("ONNX Runtime is not initialised")),
     }
 }
@@ -94,6 +172,27 @@ fn gpu_provider() -> Option<(&'static str, ort::ep::ExecutionProviderDispatch)> 
         return Some(("ROCMExecutionProvider", ort::ep::ROCm::default().build().error_on_failure()));
     }
     None
+}
+
+/// `too-large` naming the cap when ONNX Runtime's message is its arena's allocation failure
+/// (BFCArena: "Available memory of N is smaller than requested bytes of M", "Failed to allocate
+/// memory for requested buffer of size M").
+fn arena_exhausted(what: &str, e: &ort::Error) -> Option<Error> {
+    let text = e.to_string();
+    let hit = text.contains("Available memory of") || text.contains("Failed to allocate memory");
+    let cap = match ORT_ENV.get() {
+        Some(Ok((_, _, cap))) => *cap,
+        _ => 0,
+    };
+    hit.then(|| {
+        Error::new(
+            ErrorCode::TooLarge,
+            format!(
+                "{what} needs more memory than ONNX Runtime may use in this host (max-ort-memory {} MiB): {text}",
+                cap >> 20
+            ),
+        )
+    })
 }
 
 fn ort_err(context: &str, e: impl std::fmt::Display) -> Error {
@@ -149,6 +248,14 @@ const LOAD_MODEL_FORMAT: &str = "session.load_model_format";
 /// model loaded from memory (otherwise the process's current directory)
 /// (`kOrtSessionOptionsModelExternalInitializersFileFolderPath`, ONNX Runtime >= 1.21).
 const EXTERNAL_DATA_FOLDER: &str = "session.model_external_initializers_file_folder_path";
+
+/// Session config key: optimizers (by name, `;`-separated) the session must not run
+/// (`kOrtSessionOptionsDisableSpecifiedOptimizers`).
+const DISABLED_OPTIMIZERS: &str = "optimization.disable_specified_optimizers";
+
+/// Session config key: allocate from the allocators registered in the environment, i.e. the
+/// capped CPU arena of [`environment`] (`kOrtSessionOptionsConfigUseEnvAllocators`).
+const USE_ENV_ALLOCATORS: &str = "session.use_env_allocators";
 
 /// Looks like a serialized ONNX ModelProto: protobuf field 1 (`ir_version`, varint) comes first,
 /// which every ONNX serializer writes (fields are emitted in field-number order).
@@ -219,7 +326,7 @@ impl Backend for OnnxBackend {
                 t.describe()
             )));
         }
-        Ok(Arc::new(OnnxGraph::load(bytes, target, options, &options.no_external_data_dir)?))
+        Ok(Arc::new(OnnxGraph::load(bytes, target, options, &options.no_external_data_dir, true)?))
     }
 
     fn load_file(&self, path: &Path, options: &Options) -> Result<Arc<dyn BackendGraph>, Error> {
@@ -232,7 +339,7 @@ impl Backend for OnnxBackend {
         for t in external_tensors(&bytes)? {
             check_beside(&t, folder)?;
         }
-        Ok(Arc::new(OnnxGraph::load(&bytes, ExecutionTarget::Cpu, options, folder)?))
+        Ok(Arc::new(OnnxGraph::load(&bytes, ExecutionTarget::Cpu, options, folder, false)?))
     }
 }
 
@@ -250,12 +357,25 @@ impl OnnxGraph {
     /// resolving external data only inside `external_data_dir` (the model's own folder for a
     /// registered file, an empty private folder for a guest's bytes). A gpu target without a GPU
     /// execution provider is `unsupported-operation` unless `options.allow_target_fallback`.
-    fn load(bytes: &[u8], target: ExecutionTarget, options: &Options, external_data_dir: &Path) -> Result<Self, Error> {
+    /// A guest's graph (`from_guest`) is loaded without ONNX Runtime's constant folding, which
+    /// allocates outside the capped arena (a 200-byte ConstantOfShape graph took 2 GiB at load);
+    /// graphs `wasmai convert` writes are folded already by its offline optimizer.
+    fn load(
+        bytes: &[u8],
+        target: ExecutionTarget,
+        options: &Options,
+        external_data_dir: &Path,
+        from_guest: bool,
+    ) -> Result<Self, Error> {
         let dir = external_data_dir
             .to_str()
             .ok_or_else(|| Error::runtime(format!("{} is not UTF-8", external_data_dir.display())))?;
         let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
-        for (key, value) in [(LOAD_MODEL_FORMAT, "ONNX"), (EXTERNAL_DATA_FOLDER, dir)] {
+        let mut entries = vec![(LOAD_MODEL_FORMAT, "ONNX"), (EXTERNAL_DATA_FOLDER, dir), (USE_ENV_ALLOCATORS, "1")];
+        if from_guest {
+            entries.push((DISABLED_OPTIMIZERS, "ConstantFolding"));
+        }
+        for (key, value) in entries {
             builder = builder.with_config_entry(key, value).map_err(|e| ort_err(key, e))?;
         }
         if let Some(threads) = options.own_intra_threads {
@@ -288,6 +408,9 @@ impl OnnxGraph {
             }
         }
         let session = builder.commit_from_memory(bytes).map_err(|e| {
+            if let Some(err) = arena_exhausted("loading the graph", &e) {
+                return err;
+            }
             let code = match e.code() {
                 ort::ErrorCode::InvalidProtobuf => ErrorCode::InvalidEncoding,
                 ort::ErrorCode::InvalidGraph | ort::ErrorCode::NotImplemented => ErrorCode::InvalidArgument,
@@ -438,7 +561,13 @@ impl BackendGraph for OnnxGraph {
         &self.execution_provider
     }
 
-    fn compute(&self, inputs: &[CheckedInput], limits: &Limits, deadline: Option<Instant>) -> Result<Computed, Error> {
+    fn compute(
+        &self,
+        inputs: &[CheckedInput],
+        limits: &Limits,
+        budget: &Arc<Budget>,
+        deadline: Option<Instant>,
+    ) -> Result<Computed, Error> {
         let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for input in inputs {
             let name = input.name.as_str();
@@ -457,6 +586,9 @@ impl BackendGraph for OnnxGraph {
         let start = Instant::now();
         let outputs =
             session.run_with_options(SessionInputs::<'_, '_, 0>::ValueMap(values), &run_options).map_err(|e| {
+                if let Some(err) = arena_exhausted("the run", &e) {
+                    return err;
+                }
                 match deadline {
                     Some(d) if Instant::now() >= d => Error::new(
                         ErrorCode::Timeout,
@@ -503,6 +635,9 @@ impl BackendGraph for OnnxGraph {
             if let Some(e) = limits.tensor_too_large(&format!("output '{name}'"), len) {
                 return Err(e);
             }
+            let charge = budget
+                .charge(Kind::Tensor, len, &format!("the host refused output '{name}' of"))
+                .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
             let mut data = Vec::new();
             if len > 0 {
                 let src = tensor.data_ptr() as *const u8;
@@ -513,7 +648,7 @@ impl BackendGraph for OnnxGraph {
                 // `outputs` is dropped at the end of this function.
                 data = unsafe { std::slice::from_raw_parts(src, len) }.to_vec();
             }
-            result.push((name.clone(), Tensor::new(dims, dtype, data)));
+            result.push((name.clone(), Tensor::new(dims, dtype, data, Some(charge))));
         }
         Ok(Computed { outputs: result, run_ns })
     }

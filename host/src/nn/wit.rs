@@ -17,6 +17,7 @@ use crate::bindings::wasi::nn::errors::{self, ErrorCode};
 use crate::bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::inference;
 use crate::bindings::wasi::nn::tensor::{self, TensorType};
+use crate::budget::{Budget, Kind};
 
 /// Host-wide wasi-nn configuration, shared by every instance: the backends, the load-by-name
 /// registry, session options and the sandbox's limits.
@@ -71,11 +72,13 @@ pub struct WasiNnCtx {
     /// When the current guest call must end (set by the engine before each call; None = no
     /// timeout): a `compute` still running then is stopped and the call traps.
     pub deadline: Option<Instant>,
+    /// The instance's memory budget: tensors held and graphs loaded are charged to it.
+    pub budget: Arc<Budget>,
 }
 
 impl WasiNnCtx {
-    pub fn new(config: Arc<WasiNnConfig>) -> Self {
-        Self { config, quota: Quota::default(), stats: Stats::default(), deadline: None }
+    pub fn new(config: Arc<WasiNnConfig>, budget: Arc<Budget>) -> Self {
+        Self { config, quota: Quota::default(), stats: Stats::default(), deadline: None, budget }
     }
 }
 
@@ -141,11 +144,19 @@ impl tensor::Host for WasiNnView<'_> {}
 impl tensor::HostTensor for WasiNnView<'_> {
     fn new(&mut self, dimensions: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
         // The constructor cannot return an error: lengths are checked when the tensor is used
-        // (compute). Bytes over the tensor limit are dropped here and refused there.
-        let tensor = if self.ctx.config.limits.tensor_too_large("tensor", data.len()).is_some() {
-            Tensor { shape: dimensions, dtype: ty, data: Vec::new(), refused_bytes: Some(data.len()) }
-        } else {
-            Tensor::new(dimensions, ty, data)
+        // (compute). Bytes over the tensor limit or the instance's budget are dropped here and
+        // refused there.
+        let refused = match self.ctx.config.limits.tensor_too_large("a tensor", data.len()) {
+            Some(e) => Err(e),
+            None => self
+                .ctx
+                .budget
+                .charge(Kind::Tensor, data.len(), "the host refused a tensor of")
+                .map_err(|m| Error::new(ErrorCode::TooLarge, m)),
+        };
+        let tensor = match refused {
+            Ok(charge) => Tensor::new(dimensions, ty, data, Some(charge)),
+            Err(e) => Tensor { shape: dimensions, dtype: ty, data: Vec::new(), refused: Some(e), _charge: None },
         };
         Ok(self.table.push(tensor)?)
     }
@@ -172,10 +183,15 @@ impl graph::Host for WasiNnView<'_> {
         target: ExecutionTarget,
     ) -> wasmtime::Result<Result<Resource<Graph>, Resource<Error>>> {
         let config = self.ctx.config.clone();
+        let budget = self.ctx.budget.clone();
         let result = self.ctx.quota.admit(config.limits.max_graphs).and_then(|live| {
+            let bytes = builder.iter().map(Vec::len).sum();
+            let charge = budget
+                .charge(Kind::Graph, bytes, "the host refused a graph of")
+                .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
             let backend = config.backend(encoding, builder.first().map(Vec::as_slice))?;
             let inner = backend.load(&builder, target, &config.options)?;
-            Ok(Graph { inner, live })
+            Ok(Graph { inner, live, charge: Some(Arc::new(charge)) })
         });
         self.graph_result(result)
     }
@@ -185,7 +201,7 @@ impl graph::Host for WasiNnView<'_> {
         let result = self.ctx.quota.admit(config.limits.max_graphs).and_then(|live| {
             let backend = config.backend(GraphEncoding::Onnx, None)?;
             let inner = config.registry.get(&name, backend, &config.options)?;
-            Ok(Graph { inner, live })
+            Ok(Graph { inner, live, charge: None })
         });
         self.graph_result(result)
     }
@@ -197,7 +213,7 @@ impl graph::HostGraph for WasiNnView<'_> {
         self_: Resource<Graph>,
     ) -> wasmtime::Result<Result<Resource<ExecutionContext>, Resource<Error>>> {
         let g = self.table.get(&self_)?;
-        let ctx = ExecutionContext { inner: g.inner.clone(), _live: g.live.clone() };
+        let ctx = ExecutionContext { inner: g.inner.clone(), _live: g.live.clone(), _charge: g.charge.clone() };
         Ok(Ok(self.table.push(ctx)?))
     }
     fn drop(&mut self, rep: Resource<Graph>) -> wasmtime::Result<()> {
@@ -219,9 +235,9 @@ impl inference::HostGraphExecutionContext for WasiNnView<'_> {
         let mut tensors = Vec::with_capacity(inputs.len());
         let mut refused = None;
         for (name, r) in inputs {
-            let t = self.table.delete(r)?;
-            if let (None, Some(bytes)) = (&refused, t.refused_bytes) {
-                refused = limits.tensor_too_large(&format!("input tensor '{name}'"), bytes);
+            let mut t = self.table.delete(r)?;
+            if let (None, Some(e)) = (&refused, t.refused.take()) {
+                refused = Some(Error::new(e.code, format!("input tensor '{name}': {}", e.data)));
             }
             tensors.push((name, t));
         }
@@ -229,7 +245,7 @@ impl inference::HostGraphExecutionContext for WasiNnView<'_> {
         let result = match refused {
             Some(e) => Err(e),
             None => check_inputs(graph.inputs(), tensors)
-                .and_then(|checked| graph.compute(&checked, &limits, self.ctx.deadline)),
+                .and_then(|checked| graph.compute(&checked, &limits, &self.ctx.budget, self.ctx.deadline)),
         };
         match result {
             Ok(computed) => {

@@ -31,8 +31,8 @@ fn init_ort(ort_library: &str) -> Result<(), Error> {
 /// for another size (e.g. `bench --threads 1` after a default host in the same process, or the
 /// default after `--threads 1`), so each of its graphs gets its own pool of that size (0: ONNX
 /// Runtime's default), as `--threads` promises.
-fn thread_pool(intra_op_threads: usize) -> Result<Option<usize>, Error> {
-    let pool = onnx::environment(intra_op_threads).map_err(|m| Error::new(Fault::OnnxRuntime, m))?;
+fn thread_pool(intra_op_threads: usize, ort_memory_limit: usize) -> Result<Option<usize>, Error> {
+    let pool = onnx::environment(intra_op_threads, ort_memory_limit).map_err(|m| Error::new(Fault::OnnxRuntime, m))?;
     Ok((intra_op_threads != pool).then_some(intra_op_threads))
 }
 
@@ -40,7 +40,10 @@ fn thread_pool(intra_op_threads: usize) -> Result<Option<usize>, Error> {
 impl NativeHost {
     /// Create a host. `ort_library` is the path of libonnxruntime (loaded once per process);
     /// `graphs` are (name, path) pairs for wasi-nn load-by-name; `cache_dir` holds serialized
-    /// compiled components; `memory_limit_mb` bounds each linear memory (MiB); `timeout_s` each
+    /// compiled components; `memory_limit_mb` is each instance's memory budget (MiB: all its
+    /// linear memories and tables, the wasi-nn tensors the host holds for it and the bytes of the
+    /// graphs it loads); `ort_memory_limit_mb` caps ONNX Runtime's CPU arena for the whole
+    /// process (MiB; default `memory_limit_mb`; the first host's value holds); `timeout_s` each
     /// guest call (seconds; epoch interruption, 10 ms resolution). `intra_op_threads` sizes ONNX
     /// Runtime's one process-wide intra-op pool, shared by every graph (0 = ONNX Runtime's
     /// default); the first host of a process creates it, and a later host asking for another
@@ -54,7 +57,7 @@ impl NativeHost {
     #[new]
     #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb,
                         timeout_s=None, dirs=Vec::new(), env=Vec::new(), inherit_stdio=false,
-                        max_tensor_bytes=None, max_graphs=None))]
+                        max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ort_library: String,
@@ -69,10 +72,12 @@ impl NativeHost {
         inherit_stdio: bool,
         max_tensor_bytes: Option<usize>,
         max_graphs: Option<usize>,
+        ort_memory_limit_mb: Option<usize>,
     ) -> PyResult<Self> {
         guarded(|| {
             init_ort(&ort_library)?;
-            let own_intra_threads = thread_pool(intra_op_threads)?;
+            let ort_memory_limit = ort_memory_limit_mb.unwrap_or(memory_limit_mb).saturating_mul(1 << 20);
+            let own_intra_threads = thread_pool(intra_op_threads, ort_memory_limit)?;
             let timeout = timeout_s
                 .map(Duration::try_from_secs_f64)
                 .transpose()
@@ -130,4 +135,11 @@ pub fn available_providers(ort_library: String) -> PyResult<Vec<String>> {
         init_ort(&ort_library)?;
         Ok(onnx::available_providers())
     })
+}
+
+/// The last messages ONNX Runtime logged in this process (warnings and errors, at most 64, oldest
+/// first); the host keeps them instead of letting ONNX Runtime write to stderr.
+#[pyfunction]
+pub fn onnxruntime_log() -> Vec<String> {
+    onnx::recent_log()
 }

@@ -256,6 +256,9 @@ impl NativeInstance {
         d.set_item("compute_calls", data.nn.stats.compute_calls)?;
         d.set_item("execution_provider", &data.nn.stats.execution_provider)?;
         d.set_item("linear_memory_bytes", data.limiter.peak_bytes)?;
+        d.set_item("memory_budget_bytes", data.limiter.budget.max())?;
+        d.set_item("memory_budget_used_bytes", data.limiter.budget.total())?;
+        d.set_item("memory_budget_peak_bytes", data.limiter.budget.peak())?;
         Ok(d)
     }
 

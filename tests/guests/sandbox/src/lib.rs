@@ -36,6 +36,10 @@ impl bindings::Guest for Probe {
         }
     }
 
+    fn nap(ms: u32) {
+        std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+    }
+
     fn hog(mib: u32) -> u32 {
         let len = mib as usize * (1 << 20);
         let mut block: Vec<u8> = Vec::with_capacity(len);
