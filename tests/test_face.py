@@ -290,3 +290,49 @@ def test_bench_reports_guest_stages_next_to_the_reference(face_components):
     assert all(v > 0 for v in report["component_us"].values())
     assert {"decode", "pnet", "rnet", "onet", "other"} <= set(report["reference_us"])
     assert report["faces"] == report["reference_faces"] == 1 and report["min_iou"] >= FP32_IOU
+
+
+def _tiny_face(dest: Path) -> Path:
+    """scripts/clippy_templates.py's tiny multi-graph manifest (Identity graphs shaped like MTCNN's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("clippy_templates", REPO / "scripts/clippy_templates.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.tiny_face(dest)
+
+
+def test_multi_graph_manifest_renders_every_graph(tmp_path):
+    from wasmai.build import build
+    from wasmai.build.graphs import graphs_sha256
+    from wasmai.manifest import Manifest
+
+    manifest = _tiny_face(tmp_path)
+    man = Manifest.load(manifest)
+    assert Manifest.from_dict(__import__("tomllib").loads(man.dumps()), tmp_path).graphs == man.graphs
+    crate = build(manifest, emit_crate=tmp_path / "crate").crate_dir
+    for g in man.graphs:
+        assert (crate / "graphs" / f"{g.name}.onnx").read_bytes() == (tmp_path / g.onnx).read_bytes()
+    model_rs = (crate / "src" / "model.rs").read_text()
+    assert graphs_sha256(man.graphs) in model_rs and 'include_bytes!("../graphs/onet.onnx")' in model_rs
+    assert "pub const SCALE_FACTOR: f32 = 0.709_f32;" in model_rs
+
+
+def test_multi_graph_build_refuses_bad_input(tmp_path):
+    from wasmai.build import build
+    from wasmai.errors import WasmaiError
+
+    manifest = _tiny_face(tmp_path)
+    with pytest.raises(WasmaiError, match="embeds its graphs"):
+        build(manifest, by_name="face")
+    with pytest.raises(WasmaiError, match="multi-graph manifest"):
+        build(tmp_path / "tiny_face_pnet.onnx", task="face-detection")
+    onet = tmp_path / "tiny_face_onet.onnx"
+    onet.write_bytes(onet.read_bytes() + b"\0")
+    with pytest.raises(WasmaiError, match="does not match its manifest"):
+        build(manifest, emit_crate=tmp_path / "crate")
+    proc = run_cli("build", manifest, "-o", tmp_path / "x.wasm")
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and err.startswith("error:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.wasm").exists()

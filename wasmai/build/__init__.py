@@ -205,6 +205,9 @@ def build(
         if need == "text" and (man.text is None or man.embedding is None):
             raise WasmaiError(f"task {tmpl.name} needs [text] and [embedding] tables in the manifest ({source}); "
                               "convert with --task text-embedding")
+        if need == "graphs":  # several graphs: built from their manifest (wasmai.build.graphs)
+            raise WasmaiError(f"task {tmpl.name} builds from a multi-graph manifest ([[graphs]]): give the "
+                              f"manifest, e.g. wasmai build face.toml (examples/face-detection/convert.py writes one)")
         if need not in ("preprocess", "text"):
             raise WasmaiError(f"template {tmpl.name}: unknown requirement {need!r} in template.toml")
     man = dataclasses.replace(man, task=tmpl.name)
