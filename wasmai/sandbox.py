@@ -5,9 +5,9 @@ A component gets nothing ambient. :class:`SandboxOptions` grants preopened direc
 memory budget per instance (MiB), ONNX Runtime's memory (MiB, per process), wall-clock time per
 guest call (s), bytes per wasi-nn tensor and live wasi-nn graphs per instance.
 :class:`HostOptions` holds the rest of a host's settings: ONNX files registered for wasi-nn
-``load-by-name``, CPU fallback for gpu/tpu targets and ONNX Runtime's intra-op threads. Both validate on construction (one :class:`WasmaiError` line naming the flag);
-:class:`wasmai.host.Host` builds them from its keyword arguments, and the native host trusts
-what it is given.
+``load-by-name``, CPU fallback for gpu/tpu targets and ONNX Runtime's intra-op threads. Both
+validate on construction (one :class:`WasmaiError` line naming the flag); :class:`wasmai.host.Host`
+builds them from its keyword arguments, and the native host trusts what it is given.
 """
 
 from __future__ import annotations
