@@ -33,6 +33,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasmai import WIT_PACKAGE
 from wasmai._atomic import write_bytes
@@ -53,6 +54,9 @@ from wasmai.build.templates import Template, list_templates, load_template, temp
 from wasmai.errors import ToolchainError, WasmaiError
 from wasmai.manifest import EMBED_LIMIT_BYTES, Manifest, graph_io, load_onnx, manifest_for, sha256_file
 from wasmai.vocab import ExecutionTarget
+
+if TYPE_CHECKING:
+    from wasmai.toolchain import Toolchain
 
 __all__ = [
     "CARGO_TARGET", "EMBED_LIMIT_BYTES", "TARGETS", "BuildResult", "CargoBuildError", "CrateResult", "ErrorBlocks",
@@ -236,25 +240,9 @@ def build(
         return CrateResult(crate_dir=dest, template=tmpl.name, world=tmpl.world, placement=placement,
                            files=sorted(files), build_command="cargo component build --release --locked")
 
-    tc.require()
-    env = cargo_environment(tc)
-    key = _cache_key(files, target=target, profile=profile, env=env)
-    crate_dir = crates_dir() / key
     out_path = Path(output) if output is not None else default_output(model_path, target)
-    cached_file = crate_dir / "out" / f"{target}-{profile}.wasm"
-
-    if rebuild and crate_dir.exists():
-        shutil.rmtree(crate_dir)
-    cached = cached_file.is_file()
-    if cached:
-        say(f"reusing the component built earlier from identical inputs ({crate_dir})")
-        data = cached_file.read_bytes()
-        imports, exports = _check_output(cached_file, tmpl, target, tc.wasm_tools or "wasm-tools")
-    else:
-        _write_crate(files, crate_dir)
-        data, imports, exports = _compile(crate_dir, tmpl, target, profile, env, tc, say)
-        write_bytes(cached_file, data)
-    write_bytes(out_path, data)
+    data, imports, exports, cached, crate_dir = _compile_cached(files, tmpl, tc, target=target, profile=profile,
+                                                                rebuild=rebuild, out_path=out_path, say=say)
     return BuildResult(
         output=out_path.resolve(), size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
         build_seconds=round(time.monotonic() - started, 3), cached=cached, template=tmpl.name,
@@ -302,6 +290,33 @@ def _emit(files: dict[str, bytes], dest: Path, tmpl: Template) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     _write_crate(files, dest)
     return dest.resolve()
+
+
+def _compile_cached(files: dict[str, bytes], tmpl: Template, tc: Toolchain, *, target: str, profile: str,
+                    rebuild: bool, out_path: Path, say: ProgressFn
+                    ) -> tuple[bytes, list[str], list[str], bool, Path]:
+    """Compile the rendered crate ``files`` with cargo-component, or reuse the component built
+    earlier from identical inputs (content-addressed under :func:`crates_dir`; ``rebuild`` drops
+    it first), check its imports and exports against ``tmpl`` and write it atomically to
+    ``out_path``. Returns ``(component bytes, imports, exports, reused, crate folder)``. Raises
+    WasmaiError when the toolchain is missing or the build or the check fails."""
+    tc.require()
+    env = cargo_environment(tc)
+    crate_dir = crates_dir() / _cache_key(files, target=target, profile=profile, env=env)
+    cached_file = crate_dir / "out" / f"{target}-{profile}.wasm"
+    if rebuild and crate_dir.exists():
+        shutil.rmtree(crate_dir)
+    cached = cached_file.is_file()
+    if cached:
+        say(f"reusing the component built earlier from identical inputs ({crate_dir})")
+        data = cached_file.read_bytes()
+        imports, exports = _check_output(cached_file, tmpl, target, tc.wasm_tools or "wasm-tools")
+    else:
+        _write_crate(files, crate_dir)
+        data, imports, exports = _compile(crate_dir, tmpl, target, profile, env, tc, say)
+        write_bytes(cached_file, data)
+    write_bytes(out_path, data)
+    return data, imports, exports, cached, crate_dir
 
 
 def _cache_key(files: dict[str, bytes], *, target: str, profile: str, env: dict[str, str]) -> str:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wasmai import WIT_PACKAGE
-from wasmai._atomic import write_bytes
-from wasmai.build.cargo import ProgressFn, _check_output, _compile, cargo_environment, crates_dir
-from wasmai.build.render import _rust_f32, _rust_spec, _rust_str, _write_crate, render_crate, render_values
+from wasmai.build.cargo import ProgressFn
+from wasmai.build.render import _rust_f32, _rust_spec, _rust_str, render_crate, render_values
 from wasmai.build.templates import load_template
 from wasmai.errors import WasmaiError
 from wasmai.manifest import EMBED_LIMIT_BYTES, GraphEntry, Manifest, TensorSpec, graph_io, sha256_file
@@ -96,7 +94,7 @@ def build_graphs(manifest_path: str | os.PathLike[str], *, task: str | None = No
 
     Raises :class:`WasmaiError` for a missing or mismatched graph, a template that does not take
     several graphs, ``by_name`` (multi-graph components embed their graphs), and as ``build`` does."""
-    from wasmai.build import TARGETS, BuildResult, CrateResult, _cache_key, _emit
+    from wasmai.build import TARGETS, BuildResult, CrateResult, _compile_cached, _emit
 
     started = time.monotonic()
     say = progress or (lambda line: None)
@@ -147,24 +145,9 @@ def build_graphs(manifest_path: str | os.PathLike[str], *, task: str | None = No
         return CrateResult(crate_dir=dest, template=tmpl.name, world=tmpl.world, placement="embedded",
                            files=sorted(files), build_command="cargo component build --release --locked")
 
-    tc.require()
-    env = cargo_environment(tc)
-    key = _cache_key(files, target=target, profile=profile, env=env)
-    crate_dir = crates_dir() / key
     out_path = Path(output) if output is not None else path.with_suffix(".wasm")
-    cached_file = crate_dir / "out" / f"{target}-{profile}.wasm"
-    if rebuild and crate_dir.exists():
-        shutil.rmtree(crate_dir)
-    cached = cached_file.is_file()
-    if cached:
-        say(f"reusing the component built earlier from identical inputs ({crate_dir})")
-        data = cached_file.read_bytes()
-        imports, exports = _check_output(cached_file, tmpl, target, tc.wasm_tools or "wasm-tools")
-    else:
-        _write_crate(files, crate_dir)
-        data, imports, exports = _compile(crate_dir, tmpl, target, profile, env, tc, say)
-        write_bytes(cached_file, data)
-    write_bytes(out_path, data)
+    data, imports, exports, cached, crate_dir = _compile_cached(files, tmpl, tc, target=target, profile=profile,
+                                                                rebuild=rebuild, out_path=out_path, say=say)
     package, version = WIT_PACKAGE.split("@")
     return BuildResult(
         output=out_path.resolve(), size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),

@@ -18,20 +18,6 @@ TextOpt = Annotated[list[str] | None, typer.Option(
          "(--json: the vectors).")]
 
 
-def _prepare(component: str, sandbox_options: dict[str, Any], policy_options: dict[str, Any],
-             target_options: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any], Any]:
-    """``(component path, bundle, policy, {"graphs": by-name graphs, "sandbox": sandbox}, verification)``
-    for a text call: a local path as given, or an ``oci://`` reference resolved and verified once."""
-    from wasmai.cli.oci import component_target
-    from wasmai.sandbox import SandboxOptions
-    from wasmai.sign import policy_from_options
-
-    sandbox = SandboxOptions.from_options(**sandbox_options)
-    verify_policy = policy_from_options(**policy_options)
-    path, signature, pulled_graphs, verified = component_target(component, policy=verify_policy, **target_options)
-    return path, signature, verify_policy, {"graphs": pulled_graphs, "sandbox": sandbox}, verified
-
-
 def run_text(component: str, texts: list[str], *, graphs: list[str] | None, allow_target_fallback: bool,
              verbose: bool, json_out: bool, sandbox_options: dict[str, Any], policy_options: dict[str, Any],
              target_options: dict[str, Any]) -> None:
@@ -40,16 +26,18 @@ def run_text(component: str, texts: list[str], *, graphs: list[str] | None, allo
     included). Errors are one ``error:`` line, exit 1."""
 
     def work() -> EmbedResult:
+        from wasmai.cli.oci import resolve_target
         from wasmai.inputs import parse_assignments
+        from wasmai.sandbox import SandboxOptions
         from wasmai.tasks.embedding import run_text as embed_texts
         from wasmai.worker import in_worker
 
-        path, signature, verify_policy, extra, verified = _prepare(component, sandbox_options, policy_options,
-                                                                   target_options)
+        sandbox = SandboxOptions.from_options(**sandbox_options)
+        path, signature, pulled, verified, verify_policy = resolve_target(component, policy_options, target_options)
         named = parse_assignments(graphs, "--graph", form="NAME=FILE.onnx")
-        return in_worker(embed_texts, path, texts, graphs={**extra["graphs"], **named},
+        return in_worker(embed_texts, path, texts, graphs={**pulled, **named},
                          allow_target_fallback=allow_target_fallback, policy=verify_policy, bundle=signature,
-                         sandbox=extra["sandbox"], verified=verified)
+                         sandbox=sandbox, verified=verified)
 
     run_command(work, json_out=json_out, render=lambda r: _render_run(r, verbose))
 
@@ -91,12 +79,14 @@ def bench_text(component: str, texts: list[str], *, n: int, warmup: int, threads
     timings next to the Python pipeline (tokenizers + onnxruntime + mean pool + L2)."""
 
     def work() -> TextBenchReport:
+        from wasmai.cli.oci import resolve_target
+        from wasmai.sandbox import SandboxOptions
         from wasmai.tasks.embedding import bench_text as run_bench
 
-        path, signature, verify_policy, extra, verified = _prepare(component, sandbox_options, policy_options,
-                                                                   target_options)
+        sandbox = SandboxOptions.from_options(**sandbox_options)
+        path, signature, _graphs, verified, verify_policy = resolve_target(component, policy_options, target_options)
         return run_bench(path, texts, n=n, warmup=warmup, threads=threads, model=model, native=native is not False,
-                         policy=verify_policy, bundle=signature, sandbox=extra["sandbox"], verified=verified)
+                         policy=verify_policy, bundle=signature, sandbox=sandbox, verified=verified)
 
     run_command(work, json_out=json_out, render=_render_bench)
 

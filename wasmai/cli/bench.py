@@ -10,7 +10,7 @@ import typer
 
 from wasmai.cli._common import console, run_command, shown
 from wasmai.cli._text import TextOpt
-from wasmai.cli.oci import COMPONENT_HELP, component_target
+from wasmai.cli.oci import COMPONENT_HELP
 from wasmai.cli.options import (
     INPUT_PANEL,
     AllowTargetFallbackOpt,
@@ -31,6 +31,7 @@ from wasmai.cli.options import (
     KeyOpt,
     MaxGraphsOpt,
     MaxMemoryOpt,
+    MaxOrtMemoryOpt,
     MaxTensorBytesOpt,
     OfflineOpt,
     PasswordStdinOpt,
@@ -96,6 +97,7 @@ def bench(
     env: EnvOpt = None,
     inherit_stdio: InheritStdioOpt = False,
     max_memory: MaxMemoryOpt = None,
+    max_ort_memory: MaxOrtMemoryOpt = None,
     max_tensor_bytes: MaxTensorBytesOpt = None,
     max_graphs: MaxGraphsOpt = None,
     key: KeyOpt = None,
@@ -143,32 +145,30 @@ def bench(
     wasmai bench oci://ghcr.io/acme/model@sha256:4c98... --key wasmai.pub --random
     """
 
+    # The sandbox, signature-policy and component-target flags, shared by every task's front.
+    # No policy option at all = benchmark without verifying (reported as such).
+    sandbox_options: dict[str, Any] = dict(
+        dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio, max_memory_mb=max_memory, timeout_s=timeout,
+        max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs, max_ort_memory_mb=max_ort_memory)
+    policy_options: dict[str, Any] = dict(
+        key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer, github_repository=github_repository,
+        github_ref=github_ref, trust_config=trust_config, trusted_root=trusted_root, staging=staging, offline=offline,
+        policy=policy)
+    target_options: dict[str, Any] = dict(bundle=bundle, insecure=insecure, username=username,
+                                          password_stdin=password_stdin)
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
         from wasmai.tasks.vad import cli_bench
 
-        cli_bench(component, audio, runs=n, warmup=warmup, json_out=json_out,
-                  policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                                      github_repository=github_repository, github_ref=github_ref,
-                                      trust_config=trust_config, trusted_root=trusted_root, staging=staging,
-                                      offline=offline, policy=policy),
-                  target_options=dict(bundle=bundle, insecure=insecure, username=username,
-                                      password_stdin=password_stdin))
+        cli_bench(component, audio, runs=n, warmup=warmup, json_out=json_out, policy_options=policy_options,
+                  target_options=target_options)
         return
 
     if text:  # text-embedding components (wasmai.tasks.embedding)
         from wasmai.cli._text import bench_text
 
         bench_text(component, text, n=n, warmup=warmup, threads=threads, native=native, model=model,
-                   json_out=json_out,
-                   sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
-                                        max_memory_mb=max_memory, timeout_s=timeout,
-                                        max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs),
-                   policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                                       github_repository=github_repository, github_ref=github_ref,
-                                       trust_config=trust_config, trusted_root=trusted_root, staging=staging,
-                                       offline=offline, policy=policy),
-                   target_options=dict(bundle=bundle, insecure=insecure, username=username,
-                                       password_stdin=password_stdin))
+                   json_out=json_out, sandbox_options=sandbox_options, policy_options=policy_options,
+                   target_options=target_options)
         return
 
     from wasmai.tasks.face import is_face_component
@@ -177,35 +177,22 @@ def bench(
         from wasmai.tasks.face import cli_bench as face_bench
 
         face_bench(component, image, runs=n, warmup=warmup, threads=threads, native=native, json_out=json_out,
-                   policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                                       github_repository=github_repository, github_ref=github_ref,
-                                       trust_config=trust_config, trusted_root=trusted_root, staging=staging,
-                                       offline=offline, policy=policy),
-                   target_options=dict(bundle=bundle, insecure=insecure, username=username,
-                                       password_stdin=password_stdin))
+                   policy_options=policy_options, target_options=target_options)
         return
 
     def work() -> BenchReport:
         from wasmai.bench import BenchOptions
         from wasmai.bench import bench as run_bench
+        from wasmai.cli.oci import resolve_target
         from wasmai.inputs import load_arrays, parse_assignments, parse_dims
         from wasmai.sandbox import SandboxOptions
-        from wasmai.sign import policy_from_options
 
         dims = parse_dims(dim)
-        sandbox = SandboxOptions.from_options(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
-                                              max_memory_mb=max_memory, timeout_s=timeout,
-                                              max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+        sandbox = SandboxOptions.from_options(**sandbox_options)
         graphs = {name: Path(p) for name, p in parse_assignments(graph, "--graph", form="NAME=FILE.onnx").items()}
-        # No policy option at all = benchmark without verifying (reported as such).
-        verify_policy = policy_from_options(
-            key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-            github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
-            trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
         arrays = load_arrays(input_, inputs) if (input_ or inputs is not None) else None
-        path, signature, pulled_graphs, verified = component_target(component, policy=verify_policy, bundle=bundle,
-                                                          insecure=insecure, username=username,
-                                                          password_stdin=password_stdin)
+        path, signature, pulled_graphs, verified, verify_policy = resolve_target(component, policy_options,
+                                                                                 target_options)
         opts = BenchOptions(
             component=path, image=image, inputs=arrays, random=random, dims=dims, seed=seed, n=n,
             warmup=warmup, concurrency=concurrency, threads=threads, ort_baseline=native, model=model,

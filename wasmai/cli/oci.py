@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -50,6 +50,20 @@ def component_target(component: str, *, policy: VerificationPolicy | None, bundl
     resolved = resolve_component(component, policy=policy, bundle=bundle,
                                  auth=registry_auth(username, password_stdin), insecure=insecure)
     return resolved.component, resolved.bundle, resolved.graphs, resolved.verified
+
+
+def resolve_target(component: str, policy_options: dict[str, Any], target_options: dict[str, Any]
+                   ) -> tuple[Path, Path | None, dict[str, Path], VerifyResult | None, VerificationPolicy | None]:
+    """The signature policy the CLI's policy flags give (``policy_options``: the keyword arguments
+    of :func:`wasmai.sign.policy_from_options`) and the component ``component`` names, as
+    :func:`component_target` resolves it (``target_options``: its ``bundle``, ``insecure``,
+    ``username``, ``password_stdin``): ``(component file, bundle, by-name graphs, verification
+    already made, policy)``. The task fronts of ``run`` and ``bench`` share it."""
+    from wasmai.sign import policy_from_options
+
+    policy = policy_from_options(**policy_options)
+    path, bundle, graphs, verified = component_target(component, policy=policy, **target_options)
+    return Path(path), bundle, dict(graphs), verified, policy
 
 
 def push(

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from wasmai.cli._common import console, run_command, shown
 from wasmai.cli._text import TextOpt
-from wasmai.cli.oci import COMPONENT_HELP, component_target
+from wasmai.cli.oci import COMPONENT_HELP
 from wasmai.cli.options import (
     AllowTargetFallbackOpt,
     BundleOpt,
@@ -30,6 +30,7 @@ from wasmai.cli.options import (
     KeyOpt,
     MaxGraphsOpt,
     MaxMemoryOpt,
+    MaxOrtMemoryOpt,
     MaxTensorBytesOpt,
     OfflineOpt,
     PasswordStdinOpt,
@@ -70,6 +71,7 @@ def run(
     env: EnvOpt = None,
     inherit_stdio: InheritStdioOpt = False,
     max_memory: MaxMemoryOpt = None,
+    max_ort_memory: MaxOrtMemoryOpt = None,
     max_tensor_bytes: MaxTensorBytesOpt = None,
     max_graphs: MaxGraphsOpt = None,
     key: KeyOpt = None,
@@ -119,21 +121,23 @@ def run(
     """
     if vad and audio is None:
         raise typer.BadParameter("--vad goes with --audio")
+    # The sandbox, signature-policy and component-target flags, shared by every task's front.
+    sandbox_options: dict[str, Any] = dict(
+        dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio, max_memory_mb=max_memory, timeout_s=timeout,
+        max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs, max_ort_memory_mb=max_ort_memory)
+    policy_options: dict[str, Any] = dict(
+        key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer, github_repository=github_repository,
+        github_ref=github_ref, trust_config=trust_config, trusted_root=trusted_root, staging=staging, offline=offline,
+        policy=policy)
+    target_options: dict[str, Any] = dict(bundle=bundle, insecure=insecure, username=username,
+                                          password_stdin=password_stdin)
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
         if image is not None or input_ or inputs is not None:
             raise typer.BadParameter("give --audio alone, not with --image/--input/--inputs")
         from wasmai.tasks.vad import cli_run
 
         cli_run(component, audio, options=None, settings=vad, graphs=graph, verbose=verbose, json_out=json_out,
-                sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
-                                     max_memory_mb=max_memory, timeout_s=timeout,
-                                     max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs),
-                policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                                    github_repository=github_repository, github_ref=github_ref,
-                                    trust_config=trust_config, trusted_root=trusted_root, staging=staging,
-                                    offline=offline, policy=policy),
-                target_options=dict(bundle=bundle, insecure=insecure, username=username,
-                                    password_stdin=password_stdin))
+                sandbox_options=sandbox_options, policy_options=policy_options, target_options=target_options)
         return
     if text:  # text-embedding components (wasmai.tasks.embedding)
         if image is not None or audio is not None or input_ or inputs is not None:
@@ -141,16 +145,8 @@ def run(
         from wasmai.cli._text import run_text
 
         run_text(component, text, graphs=graph, allow_target_fallback=allow_target_fallback, verbose=verbose,
-                 json_out=json_out,
-                 sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
-                                      max_memory_mb=max_memory, timeout_s=timeout, max_tensor_bytes=max_tensor_bytes,
-                                      max_graphs=max_graphs),
-                 policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                                     github_repository=github_repository, github_ref=github_ref,
-                                     trust_config=trust_config, trusted_root=trusted_root, staging=staging,
-                                     offline=offline, policy=policy),
-                 target_options=dict(bundle=bundle, insecure=insecure, username=username,
-                                     password_stdin=password_stdin))
+                 json_out=json_out, sandbox_options=sandbox_options, policy_options=policy_options,
+                 target_options=target_options)
         return
     from wasmai.tasks.face import is_face_component
 
@@ -158,15 +154,7 @@ def run(
         from wasmai.tasks.face import cli_run as face_run  # face-detection components (wasmai.tasks.face)
 
         face_run(component, image, annotate=annotate, verbose=verbose, json_out=json_out,
-                 sandbox_options=dict(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
-                                      max_memory_mb=max_memory, timeout_s=timeout, max_tensor_bytes=max_tensor_bytes,
-                                      max_graphs=max_graphs),
-                 policy_options=dict(key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-                                     github_repository=github_repository, github_ref=github_ref,
-                                     trust_config=trust_config, trusted_root=trusted_root, staging=staging,
-                                     offline=offline, policy=policy),
-                 target_options=dict(bundle=bundle, insecure=insecure, username=username,
-                                     password_stdin=password_stdin))
+                 sandbox_options=sandbox_options, policy_options=policy_options, target_options=target_options)
         return
     if annotate is not None:
         raise typer.BadParameter("--annotate needs --image and a face-detection component")
@@ -176,24 +164,17 @@ def run(
         raise typer.BadParameter("give --image, --input NAME=FILE.npy or --inputs FILE.npz")
 
     def work() -> RunResult:
+        from wasmai.cli.oci import resolve_target
         from wasmai.inputs import load_arrays, parse_assignments
         from wasmai.runtime import run_component
         from wasmai.sandbox import SandboxOptions
-        from wasmai.sign import policy_from_options
         from wasmai.worker import in_worker
 
-        sandbox = SandboxOptions.from_options(dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio,
-                                              max_memory_mb=max_memory, timeout_s=timeout,
-                                              max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs)
+        sandbox = SandboxOptions.from_options(**sandbox_options)
         graphs = parse_assignments(graph, "--graph", form="NAME=FILE.onnx")
-        verify_policy = policy_from_options(
-            key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer,
-            github_repository=github_repository, github_ref=github_ref, trust_config=trust_config,
-            trusted_root=trusted_root, staging=staging, offline=offline, policy=policy)
         arrays = None if image is not None else load_arrays(input_, inputs)
-        path, signature, pulled_graphs, verified = component_target(component, policy=verify_policy, bundle=bundle,
-                                                          insecure=insecure, username=username,
-                                                          password_stdin=password_stdin)
+        path, signature, pulled_graphs, verified, verify_policy = resolve_target(component, policy_options,
+                                                                                 target_options)
         # In a forked worker: a graph that crashes ONNX Runtime ends the worker, not this command.
         return in_worker(run_component, path, image=image, inputs=arrays, top_k=top_k,
                          graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,

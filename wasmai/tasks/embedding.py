@@ -36,6 +36,7 @@ import numpy as np
 
 from wasmai.errors import WasmaiError
 from wasmai.manifest import Embedding, Manifest, TextInput, sha256_file
+from wasmai.tasks import call_task
 
 #: The WIT interface the template exports (``wasmai/wit/text-embedding.wit``).
 INTERFACE = "wasmai:inference/text-embedding@0.2.0"
@@ -308,18 +309,7 @@ class Embedder:
         self.instance = instance
 
     def _call(self, func: str, *args: Any) -> Any:
-        from wasmai.host import InferenceError
-
-        result = self.instance.call_export(f"{INTERFACE}#{func}", *args)
-        if isinstance(result, tuple) and len(result) == 2 and result[0] in ("ok", "err"):
-            tag, value = result
-            if tag == "ok":
-                return value
-            case, payload = value
-            if isinstance(payload, dict):  # backend-error {code, message}
-                raise InferenceError(str(payload.get("code")), str(payload.get("message")))
-            raise InferenceError(str(case), str(payload))
-        return result
+        return call_task(self.instance, INTERFACE, func, *args)
 
     def info(self) -> dict[str, Any]:
         """``info``: dimension, max-length, pooling, normalization, tokenizer-sha256,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmai.errors import WasmaiError
+from wasmai.tasks import call_task
 
 #: The task name (template folder, ``Task.FACE_DETECTION``, ``metadata.info().task``).
 TASK = "face-detection"
@@ -291,17 +292,7 @@ class DetectOptions:
 
 
 def _call(instance: Any, func: str, *args: Any) -> Any:
-    from wasmai.host import InferenceError
-
-    result = instance.call_export(f"{INTERFACE}#{func}", *args)
-    if isinstance(result, tuple) and len(result) == 2 and result[0] in ("ok", "err"):
-        if result[0] == "err":
-            case, payload = result[1]
-            if isinstance(payload, dict):  # backend(backend-error)
-                raise InferenceError(str(payload.get("code", case)), str(payload.get("message", "")))
-            raise InferenceError(str(case), str(payload))
-        return result[1]
-    return result
+    return call_task(instance, INTERFACE, func, *args)
 
 
 def _face(record: dict[str, Any]) -> Face:
@@ -716,24 +707,13 @@ def render_bench(result: FaceBenchResult) -> None:
 # CLI fronts (`wasmai run FACE.wasm --image`, `wasmai bench FACE.wasm --image`)
 
 
-def _resolve(component: str, policy_options: dict[str, Any],
-             target_options: dict[str, Any]) -> tuple[Path, Any, Any, Any]:
-    """The signature policy from the CLI's options and the component it names:
-    (path, bundle, verification already made, policy)."""
-    from wasmai.cli.oci import component_target
-    from wasmai.sign import policy_from_options
-
-    policy = policy_from_options(**policy_options)
-    path, bundle, _pulled, verified = component_target(component, policy=policy, **target_options)
-    return Path(path), bundle, verified, policy
-
-
 def cli_run(component: str, image: Path, *, annotate: Path | None, sandbox_options: dict[str, Any],
             policy_options: dict[str, Any], target_options: dict[str, Any], verbose: bool, json_out: bool) -> None:
     """``wasmai run FACE.wasm --image PHOTO [--annotate OUT.png]``: :func:`run_faces` in a forked
     worker (:mod:`wasmai.worker`), the PNG written atomically, printed with :func:`render_run`."""
     from wasmai._atomic import write_bytes
     from wasmai.cli._common import run_command
+    from wasmai.cli.oci import resolve_target
 
     def work() -> FaceRunResult:
         from wasmai.sandbox import SandboxOptions
@@ -742,7 +722,7 @@ def cli_run(component: str, image: Path, *, annotate: Path | None, sandbox_optio
         if annotate is not None and annotate.suffix.lower() != ".png":
             raise WasmaiError(f"--annotate {annotate}: the annotated image is a PNG (give a .png path)")
         sandbox = SandboxOptions.from_options(**sandbox_options)
-        path, bundle, verified, policy = _resolve(component, policy_options, target_options)
+        path, bundle, _graphs, verified, policy = resolve_target(component, policy_options, target_options)
         result: FaceRunResult = in_worker(run_faces, path, image=image, annotated=annotate is not None,
                                           policy=policy, bundle=bundle, sandbox=sandbox, verified=verified)
         if annotate is not None:
@@ -758,9 +738,10 @@ def cli_bench(component: str, image: Path, *, runs: int, warmup: int, threads: i
     """``wasmai bench FACE.wasm --image PHOTO``: :func:`bench_faces` (the Python reference unless
     ``--no-native``), printed with :func:`render_bench` (or as JSON)."""
     from wasmai.cli._common import run_command
+    from wasmai.cli.oci import resolve_target
 
     def work() -> FaceBenchResult:
-        path, bundle, verified, policy = _resolve(component, policy_options, target_options)
+        path, bundle, _graphs, verified, policy = resolve_target(component, policy_options, target_options)
         return bench_faces(path, image=image, runs=runs, warmup=warmup, threads=threads or 1, policy=policy,
                            bundle=bundle, verified=verified, reference=native is not False)
 

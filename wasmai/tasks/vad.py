@@ -38,6 +38,7 @@ import numpy as np
 
 from wasmai.errors import WasmaiError
 from wasmai.manifest import Manifest, TensorSpec
+from wasmai.tasks import call_task
 
 #: The WIT interface the template exports (``wasmai/wit/voice-activity.wit``).
 INTERFACE = "wasmai:inference/voice-activity@0.2.0"
@@ -281,13 +282,7 @@ class Detector:
         self.instance = instance
 
     def _call(self, func: str, *args: Any) -> Any:
-        out = self.instance.call_export(f"{INTERFACE}#{func}", *args)
-        if isinstance(out, tuple) and len(out) == 2 and out[0] in ("ok", "err"):
-            tag, value = out
-            if tag == "err":
-                raise _inference_error(value)
-            return value
-        return out
+        return call_task(self.instance, INTERFACE, func, *args)
 
     def default_options(self) -> DetectOptions:
         """The options recorded in the component (the manifest's ``[audio]`` defaults)."""
@@ -308,19 +303,6 @@ class Detector:
         """Guest-measured microseconds of the last detect/probabilities call: decode_us,
         resample_us, inference_us, postprocess_us, and windows (count)."""
         return {k.replace("-", "_"): int(v) for k, v in dict(self._call("last-timings")).items()}
-
-
-def _inference_error(value: Any) -> WasmaiError:
-    """The component's ``error`` variant ``(case, payload)`` as :class:`wasmai.host.InferenceError`."""
-    from wasmai.errors import printable
-    from wasmai.host import InferenceError
-
-    case, payload = value if isinstance(value, tuple) else ("internal", value)
-    if case == "backend" and isinstance(payload, dict):
-        code = payload.get("code")
-        code = code[0] if isinstance(code, tuple) else code
-        return InferenceError(str(code), printable(str(payload.get("message", ""))))
-    return InferenceError(str(case), printable(str(payload)))
 
 
 def read_wav(path: str | os.PathLike[str]) -> bytes:
@@ -731,18 +713,6 @@ def segments_jsonable(segs: Sequence[Segment]) -> list[dict[str, float]]:
 # CLI fronts (`wasmai run --audio`, `wasmai bench --audio`)
 
 
-def _resolve(component: str, policy_options: dict[str, Any],
-             target_options: dict[str, Any]) -> tuple[Path, Any, dict[str, Any], Any, Any]:
-    """The signature policy from the CLI's options and the component (file or ``oci://``) it
-    names: (path, bundle, pulled graphs, verification already made, policy)."""
-    from wasmai.cli.oci import component_target
-    from wasmai.sign import policy_from_options
-
-    policy = policy_from_options(**policy_options)
-    path, bundle, pulled, verified = component_target(component, policy=policy, **target_options)
-    return Path(path), bundle, dict(pulled), verified, policy
-
-
 #: ``--vad KEY=VALUE`` keys -> (DetectOptions field, type).
 SETTINGS: dict[str, tuple[str, type]] = {
     "threshold": ("threshold", float), "neg-threshold": ("neg_threshold", float),
@@ -776,6 +746,7 @@ def cli_run(component: str, audio: Path, *, options: DetectOptions | None, sandb
     """``wasmai run COMPONENT --audio FILE.wav [--vad KEY=VALUE ...]``: :func:`run_audio` in a
     forked worker (:mod:`wasmai.worker`), printed with :func:`render_run` (or as JSON)."""
     from wasmai.cli._common import run_command
+    from wasmai.cli.oci import resolve_target
 
     def work() -> AudioRunResult:
         from wasmai.inputs import parse_assignments
@@ -787,7 +758,7 @@ def cli_run(component: str, audio: Path, *, options: DetectOptions | None, sandb
         if options is not None:
             options.check()
         overrides = parse_settings(settings)
-        path, bundle, pulled, verified, policy = _resolve(component, policy_options, target_options)
+        path, bundle, pulled, verified, policy = resolve_target(component, policy_options, target_options)
         return in_worker(run_audio, path, audio=audio, options=options, policy=policy, bundle=bundle,
                          sandbox=sandbox, verified=verified, graphs={**pulled, **extra}, overrides=overrides)
 
@@ -799,9 +770,10 @@ def cli_bench(component: str, audio: Path, *, runs: int, warmup: int, policy_opt
     """``wasmai bench COMPONENT --audio FILE.wav``: :func:`bench_audio`, printed with
     :func:`render_bench` (or as JSON)."""
     from wasmai.cli._common import run_command
+    from wasmai.cli.oci import resolve_target
 
     def work() -> AudioBenchResult:
-        path, bundle, _pulled, verified, policy = _resolve(component, policy_options, target_options)
+        path, bundle, _pulled, verified, policy = resolve_target(component, policy_options, target_options)
         return bench_audio(path, audio=audio, runs=runs, warmup=warmup, policy=policy, bundle=bundle,
                            verified=verified)
 
