@@ -37,6 +37,7 @@ from wasmai.sandbox import (
     DEFAULT_MAX_GRAPHS,
     DEFAULT_MAX_TENSOR_BYTES,
     DEFAULT_MEMORY_LIMIT_MB,
+    DEFAULT_ORT_MEMORY_LIMIT_MB,
     HostOptions,
     Preopen,
     SandboxOptions,
@@ -293,8 +294,9 @@ class Host:
     loads: a guest that grows past it gets -1 from ``memory.grow`` (a trap that follows is
     ComponentError ``memory-limit``), a tensor, output or graph past it wasi-nn ``too-large``
     naming the budget; ``ort_memory_limit_mb`` caps ONNX Runtime's CPU arena for the process
-    (MiB, default ``memory_limit_mb``; the first Host's value holds): a graph whose load or run
-    needs more gets wasi-nn ``too-large`` naming ``max-ort-memory``; ``timeout_s``
+    (MiB, default :data:`~wasmai.sandbox.DEFAULT_ORT_MEMORY_LIMIT_MB`; the first Host's value
+    holds): a graph whose run needs more gets wasi-nn ``too-large`` naming ``max-ort-memory``;
+    ``timeout_s``
     bounds each guest call (seconds, 10 ms resolution); ``max_tensor_bytes`` refuses any wasi-nn
     tensor (input or output) larger than that many bytes with wasi-nn error ``too-large`` (the
     constructor cannot fail in this wasi-nn version, so the oversized tensor's bytes are dropped
@@ -318,7 +320,8 @@ class Host:
                  memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, timeout_s: float | None = None,
                  dirs: Sequence[Preopen | str] = (), env: Mapping[str, str] | None = None,
                  inherit_stdio: bool = False, max_tensor_bytes: int | None = DEFAULT_MAX_TENSOR_BYTES,
-                 max_graphs: int | None = DEFAULT_MAX_GRAPHS, ort_memory_limit_mb: int | None = None) -> None:
+                 max_graphs: int | None = DEFAULT_MAX_GRAPHS,
+                 ort_memory_limit_mb: int = DEFAULT_ORT_MEMORY_LIMIT_MB) -> None:
         self.options = HostOptions({str(name): Path(p) for name, p in (graphs or {}).items()},
                                    bool(allow_target_fallback), int(intra_op_threads))
         self.sandbox = SandboxOptions(

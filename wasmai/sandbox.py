@@ -23,6 +23,10 @@ from wasmai.inputs import parse_assignments
 #: Default memory budget of each instance, MiB: its linear memories and tables, the wasi-nn
 #: tensors the host holds for it and the graphs it loads (the README's "4096 MiB by default").
 DEFAULT_MEMORY_LIMIT_MB = 4096
+#: Default cap of ONNX Runtime's CPU arena for the whole process, MiB. Not tied to one instance's
+#: budget: the first host of a process sets the arena, and a host with a small budget (an inspect,
+#: a test) must not shrink it for every later one.
+DEFAULT_ORT_MEMORY_LIMIT_MB = 4096
 #: Default largest wasi-nn tensor, bytes (1 GiB: a 16384 x 16384 fp32 matrix).
 DEFAULT_MAX_TENSOR_BYTES = 1 << 30
 #: Default most live wasi-nn graphs per instance (the largest template, face detection, loads 3).
@@ -74,7 +78,7 @@ class SandboxOptions:
     memories and tables, the wasi-nn tensors the host holds for it and the bytes of the graphs it
     loads; ``ort_memory_limit_mb``: cap of ONNX Runtime's CPU arena (weights, constant folding,
     intermediate and output tensors of every graph), MiB, >= 1, per process (the first host's
-    value holds; None = ``memory_limit_mb``); ``timeout_s``: wall-clock limit of each guest
+    value holds); ``timeout_s``: wall-clock limit of each guest
     call, seconds, > 0 (None = none); ``max_tensor_bytes``: largest wasi-nn tensor, bytes, >= 0
     (wasi-nn error ``too-large``); ``max_graphs``: live wasi-nn graphs per instance, >= 0
     (wasi-nn error ``security``); None for either = unbounded. Raises :class:`WasmaiError` on a
@@ -88,7 +92,7 @@ class SandboxOptions:
     timeout_s: float | None = None
     max_tensor_bytes: int | None = DEFAULT_MAX_TENSOR_BYTES
     max_graphs: int | None = DEFAULT_MAX_GRAPHS
-    ort_memory_limit_mb: int | None = None
+    ort_memory_limit_mb: int = DEFAULT_ORT_MEMORY_LIMIT_MB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dirs", tuple(self.dirs))
@@ -98,7 +102,7 @@ class SandboxOptions:
                 raise WasmaiError(f"--env: invalid variable name {key!r}")
         if self.memory_limit_mb < 1:
             raise WasmaiError("memory_limit_mb must be >= 1")
-        if self.ort_memory_limit_mb is not None and self.ort_memory_limit_mb < 1:
+        if self.ort_memory_limit_mb < 1:
             raise WasmaiError("max-ort-memory must be >= 1 MiB")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise WasmaiError(f"timeout must be positive, not {self.timeout_s}")
@@ -122,7 +126,7 @@ class SandboxOptions:
                    timeout_s=timeout_s,
                    max_tensor_bytes=DEFAULT_MAX_TENSOR_BYTES if max_tensor_bytes is None else max_tensor_bytes,
                    max_graphs=DEFAULT_MAX_GRAPHS if max_graphs is None else max_graphs,
-                   ort_memory_limit_mb=max_ort_memory_mb)
+                   ort_memory_limit_mb=DEFAULT_ORT_MEMORY_LIMIT_MB if max_ort_memory_mb is None else max_ort_memory_mb)
 
     def host_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`wasmai.host.Host` that set this sandbox."""

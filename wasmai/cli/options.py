@@ -37,8 +37,7 @@ MaxMemoryOpt = Annotated[int | None, typer.Option(
          "for it and its graphs' bytes (default 4096).")]
 MaxOrtMemoryOpt = Annotated[int | None, typer.Option(
     "--max-ort-memory", metavar="MB", min=1, rich_help_panel=SANDBOX_PANEL,
-    help="Cap of ONNX Runtime's memory (weights, constant folding, tensors of every run), MiB "
-         "(default: --max-memory).")]
+    help="Cap of ONNX Runtime's memory in this process (weights, tensors of every run), MiB (default 4096).")]
 MaxTensorBytesOpt = Annotated[int | None, typer.Option(
     "--max-tensor-bytes", metavar="N", min=0, rich_help_panel=SANDBOX_PANEL,
     help="Refuse any wasi-nn tensor larger than N bytes (wasi-nn error too-large; default 1 GiB).")]

@@ -172,8 +172,11 @@ def resolve_component(reference: str, *, policy: VerificationPolicy | None = Non
             continue
         result.bundle, result.verified = candidate, verified
         return result
-    many = f" ({len(candidates)} attached, none verifies)" if len(candidates) > 1 else ""
-    raise VerificationError(f"{result.pinned}: {failures[0]}{many}")
+    if len(candidates) == 1:
+        raise VerificationError(f"{result.pinned}: {failures[0]}")
+    # The registry lists referrers in no promised order: every bundle's reason, in that order.
+    reasons = "; ".join(f"bundle {i}: {reason}" for i, reason in enumerate(failures, 1))
+    raise VerificationError(f"{result.pinned}: none of the {len(candidates)} attached signatures verifies: {reasons}")
 
 
 def _fetch_model(session: _Session, model_digest: str, component: Path, where: str) -> dict[str, Path]:
