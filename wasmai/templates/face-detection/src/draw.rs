@@ -1,52 +1,22 @@
-//! Decoding (PNG/JPEG with the `image` crate) and `annotate`: green boxes and landmark dots drawn
-//! with `imageproc`, encoded as PNG.
-
-use std::io::Cursor;
+//! `annotate`: green boxes and landmark dots drawn with `imageproc`, encoded as PNG.
 
 use image::codecs::png::PngEncoder;
-use image::{ImageEncoder, ImageFormat, ImageReader, Limits, Rgb, RgbImage};
+use image::{ImageEncoder, Rgb};
 use imageproc::drawing::{draw_filled_circle_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
 
 use crate::bindings::exports::wasmai::inference::face_detection::Face;
 use crate::bindings::wasmai::inference::types::Error;
 
-/// Largest decoder allocation, in bytes.
-const MAX_ALLOC: u64 = 256 * 1024 * 1024;
 /// Box colour (pure green) and landmark colour (red), 8-bit RGB.
 const GREEN: Rgb<u8> = Rgb([0, 255, 0]);
 const RED: Rgb<u8> = Rgb([255, 0, 0]);
-
-/// Decode PNG or JPEG bytes to 8-bit RGB (alpha dropped, 16-bit scaled, grey replicated);
-/// sides above `max_side` or undecodable bytes are `error::bad-image`.
-pub fn decode(bytes: &[u8], max_side: u32) -> Result<RgbImage, Error> {
-    if bytes.is_empty() {
-        return Err(Error::BadImage("empty image".to_string()));
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::BadImage(format!("cannot read image: {e}")))?;
-    match reader.format() {
-        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
-        _ => return Err(Error::BadImage("not a PNG or JPEG image".to_string())),
-    }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(max_side);
-    limits.max_image_height = Some(max_side);
-    limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| Error::BadImage(format!("cannot decode image: {e}")))?;
-    if image.width() == 0 || image.height() == 0 {
-        return Err(Error::BadImage("image has no pixels".to_string()));
-    }
-    Ok(image.into_rgb8())
-}
 
 /// `face-detection.annotate`: each face's box in green (line width about 1/200 of the shorter
 /// image side, at least 2 px) and its landmarks as red dots (radius about 1/30 of the face's
 /// side), as PNG bytes.
 pub fn annotate(bytes: &[u8], faces: &[Face]) -> Result<Vec<u8>, Error> {
-    let mut img = decode(bytes, crate::mtcnn::MAX_SIDE)?;
+    let mut img = crate::image_io::decode(bytes, crate::mtcnn::MAX_SIDE)?;
     let (w, h) = img.dimensions();
     let width = (w.min(h) / 200).max(2) as i32;
     for face in faces {

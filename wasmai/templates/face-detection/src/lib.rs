@@ -12,6 +12,7 @@
 mod bindings;
 mod component;
 mod draw;
+mod image_io;
 mod model;
 mod mtcnn;
 mod nn;

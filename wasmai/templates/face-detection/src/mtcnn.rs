@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use crate::bindings::exports::wasmai::inference::face_detection::{BoundingBox, DetectOptions, Face, Point, Timings};
 use crate::bindings::wasmai::inference::types::Error;
-use crate::draw;
+use crate::image_io;
 use crate::model;
 use crate::nn;
 
@@ -409,7 +409,7 @@ fn stage_onet(img: &Planes, boxes: Vec<Candidate>, o: &DetectOptions) -> Result<
 fn run(bytes: &[u8], o: &DetectOptions, t: &mut Timings) -> Result<Vec<Face>, Error> {
     check_options(o)?;
     let start = Instant::now();
-    let rgb = draw::decode(bytes, MAX_SIDE)?;
+    let rgb = image_io::decode(bytes, MAX_SIDE)?;
     let img = Planes::from_rgb(&rgb);
     drop(rgb);
     t.decode_us = micros(start);

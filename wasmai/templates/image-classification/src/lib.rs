@@ -10,6 +10,7 @@
 #[allow(warnings)]
 mod bindings;
 mod component;
+mod image_io;
 mod model;
 mod nn;
 mod spec;

@@ -14,24 +14,22 @@
 //! 5. NCHW `[1, 3, H, W]` or NHWC `[1, H, W, 3]`, fp32 (or fp16 if the model input is fp16).
 
 use std::cell::Cell;
-use std::io::Cursor;
 use std::time::Instant;
 
 use fast_image_resize as fir;
 use image::imageops;
-use image::{ImageFormat, ImageReader, Limits, RgbImage};
+use image::RgbImage;
 
 use crate::bindings::exports::wasmai::inference::image_classification::{Prediction, Timings};
 use crate::bindings::wasi::nn::tensor::TensorType;
 use crate::bindings::wasmai::inference::types::{Error, Tensor};
+use crate::image_io::{self, MAX_ALLOC};
 use crate::model;
 use crate::nn;
 use crate::spec::{dtype_name, dtype_size, Color, Dim, Layout, Preprocess};
 
 /// Largest accepted image side, in pixels (decoder limit).
 pub const MAX_SIDE: u32 = 16384;
-/// Largest decoder allocation and largest resized image, in bytes.
-pub const MAX_ALLOC: u64 = 256 * 1024 * 1024;
 
 // The model must look like an image classifier: checked when the crate compiles.
 const fn input_fits(pre: Preprocess) -> bool {
@@ -82,28 +80,9 @@ fn micros(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Decode PNG or JPEG bytes to 8-bit RGB.
+/// Decode PNG or JPEG bytes to 8-bit RGB, at most [`MAX_SIDE`] pixels a side.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, Error> {
-    if bytes.is_empty() {
-        return Err(Error::BadImage("empty image".to_string()));
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::BadImage(format!("cannot read image: {e}")))?;
-    match reader.format() {
-        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
-        _ => return Err(Error::BadImage("not a PNG or JPEG image".to_string())),
-    }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| Error::BadImage(format!("cannot decode image: {e}")))?;
-    if image.width() == 0 || image.height() == 0 {
-        return Err(Error::BadImage("image has no pixels".to_string()));
-    }
-    Ok(image.into_rgb8())
+    image_io::decode(bytes, MAX_SIDE)
 }
 
 /// Python's `round`: to the nearest integer, halves to even (as `wasmai.preprocess` rounds).
