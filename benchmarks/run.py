@@ -54,11 +54,14 @@ RESULTS = HERE / "results"
 NODE_DIR = HERE / "node"
 
 # The product's claims the suite reports against.
-TARGET_RATIO = 1.05          # component p50 / native p50, same threads (CNNs, tensor template)
-TARGET_OVERHEAD_MLP_US = 20.0
+TARGET_RATIO = 1.03          # component p50 / native p50, same threads (CNNs, tensor template; issue 13)
+TARGET_OVERHEAD_MLP_US = 15.0
 TARGET_OVERHEAD_224_US = 200.0
 TARGET_VS_WEB = 4.0          # onnxruntime-web p50 / component p50 at 1 thread (CNNs)
 TARGET_COLD_MS = 5.0         # cached load + instantiate
+TARGET_INSTANTIATE_US = 50.0  # instantiate alone (new Store, WASI context, instance, export lookup)
+TARGET_CLASSIFY_RATIO = 1.0  # image template classify / Pillow + numpy + onnxruntime pipeline
+TARGET_CLI_MS = 250.0        # `wasmai run` of the tiny-MLP component: process spawn to printed result
 
 
 @dataclass
@@ -192,6 +195,22 @@ def bench_reps(component: Path, reps: int, **kw) -> list:
     from wasmai.bench import BenchOptions, bench
 
     return [bench(BenchOptions(component, **kw)) for _ in range(reps)]
+
+
+def instantiate_p50_us(component: Path, cache_dir: Path, n: int = 200) -> float:
+    """p50 (us) of ``Host.instantiate`` repeated ``n`` times on one loaded component (steady state:
+    a new Store, WASI context and instance each time, wasmtime's copy-on-write memory images)."""
+    from wasmai.host import Host
+
+    host = Host(cache_dir=cache_dir)
+    comp = host.load_component(component)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        inst = host.instantiate(comp)
+        times.append((time.perf_counter() - t0) * 1e6)
+        del inst
+    return statistics.median(times)
 
 
 def ort_web(model: Path, inputs: dict[str, np.ndarray], reps: int, n: int, warmup: int) -> dict | None:
@@ -373,13 +392,49 @@ def targets(doc: dict) -> list[dict]:
         if cached:
             c = statistics.median(cached)
             add(f"{label}: cached load + instantiate <= {TARGET_COLD_MS:.0f} ms", f"{c:.2f} ms", c <= TARGET_COLD_MS)
+        if row.get("instantiate_p50_us") is not None:
+            us = row["instantiate_p50_us"]
+            first = statistics.median(t["instantiate_ms"] for t in row["threads"]) * 1000
+            add(f"{label}: instantiate p50 <= {TARGET_INSTANTIATE_US:.0f} us",
+                f"{us:.0f} us (first instantiation after a load: {first:.0f} us)", us <= TARGET_INSTANTIATE_US)
     for row in doc["image"]:
         for t in row["threads"]:
+            if t["ratio_p50"] is not None:
+                add(f"efficientnet-lite0 {row['precision']} image template, {t['threads'] or 'default'} thr: "
+                    f"classify <= {TARGET_CLASSIFY_RATIO}x the Python pipeline", f"{t['ratio_p50']:.3f}x",
+                    t["ratio_p50"] <= TARGET_CLASSIFY_RATIO)
             add(f"efficientnet-lite0 {row['precision']} image template, {t['threads'] or 'default'} thr: guest "
                 "preprocessing reported separately",
                 f"decode {t['guest_stages_p50_us']['decode']:.0f} us, preprocess "
                 f"{t['guest_stages_p50_us']['preprocess']:.0f} us", None)
+    cli = doc.get("cli_cold_start")
+    if cli:
+        add(f"`wasmai run` tiny-MLP, spawn to printed result (warm compilation cache) <= {TARGET_CLI_MS:.0f} ms",
+            f"{cli['p50_ms']:.0f} ms (`wasmai --help` {cli['help_p50_ms']:.0f} ms, `python -c pass` "
+            f"{cli['python_p50_ms']:.0f} ms)", cli["p50_ms"] <= TARGET_CLI_MS)
     return out
+
+
+def cli_cold_start(wasm: Path, shape: tuple[int, ...], reps: int = 7) -> dict:
+    """Median wall time (ms) of ``python -m wasmai run WASM --input x.npy`` as a new process (after
+    one run that fills the compilation cache), next to ``wasmai --help`` and a bare interpreter."""
+    import numpy as np
+
+    x = WORK / "cli-input.npy"
+    np.save(x, np.zeros(shape, np.float32))
+
+    def timed(argv: list[str]) -> float:
+        times = []
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True)
+            if i:
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    py = sys.executable
+    return {"p50_ms": timed([py, "-m", "wasmai", "run", str(wasm), "--input", f"0={x}"]),
+            "help_p50_ms": timed([py, "-m", "wasmai", "--help"]), "python_p50_ms": timed([py, "-c", "pass"])}
 
 
 # ------------------------------------------------------------------------------------ main
@@ -442,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                     reports = bench_reps(wasm, args.reps, inputs=inputs, n=n, warmup=args.warmup,
                                          threads=threads, ort_baseline=True, model=onnx, cache_dir=cache)
                     row["threads"].append(summarize_tensor(reports))
+                row["instantiate_p50_us"] = instantiate_p50_us(wasm, cache)
                 if not args.no_web:
                     n_web = n if key == "mlp" else args.n_web
                     log(f"{m.name} {precision} onnxruntime-web: {args.reps} x {n_web}")
@@ -460,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
                                              threads=threads, ort_baseline=True, model=onnx, cache_dir=cache)
                         irow["threads"].append(summarize_image(reports))
                     doc["image"].append(irow)
+        if "mlp" in keys:
+            log("CLI cold start: wasmai run of the tiny-MLP component")
+            wasm = build_component(convert_model(MODELS["mlp"], "fp32", False)[0], "tensor", False)
+            doc["cli_cold_start"] = cli_cold_start(wasm, MODELS["mlp"].input_shape)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     doc["loadavg_end"] = os.getloadavg()
@@ -469,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                             "absolute figures are noisy; the ratios (component and native interleaved) are more robust")
     doc["targets"] = targets(doc)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = started.strftime("%Y-%m-%d")
+    stem = started.strftime("%Y-%m-%d-%H%M")
     md = markdown(doc)
     (args.out / f"{stem}.md").write_text(md, encoding="utf-8")
     (args.out / f"{stem}.json").write_text(json.dumps(to_jsonable(doc), indent=2) + "\n", encoding="utf-8")
