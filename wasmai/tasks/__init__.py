@@ -4,7 +4,10 @@ voice-activity; ``face``: face-detection)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from wasmai.errors import WasmaiError
 
 
 def call_task(instance: Any, interface: str, func: str, *args: Any) -> Any:
@@ -30,3 +33,32 @@ def call_task(instance: Any, interface: str, func: str, *args: Any) -> Any:
         code = code[0] if isinstance(code, tuple) else code
         raise InferenceError(str(code), printable(str(payload.get("message", ""))))
     raise InferenceError(str(case), printable(str(payload)))
+
+
+def verify_first(path: Path, policy: Any, bundle: Any, verified: Any) -> Any:
+    """The verification a task's run or bench starts with, BEFORE anything is compiled:
+    ``verified`` when the caller already made it (:func:`wasmai.cli.oci.resolve_target`), else
+    :func:`wasmai.runtime.verify_before_run` under ``policy`` (None: no policy, no verification).
+    Raises WasmaiError when ``path`` is not a file, VerificationError when the signature fails."""
+    from wasmai.runtime import verify_before_run
+
+    if not path.is_file():
+        raise WasmaiError(f"component not found: {path}")
+    return verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
+
+
+def instantiate_task(host: Any, path: Path, signature: Any, task: str,
+                     hint: str = "") -> tuple[Any, Any, dict[str, Any]]:
+    """Load ``path`` in ``host`` (pinned to ``signature``'s digest when it was verified:
+    :func:`wasmai.runtime.load_verified`), instantiate it and check that ``metadata.info`` names
+    ``task``. Returns ``(component, instance, info)``. Raises WasmaiError naming the component's
+    real task (``hint`` is appended, e.g. which ``--task`` to build with), VerificationError for a
+    file changed since its verification, ComponentError from the host."""
+    from wasmai.runtime import load_verified
+
+    comp = load_verified(host, path, signature.digest if signature is not None else None)
+    inst = host.instantiate(comp)
+    info = inst.info()
+    if info.get("task") != task:
+        raise WasmaiError(f"{path.name} is a {info.get('task') or 'tensor'} component, not {task}{hint}")
+    return comp, inst, info

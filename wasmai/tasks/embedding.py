@@ -36,7 +36,7 @@ import numpy as np
 
 from wasmai.errors import WasmaiError
 from wasmai.manifest import Embedding, Manifest, TextInput, sha256_file
-from wasmai.tasks import call_task
+from wasmai.tasks import call_task, instantiate_task, verify_first
 
 #: The WIT interface the template exports (``wasmai/wit/text-embedding.wit``).
 INTERFACE = "wasmai:inference/text-embedding@0.2.0"
@@ -440,23 +440,16 @@ def run_text(path: str | os.PathLike[str], texts: Sequence[str], *,
     and ComponentError / InferenceError from the component (a component without the
     ``text-embedding`` export: WasmaiError naming its task)."""
     from wasmai.host import Host
-    from wasmai.runtime import load_verified, verify_before_run
     from wasmai.sandbox import SandboxOptions
 
     path = Path(path)
-    if not path.is_file():
-        raise WasmaiError(f"component not found: {path}")
     if not texts:
         raise WasmaiError("give at least one --text")
-    signature = verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
+    signature = verify_first(path, policy, bundle, verified)
     host = Host(graphs=graphs, allow_target_fallback=allow_target_fallback,
                 **(sandbox or SandboxOptions()).host_kwargs())
-    comp = load_verified(host, path, signature.digest if signature is not None else None)
-    inst = host.instantiate(comp)
-    meta = inst.info()
-    if meta.get("task") != "text-embedding":
-        raise WasmaiError(f"{path.name} is a {meta.get('task') or 'tensor'} component, not text-embedding: "
-                          "--text needs a component built with --task text-embedding")
+    comp, inst, meta = instantiate_task(host, path, signature, "text-embedding",
+                                        ": --text needs a component built with --task text-embedding")
     emb = Embedder(inst)
     t0 = time.perf_counter()
     inst.load()
@@ -510,24 +503,17 @@ def bench_text(path: str | os.PathLike[str], texts: Sequence[str], *, n: int = 2
     file and tokenizer, ``threads`` intra-op threads on both sides) in alternating blocks. Raises
     WasmaiError for bad arguments or a component that is not text-embedding."""
     from wasmai.host import Host
-    from wasmai.runtime import load_verified, verify_before_run
     from wasmai.sandbox import SandboxOptions
 
     path = Path(path)
-    if not path.is_file():
-        raise WasmaiError(f"component not found: {path}")
     if not texts or n < 1 or warmup < 0:
         raise WasmaiError("bench --text needs at least one --text, -n >= 1 and --warmup >= 0")
-    signature = verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
+    signature = verify_first(path, policy, bundle, verified)
     clock = time.perf_counter_ns
     host = Host(intra_op_threads=threads, **(sandbox or SandboxOptions()).host_kwargs())
     t0 = clock()
-    comp = load_verified(host, path, signature.digest if signature is not None else None)
-    inst = host.instantiate(comp)
+    comp, inst, meta = instantiate_task(host, path, signature, "text-embedding")
     t1 = clock()
-    meta = inst.info()
-    if meta.get("task") != "text-embedding":
-        raise WasmaiError(f"{path.name} is a {meta.get('task') or 'tensor'} component, not text-embedding")
     emb = Embedder(inst)
     inst.load()
     t2 = clock()

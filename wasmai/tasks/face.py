@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmai.errors import WasmaiError
-from wasmai.tasks import call_task
+from wasmai.tasks import call_task, instantiate_task, verify_first
 
 #: The task name (template folder, ``Task.FACE_DETECTION``, ``metadata.info().task``).
 TASK = "face-detection"
@@ -401,17 +401,8 @@ class FaceRunResult:
 
 def _open(path: Path, policy: Any, bundle: Any, verified: Any, host: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Verify (when asked, before compiling), compile and instantiate; refuse a non-face component."""
-    from wasmai.runtime import load_verified, verify_before_run
-
-    if not path.is_file():
-        raise WasmaiError(f"component not found: {path}")
-    signature = verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
-    comp = load_verified(host, path, signature.digest if signature is not None else None)
-    inst = host.instantiate(comp)
-    info = inst.info()
-    if not is_face_detector(info):
-        raise WasmaiError(f"{path.name} is a {info.get('task') or 'tensor'} component, not face-detection")
-    return signature, comp, inst, info
+    signature = verify_first(path, policy, bundle, verified)
+    return (signature, *instantiate_task(host, path, signature, TASK))
 
 
 def _image_size(data: bytes) -> tuple[int, int]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from wasmai.errors import WasmaiError
 from wasmai.manifest import Manifest, TensorSpec
-from wasmai.tasks import call_task
+from wasmai.tasks import call_task, instantiate_task, verify_first
 
 #: The WIT interface the template exports (``wasmai/wit/voice-activity.wit``).
 INTERFACE = "wasmai:inference/voice-activity@0.2.0"
@@ -511,21 +511,14 @@ def run_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], op
     component without the voice-activity export, VerificationError, ComponentError /
     InferenceError from the component."""
     from wasmai.host import Host
-    from wasmai.runtime import load_verified, verify_before_run
     from wasmai.sandbox import SandboxOptions
 
     path = Path(path)
-    if not path.is_file():
-        raise WasmaiError(f"component not found: {path}")
     wav = read_wav(audio)
-    signature = verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
+    signature = verify_first(path, policy, bundle, verified)
     host = Host(graphs=graphs, **(sandbox or SandboxOptions()).host_kwargs())
-    comp = load_verified(host, path, signature.digest if signature is not None else None)
-    inst = host.instantiate(comp)
-    info = inst.info()
-    if info.get("task") != "voice-activity":
-        raise WasmaiError(f"{path.name} is a {info.get('task') or 'tensor'} component, not voice-activity: "
-                          "--audio needs a component built with --task voice-activity")
+    comp, inst, info = instantiate_task(host, path, signature, "voice-activity",
+                                        ": --audio needs a component built with --task voice-activity")
     det = Detector(inst)
     t0 = time.perf_counter()
     inst.load()
@@ -620,19 +613,14 @@ def bench_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], 
     guest's stage times, next to :class:`ReferencePipeline` on the same bytes (ONNX Runtime 1
     thread in both: the host's default pool may use more). Raises like :func:`run_audio`."""
     from wasmai.host import Host
-    from wasmai.runtime import load_verified, verify_before_run
 
     if runs < 1 or warmup < 0:
         raise WasmaiError("bench --audio needs -n >= 1 and --warmup >= 0")
     path = Path(path)
-    if not path.is_file():
-        raise WasmaiError(f"component not found: {path}")
     wav = read_wav(audio)
-    signature = verified or (verify_before_run(path, policy, bundle) if policy is not None else None)
+    signature = verify_first(path, policy, bundle, verified)
     host = Host(intra_op_threads=1)
-    inst = host.instantiate(load_verified(host, path, signature.digest if signature is not None else None))
-    if inst.info().get("task") != "voice-activity":
-        raise WasmaiError(f"{path.name} is not a voice-activity component")
+    _comp, inst, _info = instantiate_task(host, path, signature, "voice-activity")
     det = Detector(inst)
     inst.load()
     opts = options or det.default_options()
