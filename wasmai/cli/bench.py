@@ -157,7 +157,7 @@ def bench(
     target_options: dict[str, Any] = dict(bundle=bundle, insecure=insecure, username=username,
                                           password_stdin=password_stdin)
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
-        from wasmai.tasks.vad import cli_bench
+        from wasmai.cli._audio import cli_bench
 
         cli_bench(component, audio, runs=n, warmup=warmup, json_out=json_out, policy_options=policy_options,
                   target_options=target_options)
@@ -174,7 +174,7 @@ def bench(
     from wasmai.tasks.face import is_face_component
 
     if image is not None and is_face_component(component):  # face-detection components (wasmai.tasks.face)
-        from wasmai.tasks.face import cli_bench as face_bench
+        from wasmai.cli._face import cli_bench as face_bench
 
         face_bench(component, image, runs=n, warmup=warmup, threads=threads, native=native, json_out=json_out,
                    policy_options=policy_options, target_options=target_options)

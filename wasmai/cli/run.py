@@ -134,7 +134,7 @@ def run(
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
         if image is not None or input_ or inputs is not None:
             raise typer.BadParameter("give --audio alone, not with --image/--input/--inputs")
-        from wasmai.tasks.vad import cli_run
+        from wasmai.cli._audio import cli_run
 
         cli_run(component, audio, options=None, settings=vad, graphs=graph, verbose=verbose, json_out=json_out,
                 sandbox_options=sandbox_options, policy_options=policy_options, target_options=target_options)
@@ -151,7 +151,7 @@ def run(
     from wasmai.tasks.face import is_face_component
 
     if image is not None and not input_ and inputs is None and is_face_component(component):
-        from wasmai.tasks.face import cli_run as face_run  # face-detection components (wasmai.tasks.face)
+        from wasmai.cli._face import cli_run as face_run  # face-detection components (wasmai.tasks.face)
 
         face_run(component, image, annotate=annotate, verbose=verbose, json_out=json_out,
                  sandbox_options=sandbox_options, policy_options=policy_options, target_options=target_options)
