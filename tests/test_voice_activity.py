@@ -171,7 +171,8 @@ def test_16k_probabilities_and_segments_equal_silero(detector, reference, audio,
     assert len(segs) == 4  # the sentences, each split once at a pause (silero's own result, checked next)
     assert _max_diff(segs, master_segments) <= 1e-9
     t = detector.last_timings()
-    assert t["windows"] == len(probs) and t["inference_us"] > 0 and t["resample_us"] == 0
+    # 16 kHz mono: nothing to resample (a copy, which the guest's clock may read as 1 us).
+    assert t["windows"] == len(probs) and t["inference_us"] > 0 and t["resample_us"] < 50
 
 
 @pytest.mark.slow
