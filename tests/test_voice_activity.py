@@ -25,9 +25,6 @@ from conftest import run_cli
 pytest.importorskip("silero_vad")
 pytest.importorskip("torch")
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
-    reason="needs espeak-ng and sox (scripts/setup.sh installs them: apt-get install -y espeak-ng sox)")
 
 #: One model window at 16 kHz, in seconds (the parity tolerance of issue 17).
 WINDOW_S = 512 / 16000

@@ -4,6 +4,7 @@ voice-activity; ``face``: face-detection)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,29 @@ def instantiate_task(host: Any, path: Path, signature: Any, task: str,
     if info.get("task") != task:
         raise WasmaiError(f"{path.name} is a {info.get('task') or 'tensor'} component, not {task}{hint}")
     return comp, inst, info
+
+
+@dataclass(kw_only=True)
+class TaskRun:
+    """What a task's ``wasmai run`` reports besides its result: the component file, its sha256,
+    the model's name and version, the guest's stage times (µs), the host-side times (ms:
+    compile or cached load, instantiate, ``load``, the call) and the signature verification."""
+
+    component: str
+    sha256: str
+    model: str
+    guest_timings_us: dict[str, int] = field(default_factory=dict)
+    compile_ms: float = 0.0
+    cache_hit: bool = False
+    instantiate_ms: float = 0.0
+    load_ms: float = 0.0
+    call_ms: float = 0.0
+    signature: Any = None
+
+    @staticmethod
+    def facts(path: Path, comp: Any, inst: Any, info: dict[str, Any]) -> dict[str, Any]:
+        """The fields that come from the component and its instance (as :func:`instantiate_task`
+        returns them), as keyword arguments."""
+        return {"component": str(path), "sha256": comp.sha256,
+                "model": f"{info.get('name', '')} {info.get('version', '')}".strip(),
+                "compile_ms": comp.compile_ms, "cache_hit": comp.cache_hit, "instantiate_ms": inst.instantiate_ms}

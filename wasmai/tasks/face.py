@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmai.errors import WasmaiError
-from wasmai.tasks import call_task, instantiate_task, verify_first
+from wasmai.tasks import TaskRun, call_task, instantiate_task, verify_first
 
 #: The task name (template folder, ``Task.FACE_DETECTION``, ``metadata.info().task``).
 TASK = "face-detection"
@@ -360,26 +360,16 @@ def is_face_component(component: str | os.PathLike[str]) -> bool:
         return False
 
 
-@dataclass
-class FaceRunResult:
-    """What ``wasmai run FACE.wasm --image PHOTO`` did: the faces, the guest's stage times (µs),
-    the host-side times (ms) and, with ``annotate``, the PNG (``_annotated``, not serialized)."""
+@dataclass(kw_only=True)
+class FaceRunResult(TaskRun):
+    """What ``wasmai run FACE.wasm --image PHOTO`` did (:class:`~wasmai.tasks.TaskRun`): the
+    faces and, with ``annotate``, the PNG (``_annotated``, not serialized)."""
 
-    component: str
-    sha256: str
-    model: str
     image: str
     width: int
     height: int
     options: DetectOptions
     faces: list[Face]
-    guest_timings_us: dict[str, int] = field(default_factory=dict)
-    compile_ms: float = 0.0
-    cache_hit: bool = False
-    instantiate_ms: float = 0.0
-    load_ms: float = 0.0
-    call_ms: float = 0.0
-    signature: Any = None
     annotated: str | None = None
     _annotated: bytes = b""
 
@@ -433,12 +423,10 @@ def run_faces(path: str | os.PathLike[str], *, image: str | os.PathLike[str] | b
                for k, v in last_timings(inst).items()}
     png = annotate(inst, data, faces) if annotated else b""
     width, height = _image_size(data)
-    return FaceRunResult(component=str(path), sha256=comp.sha256,
-                         model=f"{info.get('name', '')} {info.get('version', '')}".strip(),
+    return FaceRunResult(**TaskRun.facts(path, comp, inst, info),
                          image="<bytes>" if isinstance(image, bytes) else str(image), width=width, height=height,
-                         options=opts, faces=faces, guest_timings_us=timings, compile_ms=comp.compile_ms,
-                         cache_hit=comp.cache_hit, instantiate_ms=inst.instantiate_ms, load_ms=load_ms,
-                         call_ms=call_ms, signature=signature, _annotated=png)
+                         options=opts, faces=faces, guest_timings_us=timings, load_ms=load_ms, call_ms=call_ms,
+                         signature=signature, _annotated=png)
 
 
 # ---------------------------------------------------------------------------------------------

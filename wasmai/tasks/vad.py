@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from wasmai.errors import WasmaiError
 from wasmai.manifest import Manifest, TensorSpec
-from wasmai.tasks import call_task, instantiate_task, verify_first
+from wasmai.tasks import TaskRun, call_task, instantiate_task, verify_first
 
 #: The WIT interface the template exports (``wasmai/wit/voice-activity.wit``).
 INTERFACE = "wasmai:inference/voice-activity@0.2.0"
@@ -461,27 +461,17 @@ def _mean_probability(probs: Sequence[float], start: int, end: int) -> float:
 # run and bench
 
 
-@dataclass
-class AudioRunResult:
-    """What ``wasmai run --audio`` did: the component, the audio, the segments, the guest's stage
-    times (µs) and the host-side times (ms)."""
+@dataclass(kw_only=True)
+class AudioRunResult(TaskRun):
+    """What ``wasmai run --audio`` did (:class:`~wasmai.tasks.TaskRun`): the audio and its
+    speech segments."""
 
-    component: str
-    sha256: str
-    model: str
     audio: str
     duration_s: float
     sample_rate: int
     channels: int
     options: DetectOptions
     segments: list[Segment]
-    guest_timings_us: dict[str, int] = field(default_factory=dict)
-    compile_ms: float = 0.0
-    cache_hit: bool = False
-    instantiate_ms: float = 0.0
-    load_ms: float = 0.0
-    call_ms: float = 0.0
-    signature: Any = None
 
 
 def wav_facts(wav: bytes) -> tuple[float, int, int]:
@@ -528,12 +518,9 @@ def run_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], op
     segments = det.detect(wav, opts)
     call_ms = (time.perf_counter() - t0) * 1e3
     duration, rate, channels = wav_facts(wav)
-    return AudioRunResult(component=str(path), sha256=comp.sha256,
-                          model=f"{info.get('name', '')} {info.get('version', '')}".strip(), audio=str(audio),
-                          duration_s=duration, sample_rate=rate, channels=channels, options=opts,
-                          segments=segments, guest_timings_us=det.last_timings(), compile_ms=comp.compile_ms,
-                          cache_hit=comp.cache_hit, instantiate_ms=inst.instantiate_ms, load_ms=load_ms,
-                          call_ms=call_ms, signature=signature)
+    return AudioRunResult(**TaskRun.facts(path, comp, inst, info), audio=str(audio), duration_s=duration,
+                          sample_rate=rate, channels=channels, options=opts, segments=segments,
+                          guest_timings_us=det.last_timings(), load_ms=load_ms, call_ms=call_ms, signature=signature)
 
 
 @dataclass
