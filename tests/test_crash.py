@@ -65,3 +65,14 @@ def test_a_graph_that_crashes_onnxruntime_is_one_error_line(build_component, tmp
     lines = boom.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "SIGFPE" in lines[0], boom.stderr
     assert "Traceback" not in boom.stderr
+
+    # bench measures in a forked worker too: the same crash is one error line.
+    bench = run_cli("bench", str(component), "--input", f"a={tmp_path / 'a-boom.npy'}", "--input",
+                    f"b={tmp_path / 'b-boom.npy'}", "-n", "3", "--json")
+    assert bench.returncode == 1, (bench.returncode, bench.stderr)
+    lines = bench.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "SIGFPE" in lines[0], bench.stderr
+    ok_bench = run_cli("bench", str(component), "--input", f"a={tmp_path / 'a-ok.npy'}", "--input",
+                       f"b={tmp_path / 'b-ok.npy'}", "-n", "3", "--json")
+    assert ok_bench.returncode == 0, ok_bench.stderr
+    assert json.loads(ok_bench.stdout)["steady"]["latency_ms"]["p50"] > 0

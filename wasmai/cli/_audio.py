@@ -98,16 +98,21 @@ def cli_run(component: str, audio: Path, *, options: DetectOptions | None, sandb
     run_command(work, json_out=json_out, render=lambda r: render_run(r, verbose))
 
 
-def cli_bench(component: str, audio: Path, *, runs: int, warmup: int, policy_options: dict[str, Any],
-              target_options: dict[str, Any], json_out: bool) -> None:
-    """``wasmai bench COMPONENT --audio FILE.wav``: :func:`bench_audio`, printed with
+def cli_bench(component: str, audio: Path, *, runs: int, warmup: int, sandbox_options: dict[str, Any],
+              policy_options: dict[str, Any], target_options: dict[str, Any], json_out: bool) -> None:
+    """``wasmai bench COMPONENT --audio FILE.wav``: :func:`bench_audio` in a forked worker (as
+    ``run``: a crash or a blocked call ends the worker, not this command), printed with
     :func:`render_bench` (or as JSON)."""
     from wasmai.cli._common import run_command
     from wasmai.cli.oci import resolve_target
 
     def work() -> AudioBenchResult:
+        from wasmai.sandbox import SandboxOptions
+        from wasmai.worker import in_worker
+
+        sandbox = SandboxOptions.from_options(**sandbox_options)
         path, bundle, _pulled, verified, policy = resolve_target(component, policy_options, target_options)
-        return bench_audio(path, audio=audio, runs=runs, warmup=warmup, policy=policy, bundle=bundle,
-                           verified=verified)
+        return in_worker(bench_audio, path, audio=audio, runs=runs, warmup=warmup, policy=policy, bundle=bundle,
+                         sandbox=sandbox, verified=verified)
 
     run_command(work, json_out=json_out, render=render_bench)

@@ -107,15 +107,22 @@ def cli_run(component: str, image: Path, *, annotate: Path | None, sandbox_optio
 
 
 def cli_bench(component: str, image: Path, *, runs: int, warmup: int, threads: int, native: bool | None,
-              policy_options: dict[str, Any], target_options: dict[str, Any], json_out: bool) -> None:
+              sandbox_options: dict[str, Any], policy_options: dict[str, Any], target_options: dict[str, Any],
+              json_out: bool) -> None:
     """``wasmai bench FACE.wasm --image PHOTO``: :func:`bench_faces` (the Python reference unless
-    ``--no-native``), printed with :func:`render_bench` (or as JSON)."""
+    ``--no-native``) in a forked worker (as ``run``: a crash or a blocked call ends the worker,
+    not this command), printed with :func:`render_bench` (or as JSON)."""
     from wasmai.cli._common import run_command
     from wasmai.cli.oci import resolve_target
 
     def work() -> FaceBenchResult:
+        from wasmai.sandbox import SandboxOptions
+        from wasmai.worker import in_worker
+
+        sandbox = SandboxOptions.from_options(**sandbox_options)
         path, bundle, _graphs, verified, policy = resolve_target(component, policy_options, target_options)
-        return bench_faces(path, image=image, runs=runs, warmup=warmup, threads=threads or 1, policy=policy,
-                           bundle=bundle, verified=verified, reference=native is not False)
+        return in_worker(bench_faces, path, image=image, runs=runs, warmup=warmup, threads=threads or 1,
+                         policy=policy, bundle=bundle, sandbox=sandbox, verified=verified,
+                         reference=native is not False)
 
     run_command(work, json_out=json_out, render=render_bench)

@@ -76,17 +76,20 @@ def bench_text(component: str, texts: list[str], *, n: int, warmup: int, threads
                model: Any, json_out: bool, sandbox_options: dict[str, Any], policy_options: dict[str, Any],
                target_options: dict[str, Any]) -> None:
     """``wasmai bench COMPONENT --text ...``: the component's ``embed`` with its guest stage
-    timings next to the Python pipeline (tokenizers + onnxruntime + mean pool + L2)."""
+    timings next to the Python pipeline (tokenizers + onnxruntime + mean pool + L2), measured in a
+    forked worker (as ``run``: a crash or a blocked call ends the worker, not this command)."""
 
     def work() -> TextBenchReport:
         from wasmai.cli.oci import resolve_target
         from wasmai.sandbox import SandboxOptions
         from wasmai.tasks.embedding import bench_text as run_bench
+        from wasmai.worker import in_worker
 
         sandbox = SandboxOptions.from_options(**sandbox_options)
         path, signature, _graphs, verified, verify_policy = resolve_target(component, policy_options, target_options)
-        return run_bench(path, texts, n=n, warmup=warmup, threads=threads, model=model, native=native is not False,
-                         policy=verify_policy, bundle=signature, sandbox=sandbox, verified=verified)
+        return in_worker(run_bench, path, texts, n=n, warmup=warmup, threads=threads, model=model,
+                         native=native is not False, policy=verify_policy, bundle=signature, sandbox=sandbox,
+                         verified=verified)
 
     run_command(work, json_out=json_out, render=_render_bench)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -159,8 +158,8 @@ def bench(
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
         from wasmai.cli._audio import cli_bench
 
-        cli_bench(component, audio, runs=n, warmup=warmup, json_out=json_out, policy_options=policy_options,
-                  target_options=target_options)
+        cli_bench(component, audio, runs=n, warmup=warmup, json_out=json_out, sandbox_options=sandbox_options,
+                  policy_options=policy_options, target_options=target_options)
         return
 
     if text:  # text-embedding components (wasmai.tasks.embedding)
@@ -177,7 +176,7 @@ def bench(
         from wasmai.cli._face import cli_bench as face_bench
 
         face_bench(component, image, runs=n, warmup=warmup, threads=threads, native=native, json_out=json_out,
-                   policy_options=policy_options, target_options=target_options)
+                   sandbox_options=sandbox_options, policy_options=policy_options, target_options=target_options)
         return
 
     def work() -> BenchReport:
@@ -186,6 +185,7 @@ def bench(
         from wasmai.cli.oci import resolve_target
         from wasmai.inputs import load_arrays, parse_assignments, parse_dims
         from wasmai.sandbox import SandboxOptions
+        from wasmai.worker import in_worker
 
         dims = parse_dims(dim)
         sandbox = SandboxOptions.from_options(**sandbox_options)
@@ -198,19 +198,17 @@ def bench(
             warmup=warmup, concurrency=concurrency, threads=threads, ort_baseline=native, model=model,
             top_k=top_k, graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
             sandbox=sandbox, policy=verify_policy, bundle=signature, verified=verified, plot=plot)
-        return run_bench(opts, progress=None if json_out else _progress())
+        # In a forked worker, as `run`: a graph that crashes ONNX Runtime, or a call blocked past its
+        # timeout, ends the worker, not this command. Every figure is measured inside the worker.
+        return in_worker(run_bench, opts, progress=None if json_out else _progress)
 
     run_command(work, json_out=json_out, render=render)
 
 
-def _progress() -> Callable[[str], None]:
-    """A progress callback printing ``bench: <message>`` dimmed on stderr."""
-    con = console(stderr=True)
-
-    def say(message: str) -> None:
-        con.print(f"[dim]bench: {message}[/]")
-
-    return say
+def _progress(message: str) -> None:
+    """The progress callback: ``bench: <message>`` dimmed on stderr (a module-level function, so
+    that a spawned worker can be given it)."""
+    console(stderr=True).print(f"[dim]bench: {message}[/]")
 
 
 def _num(v: float) -> str:

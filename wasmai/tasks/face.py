@@ -556,21 +556,23 @@ def agreement(found: Sequence[Face], reference: Sequence[Face]) -> tuple[float |
 
 def bench_faces(path: str | os.PathLike[str], *, image: str | os.PathLike[str], runs: int = 10, warmup: int = 1,
                 threads: int = 1, policy: Any = None, bundle: str | os.PathLike[str] | None = None,
-                verified: Any = None, reference: bool = True) -> FaceBenchResult:
+                sandbox: Any = None, verified: Any = None, reference: bool = True) -> FaceBenchResult:
     """Time ``detect`` on one image ``runs`` times (after ``warmup``) in one instance with the guest's
     stage times, next to :class:`ReferencePipeline` on the same bytes; ONNX Runtime (the host's pool)
-    and torch both get ``threads`` intra-op threads (torch's setting is process-wide). Raises like
-    :func:`run_faces`."""
+    and torch both get ``threads`` intra-op threads (torch's setting is process-wide); ``sandbox``
+    (:class:`~wasmai.sandbox.SandboxOptions`) limits the instance as in :func:`run_faces`. Raises
+    like :func:`run_faces`."""
     import time
 
     from wasmai.host import Host
     from wasmai.inputs import read_image
+    from wasmai.sandbox import SandboxOptions
 
     if runs < 1 or warmup < 0 or threads < 1:
         raise WasmaiError("bench of a face-detection component needs -n >= 1, --warmup >= 0, --threads >= 1")
     path = Path(path)
     data = read_image(image)
-    host = Host(intra_op_threads=threads)
+    host = Host(intra_op_threads=threads, **(sandbox or SandboxOptions()).host_kwargs())
     _sig, _comp, inst, _info = _open(path, policy, bundle, verified, host)
     inst.load()
     stages = ("decode", "pyramid", "pnet", "nms", "rnet", "onet")

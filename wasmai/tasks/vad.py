@@ -566,19 +566,22 @@ def max_boundary_diff_s(a: Sequence[Segment], b: Sequence[Segment]) -> float | N
 
 def bench_audio(path: str | os.PathLike[str], *, audio: str | os.PathLike[str], runs: int = 20, warmup: int = 2,
                 options: DetectOptions | None = None, policy: Any = None,
-                bundle: str | os.PathLike[str] | None = None, verified: Any = None,
+                bundle: str | os.PathLike[str] | None = None, sandbox: Any = None, verified: Any = None,
                 reference: bool = True) -> AudioBenchResult:
     """Time ``detect`` on one WAV ``runs`` times (after ``warmup``) in one instance, with the
     guest's stage times, next to :class:`ReferencePipeline` on the same bytes (ONNX Runtime 1
-    thread in both: the host's default pool may use more). Raises like :func:`run_audio`."""
+    thread in both: the host's default pool may use more); ``sandbox``
+    (:class:`~wasmai.sandbox.SandboxOptions`) limits the instance as in :func:`run_audio`. Raises
+    like :func:`run_audio`."""
     from wasmai.host import Host
+    from wasmai.sandbox import SandboxOptions
 
     if runs < 1 or warmup < 0:
         raise WasmaiError("bench --audio needs -n >= 1 and --warmup >= 0")
     path = Path(path)
     wav = read_wav(audio)
     signature = verify_first(path, policy, bundle, verified)
-    host = Host(intra_op_threads=1)
+    host = Host(intra_op_threads=1, **(sandbox or SandboxOptions()).host_kwargs())
     _comp, inst, _info = instantiate_task(host, path, signature, "voice-activity")
     det = Detector(inst)
     inst.load()
