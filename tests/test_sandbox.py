@@ -65,10 +65,10 @@ def test_cli_missing_dir_is_one_line_error(tmp_path):
 
 # --- the probe guest ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def probe(tmp_path_factory) -> Path:
+def _build_probe(tmp_path_factory, name: str, **env: str) -> Path:
     """tests/guests/sandbox built with the real ``cargo component build`` (the repository's
-    wit/ copied into the build copy's wit/deps). Returns the component file."""
+    wit/ copied into the build copy's wit/deps; ``env`` added to cargo's environment, read by the
+    guest's ``option_env!``). Returns the component file."""
     from wasmai.build import cargo_environment, target_lock
     from wasmai.toolchain import detect, guest_target_dir
 
@@ -83,11 +83,23 @@ def probe(tmp_path_factory) -> Path:
     artifact = guest_target_dir() / "wasm32-wasip1" / "release" / "wasmai_test_sandbox.wasm"
     with target_lock():  # the guest target dir is shared with wasmai build
         proc = subprocess.run([tc.cargo or "cargo", "component", "build", "--release"], cwd=crate,
-                              env=cargo_environment(tc), capture_output=True, text=True, timeout=1800)
+                              env={**cargo_environment(tc), **env}, capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        out = work / "sandbox-probe.wasm"
+        out = work / f"{name}.wasm"
         shutil.copy(artifact, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory) -> Path:
+    """The sandbox probe component."""
+    return _build_probe(tmp_path_factory, "sandbox-probe")
+
+
+@pytest.fixture(scope="session")
+def sleepy_probe(tmp_path_factory) -> Path:
+    """The sandbox probe whose ``metadata.info`` first sleeps 10 minutes in wasi:io/poll."""
+    return _build_probe(tmp_path_factory, "sleepy-probe", WASMAI_PROBE_INFO_NAP_MS="600000")
 
 
 @pytest.fixture(scope="session")
@@ -278,3 +290,18 @@ def test_cli_bench_takes_the_sandbox_flags(identity_u8, tmp_path):
     assert ok.returncode == 0, ok.stderr
     bad_dir = run_cli(*common, "--dir", f"{tmp_path / 'missing'}::/data")
     assert bad_dir.returncode == 1 and "host directory not found" in bad_dir.stderr
+
+
+@pytest.mark.slow
+def test_inspect_of_a_component_that_sleeps_in_info_ends_at_its_timeout(sleepy_probe):
+    """``metadata.info`` blocked in a wasi:io/poll sleep is not stopped by the epoch; inspect
+    calls it in a worker process, which answers ``timeout`` at the timeout + 1 s. The WIT part of
+    the report is still there."""
+    from wasmai.runtime import inspect_component
+
+    t0 = time.perf_counter()
+    result = inspect_component(sleepy_probe, timeout_s=0.5)
+    took = time.perf_counter() - t0
+    assert result.info is None and "info did not return within 1.500 s" in (result.info_error or "")
+    assert 1.5 <= took < 10, took
+    assert any("metadata" in item for item in result.exports)

@@ -200,7 +200,7 @@ class Instance:
         """``metadata.info()`` as a dict: WIT field names with '-' -> '_'; tensor specs are
         ``{"name", "dtype", "shape"}`` with ``dtype`` a lower-case wasi-nn type and ``shape`` ints
         (fixed) or strings (dynamic axes)."""
-        with _mapped_errors():
+        with _mapped_errors(), call_deadline(self._timeout_s, "info"):
             return dict(self._native.info())
 
     def load(self) -> None:
@@ -235,7 +235,7 @@ class Instance:
     def last_timings(self) -> dict[str, int]:
         """Guest-measured microseconds of the last classify: decode_us, preprocess_us,
         inference_us, postprocess_us."""
-        with _mapped_errors():
+        with _mapped_errors(), call_deadline(self._timeout_s, "last-timings"):
             return dict(self._native.last_timings())
 
     def host_stats(self) -> dict[str, Any]:
@@ -249,7 +249,7 @@ class Instance:
 
     def release(self) -> None:
         """``model.release()``: drop the guest's graph and execution context."""
-        with _mapped_errors():
+        with _mapped_errors(), call_deadline(self._timeout_s, "release"):
             self._native.release()
 
     def call_export(self, name: str, *args: Any) -> Any:
@@ -362,7 +362,7 @@ class Host:
         if component._host is not self:
             raise ComponentError("the component was loaded by another Host; load it with this one",
                                  "instantiate")
-        with _mapped_errors():
+        with _mapped_errors(), call_deadline(self.sandbox.timeout_s, "instantiate"):
             return Instance(self._native.instantiate(component._native), self.sandbox.timeout_s)
 
     def execution_providers(self) -> list[str]:

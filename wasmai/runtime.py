@@ -238,13 +238,24 @@ INSPECT_TIMEOUT_S = 10.0
 INSPECT_MEMORY_MB = 512
 
 
-def inspect_component(path: str | os.PathLike[str]) -> InspectResult:
+def _component_info(path: str, timeout_s: float) -> dict[str, Any]:
+    """``metadata.info`` of the component at ``path``, instantiated in a fresh host with the
+    default deny-all sandbox, no wasi-nn graph, ``timeout_s`` and :data:`INSPECT_MEMORY_MB`
+    (run by :func:`inspect_component` in a worker process). Raises WasmaiError."""
+    host = Host(timeout_s=timeout_s, memory_limit_mb=INSPECT_MEMORY_MB, max_graphs=0, max_tensor_bytes=0)
+    return host.instantiate(host.load_component(path)).info()
+
+
+def inspect_component(path: str | os.PathLike[str], *, timeout_s: float = INSPECT_TIMEOUT_S) -> InspectResult:
     """Describe a component without running inference: size, sha256, WIT imports/exports,
-    ``metadata.info`` (instantiated in a fresh host with the default deny-all sandbox, no wasi-nn
-    graph, at most :data:`INSPECT_TIMEOUT_S` and :data:`INSPECT_MEMORY_MB`; an error is reported,
-    not raised) and the signature bundle summary from :func:`wasmai.sign.bundle_summary` if that
-    function exists. Raises WasmaiError if the file is missing or not a component."""
+    ``metadata.info`` (instantiated in a forked worker process with the default deny-all sandbox,
+    no wasi-nn graph, at most ``timeout_s`` seconds (+ :data:`wasmai.worker.GRACE_S` for a guest
+    blocked in a host call) and :data:`INSPECT_MEMORY_MB`; an error, a crash or a timeout is
+    reported in ``info_error``, not raised) and the signature bundle summary from
+    :func:`wasmai.sign.bundle_summary` if that function exists. Raises WasmaiError if the file is
+    missing or not a component."""
     from wasmai.manifest import sha256_file
+    from wasmai.worker import in_worker
 
     path = Path(path)
     if not path.is_file():
@@ -253,11 +264,8 @@ def inspect_component(path: str | os.PathLike[str]) -> InspectResult:
     info = None
     info_error = None
     try:
-        # The component is untrusted and `info` needs no wasi-nn: no graph, bounded time and memory.
-        host = Host(timeout_s=INSPECT_TIMEOUT_S, memory_limit_mb=INSPECT_MEMORY_MB, max_graphs=0,
-                    max_tensor_bytes=0)
-        inst = host.instantiate(host.load_component(path))
-        info = inst.info()
+        # The component is untrusted: instantiated away from this process, bounded in time and memory.
+        info = in_worker(_component_info, str(path), timeout_s)
     except WasmaiError as exc:
         info_error = str(exc)
     try:

@@ -122,6 +122,10 @@ fn code_name(code: ErrorCode) -> &'static str {
 
 impl metadata::Guest for Probe {
     fn info() -> ModelInfo {
+        // A build with WASMAI_PROBE_INFO_NAP_MS set sleeps in wasi:io/poll first (the inspect test).
+        if let Some(ms) = option_env!("WASMAI_PROBE_INFO_NAP_MS") {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
         ModelInfo {
             name: "sandbox-probe".to_string(),
             version: "0.1.0".to_string(),
