@@ -4,6 +4,9 @@ built from the repo templates by wasmai.build and real ONNX models from tests/on
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -270,6 +273,36 @@ def test_cli_run_tensor_json(tmp_path, components, models):
                     "--graph", f"mlp={models['mlp']}", "--verbose")
     assert table.returncode == 0, table.stderr
     assert "outputs" in table.stdout and "CPUExecutionProvider" in table.stdout and "cold compile" not in table.stdout
+
+
+#: What `wasmai run` of a tensor component must not import without a signature policy (issue 13,
+#: CLI cold start): the host needs the path of libonnxruntime.so, not the onnxruntime package.
+NOT_ON_THE_RUN_PATH = ("onnx", "onnxruntime", "torch", "sigstore", "model_signing", "cryptography", "oras",
+                       "requests", "PIL", "skimage", "uvicorn", "starlette", "fastapi", "wasmtime")
+#: The command modules of the other commands (`wasmai run` registers only itself).
+OTHER_COMMANDS = ("wasmai.cli.bench", "wasmai.cli.build", "wasmai.cli.convert", "wasmai.cli.serve",
+                  "wasmai.cli.sign", "wasmai.cli.doctor", "wasmai.cli.inspect", "wasmai.cli.toolchain")
+
+
+def test_cli_run_imports_only_what_its_path_needs(tmp_path, components, models, repo_root):
+    """The real CLI in a fresh process: the modules loaded when it exits, next to its output."""
+    x = np.random.default_rng(3).standard_normal((1, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
+            "from wasmai.cli import main\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(components["mlp_by_name"]), "--input",
+                           f"x={tmp_path / 'x.npy'}", "--graph", f"mlp={models['mlp']}", "--json"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo_root)}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (out,) = json.loads(proc.stdout)["outputs"]
+    np.testing.assert_allclose(np.array(out["values"]).reshape(1, 4), factory.mlp_reference(x), rtol=1e-5, atol=1e-5)
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("MODULES ")]
+    modules = set(line.split()[1:])
+    assert {"numpy", "wasmai.cli.run", "wasmai.runtime", "wasmai.worker"} <= modules  # the run path was taken
+    assert sorted(m for m in modules if m.split(".")[0] in NOT_ON_THE_RUN_PATH) == []
+    assert sorted(modules & set(OTHER_COMMANDS)) == []
 
 
 def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import run_cli
 from typer.testing import CliRunner
 
 from wasmai import __version__
@@ -62,6 +63,21 @@ def test_cli_import_stays_lazy():
             " 'wasmai._host', 'rich.table') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == ""
+
+
+def test_console_script_builds_only_the_command_it_runs():
+    """``wasmai COMMAND`` (:func:`wasmai.cli.main`, a fresh process) builds an app holding only
+    COMMAND, with its whole --help; a mistyped command still gets every command's suggestion."""
+    run_help = run_cli("run", "--help")
+    assert run_help.returncode == 0, run_help.stderr
+    assert "Usage: python -m wasmai run [OPTIONS]" in run_help.stdout  # a group, not `run` as the root
+    for text in ("--input", "--image", "--key", "--cert-identity", "--max-memory", "--graph", "--json",
+                 "Signature policy", "Sandbox"):
+        assert text in run_help.stdout, text
+    typo = run_cli("rnu", "x.wasm")
+    assert typo.returncode == 2 and "No such command 'rnu'" in typo.stderr and "'run'" in typo.stderr
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"wasmai {__version__}"
 
 
 def test_version():

@@ -82,7 +82,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,6 +340,8 @@ class Manifest:
 def read_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     """Parse a TOML file. Raises :class:`WasmaiError` (``<what> not found: ...`` or
     ``cannot read <what> ...``) if it is missing, unreadable or not valid TOML."""
+    import tomllib  # here, not at module level: `wasmai run` imports this module but reads no TOML
+
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
