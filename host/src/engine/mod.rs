@@ -139,6 +139,11 @@ impl HostEngine {
         Ok(Ready { pre, compile_ms, cache_hit: compiled.cache_hit, sha256: compiled.sha256, has_classifier })
     }
 
+    /// The counters of the host's shared graphs ([`nn::cache`]).
+    pub fn graph_cache_stats(&self) -> nn::cache::Stats {
+        self.nn.cache.stats()
+    }
+
     /// A new Store and instance of `ready` (runs no export).
     pub fn instantiate(&self, ready: &Ready) -> Result<Instance, Error> {
         let start = Instant::now();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::guarded;
 use super::instance::{NativeComponent, NativeInstance};
@@ -57,7 +57,7 @@ impl NativeHost {
     #[new]
     #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb,
                         timeout_s=None, dirs=Vec::new(), env=Vec::new(), inherit_stdio=false,
-                        max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None))]
+                        max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None, graph_cache_mb=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ort_library: String,
@@ -73,6 +73,7 @@ impl NativeHost {
         max_tensor_bytes: Option<usize>,
         max_graphs: Option<usize>,
         ort_memory_limit_mb: Option<usize>,
+        graph_cache_mb: usize,
     ) -> PyResult<Self> {
         guarded(|| {
             init_ort(&ort_library)?;
@@ -87,6 +88,7 @@ impl NativeHost {
                 // The empty folder is set by HostEngine::new (it lives in the cache folder).
                 Options { allow_target_fallback, no_external_data_dir: PathBuf::new(), own_intra_threads },
                 Limits { max_tensor_bytes, max_graphs },
+                graph_cache_mb.saturating_mul(1 << 20),
             );
             let grants = Grants {
                 dirs: dirs
@@ -119,6 +121,21 @@ impl NativeHost {
     fn load_component_file(&self, py: Python<'_>, path: String) -> PyResult<NativeComponent> {
         let engine = self.engine.clone();
         py.detach(move || guarded(|| engine.load_file(&path)).map(NativeComponent::from))
+    }
+
+    /// The shared graphs' counters: `graphs` (sessions cached now), `bytes` (their graph bytes),
+    /// `max_bytes` (the budget), `hits` and `misses` (loads that shared a cached graph or made a
+    /// new one) and `evictions`.
+    fn graph_cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.engine.graph_cache_stats();
+        let d = PyDict::new(py);
+        d.set_item("graphs", s.graphs)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("max_bytes", s.max_bytes)?;
+        d.set_item("hits", s.hits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("evictions", s.evictions)?;
+        Ok(d)
     }
 
     /// Create a new Store and instance of `component` (runs no export). Releases the GIL.
