@@ -149,7 +149,10 @@ class HostOptions:
     resolved); ``allow_target_fallback``: run a gpu/tpu execution target on the CPU when ONNX
     Runtime has no such provider; ``intra_op_threads``: ONNX Runtime intra-op threads, >= 0
     (0 = ONNX Runtime's default); ``graph_cache_mb``: byte budget of the graphs the host's
-    instances share (MiB of graph bytes, >= 0; 0 = every ``graph.load`` makes its own session).
+    instances share (MiB of graph bytes, >= 0; 0 = every ``graph.load`` makes its own session);
+    ``instance_slots``: 0 (default) allocates an instance's memories when it is created, N > 0
+    uses wasmtime's pooling allocator with room for N live instances (faster instantiation; the
+    N+1-th live instance is refused; it reserves N x 2 x the memory budget of address space).
     Raises :class:`WasmaiError` on a bad value.
     """
 
@@ -157,6 +160,7 @@ class HostOptions:
     allow_target_fallback: bool = False
     intra_op_threads: int = 0
     graph_cache_mb: int = DEFAULT_GRAPH_CACHE_MB
+    instance_slots: int = 0
 
     def __post_init__(self) -> None:
         registry: dict[str, Path] = {}
@@ -172,3 +176,5 @@ class HostOptions:
             raise WasmaiError("intra_op_threads must be >= 0")
         if self.graph_cache_mb < 0:
             raise WasmaiError(f"graph-cache-mb must be >= 0, not {self.graph_cache_mb}")
+        if self.instance_slots < 0:
+            raise WasmaiError(f"instance-slots must be >= 0, not {self.instance_slots}")

@@ -53,11 +53,16 @@ impl NativeHost {
     /// preopens, `env` (name, value) environment variables, `inherit_stdio` sends guest
     /// stdout/stderr to the process's. Limits: `max_tensor_bytes` bounds each wasi-nn tensor
     /// (`too-large`), `max_graphs` the live wasi-nn graphs per instance (`security`).
+    ///
+    /// `graph_cache_mb`: the byte budget (MiB of graph bytes) of the graphs guests load, shared
+    /// by content among this host's instances (`nn::cache`; 0 = no sharing). `instance_slots`:
+    /// 0 allocates each instance's memories when it is created; N > 0 uses wasmtime's pooling
+    /// allocator with room for N live instances (`instantiate` of one more fails).
     /// The values are validated by the caller (`wasmai.sandbox`).
     #[new]
     #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb,
                         timeout_s=None, dirs=Vec::new(), env=Vec::new(), inherit_stdio=false,
-                        max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None, graph_cache_mb=0))]
+                        max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None, graph_cache_mb=0, instance_slots=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ort_library: String,
@@ -74,6 +79,7 @@ impl NativeHost {
         max_graphs: Option<usize>,
         ort_memory_limit_mb: Option<usize>,
         graph_cache_mb: usize,
+        instance_slots: usize,
     ) -> PyResult<Self> {
         guarded(|| {
             init_ort(&ort_library)?;
@@ -104,6 +110,7 @@ impl NativeHost {
                 memory_limit_bytes: memory_limit_mb.saturating_mul(1 << 20),
                 timeout,
                 grants,
+                instance_slots,
             };
             Ok(Self { engine: Arc::new(HostEngine::new(settings)?) })
         })
