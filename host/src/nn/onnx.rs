@@ -396,6 +396,7 @@ impl OnnxGraph {
             builder = builder.with_intra_threads(threads).map_err(|e| ort_err("intra-op threads", e))?;
         }
         let mut provider = "CPUExecutionProvider".to_string();
+        let mut exclusive = None;
         if !matches!(target, ExecutionTarget::Cpu) {
             let wanted = if matches!(target, ExecutionTarget::Gpu) { "gpu" } else { "tpu" };
             match (matches!(target, ExecutionTarget::Gpu), gpu_provider()) {
@@ -404,6 +405,7 @@ impl OnnxGraph {
                         Error::new(ErrorCode::UnsupportedOperation, format!("cannot enable {name}: {e}"))
                     })?;
                     provider = name.to_string();
+                    exclusive = Some(Mutex::new(()));
                 }
                 _ if options.allow_target_fallback => {
                     provider =
@@ -438,7 +440,6 @@ impl OnnxGraph {
             .map(|o| CString::new(o.name.as_str()))
             .collect::<Result<_, _>>()
             .map_err(|e| Error::invalid(format!("an output name holds a NUL byte: {e}")))?;
-        let exclusive = (!provider.starts_with("CPUExecutionProvider")).then(|| Mutex::new(()));
         Ok(Self { session, exclusive, output_names, inputs, outputs, execution_provider: provider })
     }
 }
@@ -502,16 +503,14 @@ impl OnnxGraph {
                 output_ptrs.as_mut_ptr(),
             )
         };
-        status_result(status).map_err(|m| ort::Error::new(format!("Failed to run inference on model: {m}")))?;
-        output_ptrs
+        status_result(status).map_err(ort::Error::new)?;
+        // SAFETY: values the run just created and handed to us (we own them; each DynValue
+        // releases its value); tensors keep the session's allocator handle, as ort's run does.
+        let outputs: Vec<Option<DynValue>> = output_ptrs
             .into_iter()
-            .map(|p| {
-                let p = NonNull::new(p).ok_or_else(|| ort::Error::new("ONNX Runtime returned no output value"))?;
-                // SAFETY: a value the run just created and handed to us (we own it; the DynValue
-                // releases it); tensors keep the session's allocator handle, as ort does.
-                Ok(unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) })
-            })
-            .collect()
+            .map(|p| NonNull::new(p).map(|p| unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) }))
+            .collect();
+        outputs.into_iter().map(|v| v.ok_or_else(|| ort::Error::new("ONNX Runtime returned no output value"))).collect()
     }
 }
 
