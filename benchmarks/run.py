@@ -15,7 +15,10 @@ For each model (tiny MLP, ResNet-18-class CNN, EfficientNet-Lite0 pretrained) in
   end to end, the guest's decode/preprocess/inference/postprocess separately, against the Python
   reference pipeline (``wasmai.preprocess`` + ONNX Runtime),
 * onnxruntime-web's WebAssembly backend under Node.js (``benchmarks/node``,
-  ``ort.env.wasm.numThreads = 1``) at 1 thread.
+  ``ort.env.wasm.numThreads = 1``) at 1 thread,
+* EfficientNet-Lite0 fp32 shared graphs (the tensor component): peak RSS (``VmHWM``) of a fresh
+  process holding 1 vs 8 loaded instances, with the host's graph sharing on and off, and the QPS
+  of 2 concurrent callers vs 1 on one shared session with 1 intra-op thread.
 
 Each configuration is measured ``--reps`` times (each repetition: warm-up, then ``-n`` timed
 calls); a repetition's figure is its p50 (numpy linear-interpolation percentile) and the table
@@ -62,6 +65,9 @@ TARGET_COLD_MS = 5.0         # cached load + instantiate
 TARGET_INSTANTIATE_US = 50.0  # instantiate alone (new Store, WASI context, instance, export lookup)
 TARGET_CLASSIFY_RATIO = 1.0  # image template classify / Pillow + numpy + onnxruntime pipeline
 TARGET_CLI_MS = 250.0        # `wasmai run` of the tiny-MLP component: process spawn to printed result
+TARGET_SHARED_RSS = 1.3      # peak RSS of 8 instances / of 1 instance of the EfficientNet component (issue 13)
+TARGET_SHARED_QPS = 1.8      # QPS of 2 concurrent callers / of 1 on one shared 1-thread session (issue 13)
+SHARED_INSTANCES = 8
 
 
 @dataclass
@@ -197,12 +203,13 @@ def bench_reps(component: Path, reps: int, **kw) -> list:
     return [bench(BenchOptions(component, **kw)) for _ in range(reps)]
 
 
-def instantiate_p50_us(component: Path, cache_dir: Path, n: int = 200) -> float:
+def instantiate_p50_us(component: Path, cache_dir: Path, n: int = 200, instance_slots: int = 0) -> float:
     """p50 (us) of ``Host.instantiate`` repeated ``n`` times on one loaded component (steady state:
-    a new Store, WASI context and instance each time, wasmtime's copy-on-write memory images)."""
+    a new Store, WASI context and instance each time, wasmtime's copy-on-write memory images;
+    ``instance_slots`` > 0: wasmtime's pooling allocator with that many slots)."""
     from wasmai.host import Host
 
-    host = Host(cache_dir=cache_dir)
+    host = Host(cache_dir=cache_dir, instance_slots=instance_slots)
     comp = host.load_component(component)
     times = []
     for _ in range(n):
@@ -211,6 +218,103 @@ def instantiate_p50_us(component: Path, cache_dir: Path, n: int = 200) -> float:
         times.append((time.perf_counter() - t0) * 1e6)
         del inst
     return statistics.median(times)
+
+
+def _memory_mib(component: str, instances: int, graph_cache_mb: int, x: np.ndarray) -> dict[str, float]:
+    """In a fresh process (multiprocessing spawn), after ``instances`` instances of ``component``
+    each loaded their graph and ran it once, MiB: ``peak_rss`` (``VmHWM``), ``pss`` (proportional
+    set size now, ``/proc/self/smaps_rollup``: a page mapped N times counts 1/N each time) and
+    ``anon`` (``RssAnon`` now). RSS counts a file page once per mapping: every instance's linear
+    memory maps the component's data segment (the embedded graph bytes) from the one compiled
+    file, so RSS grows by the graph's size per instance that reads it (its ``graph.load``) while
+    PSS counts the physical page once."""
+    from wasmai.host import Host
+    from wasmai.tensors import Tensor
+
+    host = Host(intra_op_threads=1, graph_cache_mb=graph_cache_mb)
+    comp = host.load_component(component)
+    held = [host.instantiate(comp) for _ in range(instances)]
+    for inst in held:
+        inst.infer([Tensor.from_numpy("input", x)])
+
+    def kib(path: str, key: str) -> float:
+        line = next(ln for ln in Path(path).read_text().splitlines() if ln.startswith(key + ":"))
+        return int(line.split()[1]) / 1024
+
+    return {"peak_rss": kib("/proc/self/status", "VmHWM"), "pss": kib("/proc/self/smaps_rollup", "Pss"),
+            "anon": kib("/proc/self/status", "RssAnon")}
+
+
+def _qps(component: str, x: np.ndarray, reps: int, seconds: float) -> list[dict]:
+    """In a fresh process: QPS of 1 and of 2 threads calling ``infer`` on their own instance of
+    ``component`` (one shared session, 1 intra-op thread), ``reps`` times alternately, each for
+    ``seconds``; the host releases the GIL during a call."""
+    import threading
+
+    from wasmai.host import Host
+    from wasmai.tensors import Tensor
+
+    host = Host(intra_op_threads=1)
+    comp = host.load_component(component)
+    insts = [host.instantiate(comp) for _ in range(2)]
+    inputs = [Tensor.from_numpy("input", x)]
+    for inst in insts:
+        inst.infer(inputs)
+    assert host.graph_cache_stats()["graphs"] == 1
+
+    def measure(callers: int) -> float:
+        counts = [0] * callers
+        stop = time.perf_counter() + seconds
+
+        def work(i: int) -> None:
+            while time.perf_counter() < stop:
+                insts[i].infer(inputs)
+                counts[i] += 1
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(callers)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(counts) / (time.perf_counter() - t0)
+
+    out = []
+    for _ in range(reps):
+        one = measure(1)
+        two = measure(2)
+        out.append({"qps_1": one, "qps_2": two, "ratio": two / one})
+    return out
+
+
+def shared_graphs(component: Path, shape: list[int], reps: int, seconds: float) -> dict:
+    """Peak RSS of 1 vs :data:`SHARED_INSTANCES` instances (sharing on, and off for comparison)
+    and QPS of 2 vs 1 callers, each configuration in its own fresh process."""
+    import multiprocessing
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ctx = multiprocessing.get_context("spawn")
+    mem: dict[str, list[dict[str, float]]] = {}
+    for _ in range(reps):
+        for label, n, cache_mb in (("shared_1", 1, 1024), ("shared_8", SHARED_INSTANCES, 1024),
+                                   ("unshared_1", 1, 0), ("unshared_8", SHARED_INSTANCES, 0)):
+            with ctx.Pool(1) as pool:
+                mem.setdefault(label, []).append(pool.apply(_memory_mib, (str(component), n, cache_mb, x)))
+    with ctx.Pool(1) as pool:
+        qps = pool.apply(_qps, (str(component), x, reps, seconds))
+
+    def ratios(one: str, eight: str, key: str) -> list[float]:
+        return [m8[key] / m1[key] for m1, m8 in zip(mem[one], mem[eight], strict=True)]
+
+    rss, pss = ratios("shared_1", "shared_8", "peak_rss"), ratios("shared_1", "shared_8", "pss")
+    return {"component": str(component), "instances": SHARED_INSTANCES,
+            "memory_mib": {label: {k: statistics.median(m[k] for m in ms) for k in ms[0]} for label, ms in mem.items()},
+            "rss_ratio": statistics.median(rss), "rss_ratio_range": [min(rss), max(rss)],
+            "pss_ratio": statistics.median(pss), "pss_ratio_range": [min(pss), max(pss)],
+            "unshared_rss_ratio": statistics.median(ratios("unshared_1", "unshared_8", "peak_rss")),
+            "unshared_pss_ratio": statistics.median(ratios("unshared_1", "unshared_8", "pss")),
+            "qps": qps, "qps_ratio": statistics.median(q["ratio"] for q in qps),
+            "qps_ratio_range": [min(q["ratio"] for q in qps), max(q["ratio"] for q in qps)]}
 
 
 def ort_web(model: Path, inputs: dict[str, np.ndarray], reps: int, n: int, warmup: int) -> dict | None:
@@ -418,6 +522,10 @@ def targets(doc: dict) -> list[dict]:
             first = statistics.median(t["instantiate_ms"] for t in row["threads"]) * 1000
             add(f"{label}: instantiate p50 <= {TARGET_INSTANTIATE_US:.0f} us",
                 f"{us:.0f} us (first instantiation after a load: {first:.0f} us)", us <= TARGET_INSTANTIATE_US)
+        if row.get("instantiate_pooled_p50_us") is not None:
+            us = row["instantiate_pooled_p50_us"]
+            add(f"{label}: instantiate p50 <= {TARGET_INSTANTIATE_US:.0f} us, pooling allocator (instance_slots 16)",
+                f"{us:.0f} us", us <= TARGET_INSTANTIATE_US)
     for row in doc["image"]:
         for t in row["threads"]:
             if t["ratio_p50"] is not None:
@@ -428,6 +536,25 @@ def targets(doc: dict) -> list[dict]:
                 "preprocessing reported separately",
                 f"decode {t['guest_stages_p50_us']['decode']:.0f} us, preprocess "
                 f"{t['guest_stages_p50_us']['preprocess']:.0f} us", None)
+    sg = doc.get("shared_graphs")
+    if sg:
+        m = sg["memory_mib"]
+        for key, what in (("rss", "peak RSS (VmHWM)"), ("pss", "PSS (physical; RSS counts the data segment per "
+                                                                  "instance)")):
+            mk = "peak_rss" if key == "rss" else "pss"
+            lo, hi = sg[f"{key}_ratio_range"]
+            add(f"efficientnet-lite0 fp32: {what} of {sg['instances']} instances <= {TARGET_SHARED_RSS}x of 1 "
+                "(shared graphs)",
+                f"{sg[f'{key}_ratio']:.2f}x ({m['shared_1'][mk]:.0f} -> {m['shared_8'][mk]:.0f} MiB, range "
+                f"{lo:.2f}-{hi:.2f}; sharing off: {sg[f'unshared_{key}_ratio']:.2f}x, "
+                f"{m['unshared_1'][mk]:.0f} -> {m['unshared_8'][mk]:.0f} MiB)",
+                sg[f"{key}_ratio"] <= TARGET_SHARED_RSS)
+        q = sg["qps"]
+        add(f"efficientnet-lite0 fp32, 1-thread shared session: 2 concurrent callers >= {TARGET_SHARED_QPS}x the QPS "
+            "of 1",
+            f"{sg['qps_ratio']:.2f}x (range {sg['qps_ratio_range'][0]:.2f}-{sg['qps_ratio_range'][1]:.2f}; "
+            f"{statistics.median(x['qps_1'] for x in q):.1f} -> {statistics.median(x['qps_2'] for x in q):.1f} QPS)",
+            sg["qps_ratio"] >= TARGET_SHARED_QPS)
     cli = doc.get("cli_cold_start")
     if cli:
         run = cli["wasmai_run"]["p50_ms"]
@@ -611,10 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="reps 2, n 10, n-mlp 200 (a smoke run)")
     ap.add_argument("--rebuild", action="store_true", help="re-convert and rebuild models and components")
     ap.add_argument("--no-web", action="store_true", help="skip onnxruntime-web")
+    ap.add_argument("--qps-seconds", type=float, default=5.0, help="seconds per QPS measurement (shared graphs)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
-        args.reps, args.n, args.n_mlp, args.n_web = 2, 10, 200, 5
+        args.reps, args.n, args.n_mlp, args.n_web, args.qps_seconds = 2, 10, 200, 5, 2.0
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in MODELS]
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
@@ -656,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
                                          threads=threads, ort_baseline=True, model=onnx, cache_dir=cache)
                     row["threads"].append(summarize_tensor(reports))
                 row["instantiate_p50_us"] = instantiate_p50_us(wasm, cache)
+                row["instantiate_pooled_p50_us"] = instantiate_p50_us(wasm, cache, instance_slots=16)
                 if not args.no_web:
                     n_web = n if key == "mlp" else args.n_web
                     log(f"{m.name} {precision} onnxruntime-web: {args.reps} x {n_web}")
@@ -674,6 +803,10 @@ def main(argv: list[str] | None = None) -> int:
                                              threads=threads, ort_baseline=True, model=onnx, cache_dir=cache)
                         irow["threads"].append(summarize_image(reports))
                     doc["image"].append(irow)
+        if "effnet" in keys and "fp32" in precisions:
+            log(f"shared graphs: efficientnet-lite0 fp32, 1 vs {SHARED_INSTANCES} instances, 1 vs 2 callers")
+            wasm = build_component(convert_model(MODELS["effnet"], "fp32", False)[0], "tensor", False)
+            doc["shared_graphs"] = shared_graphs(wasm, MODELS["effnet"].input_shape, args.reps, args.qps_seconds)
         if "mlp" in keys:
             log("CLI cold start: wasmai run of the tiny-MLP component")
             mlp_onnx = convert_model(MODELS["mlp"], "fp32", False)[0]

@@ -248,6 +248,28 @@ def test_instances_run_in_parallel_threads(host, components):
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_pooling_allocator_holds_instance_slots_instances(tmp_path, components):
+    """instance_slots=2: wasmtime's pooling allocator; a third live instance is refused, a slot
+    freed by a released instance is reused, and instances in reused slots compute correctly."""
+    import gc
+
+    host = Host(cache_dir=tmp_path, instance_slots=2)
+    comp = host.load_component(components["all_types"])
+    first, _second = host.instantiate(comp), host.instantiate(comp)
+    with pytest.raises(ComponentError) as exc:
+        host.instantiate(comp)
+    assert exc.value.code == "instantiate"
+    del first
+    gc.collect()
+    for i in range(3):
+        inst = host.instantiate(comp)
+        inputs = [Tensor.from_numpy(f"x_{d}", factory.random_input(d, (2, 3), seed=i), d) for d in factory.DTYPES]
+        outputs = inst.infer(inputs)
+        assert [o.data for o in outputs] == [t.data for t in inputs]
+        del inst
+        gc.collect()
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 def test_cli_run_tensor_json(tmp_path, components, models):

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from wasmai.errors import WasmaiError, printable
 from wasmai.sandbox import (
+    DEFAULT_GRAPH_CACHE_MB,
     DEFAULT_MAX_GRAPHS,
     DEFAULT_MAX_TENSOR_BYTES,
     DEFAULT_MEMORY_LIMIT_MB,
@@ -283,6 +284,16 @@ class Host:
     Runtime's one intra-op thread pool, shared by every graph in the process and created by the
     first Host (0 = ONNX Runtime's default); a later Host asking for another size gets a pool of
     that size per graph. ``cache_dir``: compiled components (default :func:`default_cache_dir`).
+    ``graph_cache_mb``: graphs the instances load with ``graph.load`` are shared by content (the
+    SHA-256 of their bytes and the execution target): one ONNX Runtime session per distinct
+    graph, whose runs on the CPU overlap; they stay cached, least recently used evicted first,
+    while their bytes fit this budget (MiB, default
+    :data:`~wasmai.sandbox.DEFAULT_GRAPH_CACHE_MB`; 0 = no sharing). Each instance is still
+    charged a graph's bytes as if it were its own (:meth:`graph_cache_stats`).
+    ``instance_slots``: 0 (default) allocates each instance's memories when it is created; N > 0
+    uses wasmtime's pooling allocator with room for N live instances (instantiation maps nothing
+    new: about half the time; :meth:`instantiate` of instance N+1 while N live raises
+    ComponentError ``instantiate``).
 
     Sandbox (:class:`wasmai.sandbox.SandboxOptions`), all grants off by default: ``dirs``
     preopens host directories in every instance (:class:`~wasmai.sandbox.Preopen` or
@@ -321,9 +332,11 @@ class Host:
                  dirs: Sequence[Preopen | str] = (), env: Mapping[str, str] | None = None,
                  inherit_stdio: bool = False, max_tensor_bytes: int | None = DEFAULT_MAX_TENSOR_BYTES,
                  max_graphs: int | None = DEFAULT_MAX_GRAPHS,
-                 ort_memory_limit_mb: int = DEFAULT_ORT_MEMORY_LIMIT_MB) -> None:
+                 ort_memory_limit_mb: int = DEFAULT_ORT_MEMORY_LIMIT_MB,
+                 graph_cache_mb: int = DEFAULT_GRAPH_CACHE_MB, instance_slots: int = 0) -> None:
         self.options = HostOptions({str(name): Path(p) for name, p in (graphs or {}).items()},
-                                   bool(allow_target_fallback), int(intra_op_threads))
+                                   bool(allow_target_fallback), int(intra_op_threads), int(graph_cache_mb),
+                                   int(instance_slots))
         self.sandbox = SandboxOptions(
             dirs=tuple(Preopen.parse(d) if isinstance(d, str) else d for d in dirs), env=dict(env or {}),
             inherit_stdio=bool(inherit_stdio), memory_limit_mb=int(memory_limit_mb), timeout_s=timeout_s,
@@ -339,7 +352,8 @@ class Host:
                 sb.timeout_s, dirs=[(str(d.host.resolve()), d.guest, d.read_only) for d in sb.dirs],
                 env=list(sb.env.items()), inherit_stdio=sb.inherit_stdio,
                 max_tensor_bytes=sb.max_tensor_bytes, max_graphs=sb.max_graphs,
-                ort_memory_limit_mb=sb.ort_memory_limit_mb)
+                ort_memory_limit_mb=sb.ort_memory_limit_mb, graph_cache_mb=self.options.graph_cache_mb,
+                instance_slots=self.options.instance_slots)
 
     def load_component(self, path_or_bytes: str | os.PathLike[str] | bytes) -> Component:
         """Compile a component (file path or bytes), or load its cached compilation.
@@ -364,6 +378,14 @@ class Host:
                                  "instantiate")
         with _mapped_errors(), call_deadline(self.sandbox.timeout_s, "instantiate"):
             return Instance(self._native.instantiate(component._native), self.sandbox.timeout_s)
+
+    def graph_cache_stats(self) -> dict[str, int]:
+        """The shared graphs' counters: ``graphs`` (ONNX Runtime sessions cached now), ``bytes``
+        (the graph bytes they were loaded from), ``max_bytes`` (the budget), ``hits`` / ``misses``
+        (``graph.load`` calls answered with a cached graph / that made a new one) and
+        ``evictions``. Registered (load-by-name) graphs are not counted: each is loaded once per
+        Host anyway."""
+        return dict(self._native.graph_cache_stats())
 
     def execution_providers(self) -> list[str]:
         """ONNX Runtime execution providers the host can use (CPU first)."""

@@ -5,7 +5,8 @@ A component gets nothing ambient. :class:`SandboxOptions` grants preopened direc
 memory budget per instance (MiB), ONNX Runtime's memory (MiB, per process), wall-clock time per
 guest call (s), bytes per wasi-nn tensor and live wasi-nn graphs per instance.
 :class:`HostOptions` holds the rest of a host's settings: ONNX files registered for wasi-nn
-``load-by-name``, CPU fallback for gpu/tpu targets and ONNX Runtime's intra-op threads. Both
+``load-by-name``, CPU fallback for gpu/tpu targets, ONNX Runtime's intra-op threads and the byte
+budget of the graphs a host's instances share. Both
 validate on construction (one :class:`WasmaiError` line naming the flag); :class:`wasmai.host.Host`
 builds them from its keyword arguments, and the native host trusts what it is given.
 """
@@ -31,6 +32,10 @@ DEFAULT_ORT_MEMORY_LIMIT_MB = 4096
 DEFAULT_MAX_TENSOR_BYTES = 1 << 30
 #: Default most live wasi-nn graphs per instance (the largest template, face detection, loads 3).
 DEFAULT_MAX_GRAPHS = 16
+#: Default byte budget of a host's shared graphs, MiB of graph bytes: the graphs its instances
+#: load stay cached (one ONNX Runtime session per distinct graph) until they exceed it. A quarter
+#: of the default ONNX Runtime arena, so cached sessions leave most of it to runs.
+DEFAULT_GRAPH_CACHE_MB = 1024
 
 
 @dataclass(frozen=True)
@@ -143,12 +148,19 @@ class HostOptions:
     ``graphs``: ONNX files for wasi-nn ``load-by-name`` by name (each must exist; stored
     resolved); ``allow_target_fallback``: run a gpu/tpu execution target on the CPU when ONNX
     Runtime has no such provider; ``intra_op_threads``: ONNX Runtime intra-op threads, >= 0
-    (0 = ONNX Runtime's default). Raises :class:`WasmaiError` on a bad value.
+    (0 = ONNX Runtime's default); ``graph_cache_mb``: byte budget of the graphs the host's
+    instances share (MiB of graph bytes, >= 0; 0 = every ``graph.load`` makes its own session);
+    ``instance_slots``: 0 (default) allocates an instance's memories when it is created, N > 0
+    uses wasmtime's pooling allocator with room for N live instances (faster instantiation; the
+    N+1-th live instance is refused; it reserves N x 2 x the memory budget of address space).
+    Raises :class:`WasmaiError` on a bad value.
     """
 
     graphs: Mapping[str, Path] = field(default_factory=dict)
     allow_target_fallback: bool = False
     intra_op_threads: int = 0
+    graph_cache_mb: int = DEFAULT_GRAPH_CACHE_MB
+    instance_slots: int = 0
 
     def __post_init__(self) -> None:
         registry: dict[str, Path] = {}
@@ -162,3 +174,7 @@ class HostOptions:
         object.__setattr__(self, "graphs", registry)
         if self.intra_op_threads < 0:
             raise WasmaiError("intra_op_threads must be >= 0")
+        if self.graph_cache_mb < 0:
+            raise WasmaiError(f"graph-cache-mb must be >= 0, not {self.graph_cache_mb}")
+        if self.instance_slots < 0:
+            raise WasmaiError(f"instance-slots must be >= 0, not {self.instance_slots}")

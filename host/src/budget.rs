@@ -1,7 +1,8 @@
 //! One memory budget per instance (the sandbox's `max-memory`): every linear memory and table of
 //! the instance, the wasi-nn tensors the host holds for it (inputs the guest created, outputs of
 //! `compute` not yet dropped) and the bytes of the graphs it loaded are charged to it, so a guest
-//! cannot grow past it with several memories, a pile of tensors or graphs. ONNX Runtime's own
+//! cannot grow past it with several memories, a pile of tensors or graphs. A graph shared with
+//! other instances (`nn::cache`) is charged in full to each instance that loads it. ONNX Runtime's own
 //! allocations (weights after load, intermediate and output tensors during a run) are bounded
 //! host-wide by the arena cap in `nn::onnx` (`max-ort-memory`).
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::exports::wasmai::inference::{image_classification, metadata, model};
@@ -52,6 +52,32 @@ pub struct Settings {
     pub memory_limit_bytes: usize,
     pub timeout: Option<Duration>,
     pub grants: Grants,
+    /// 0: every instance's memories and tables are allocated when it is created (wasmtime's
+    /// on-demand allocator). N: wasmtime's pooling allocator with room for N live instances.
+    pub instance_slots: usize,
+}
+
+/// Core instances, linear memories and tables a pool slot leaves room for per component
+/// instance (a wasmai component has one core module, the WASI adapter and its shims: 4 core
+/// instances, 2 memories, 2 tables).
+const CORE_INSTANCES_PER_SLOT: u32 = 8;
+const MEMORIES_PER_SLOT: u32 = 2;
+const TABLES_PER_SLOT: u32 = 4;
+
+/// wasmtime's pooling allocator for `slots` live component instances, each linear memory up to
+/// `memory_limit_bytes` (the instance's budget; the limiter still charges every growth). The
+/// pool reserves the address space of every slot once (`slots` x 2 memories x the budget, never
+/// committed) and recycles memories with their copy-on-write image reset by `madvise`, so an
+/// instantiation maps nothing new; the `slots + 1`-th live instance is refused.
+fn pooling(slots: usize, memory_limit_bytes: usize) -> PoolingAllocationConfig {
+    let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_SLOT))
+        .total_memories(slots.saturating_mul(MEMORIES_PER_SLOT))
+        .total_tables(slots.saturating_mul(TABLES_PER_SLOT))
+        .max_memory_size(memory_limit_bytes);
+    pool
 }
 
 pub struct HostEngine {
@@ -81,6 +107,12 @@ impl HostEngine {
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         config.epoch_interruption(settings.timeout.is_some());
+        if settings.instance_slots > 0 {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
+                settings.instance_slots,
+                settings.memory_limit_bytes,
+            )));
+        }
         let engine = Engine::new(&config).map_err(engine_err)?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
@@ -137,6 +169,11 @@ impl HostEngine {
             ));
         }
         Ok(Ready { pre, compile_ms, cache_hit: compiled.cache_hit, sha256: compiled.sha256, has_classifier })
+    }
+
+    /// The counters of the host's shared graphs ([`nn::cache`]).
+    pub fn graph_cache_stats(&self) -> nn::cache::Stats {
+        self.nn.cache.stats()
     }
 
     /// A new Store and instance of `ready` (runs no export).

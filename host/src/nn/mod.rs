@@ -7,12 +7,15 @@
 //!   module registered in [`WasiNnConfig::new`]; the glue does not change. [`onnx_check`] finds
 //!   externally stored tensors in ONNX bytes before ONNX Runtime sees them.
 //! * [`registry`]: graphs registered by name for `load-by-name`, loaded once and shared.
+//! * [`cache`]: graphs guests load, shared by content among the host's instances (LRU under a
+//!   byte budget).
 //! * [`quota`]: the sandbox's wasi-nn limits (tensor bytes, live graphs per instance).
 //!
 //! This module holds what they share: the resource types, the tensor-type table and the input
 //! checks every backend relies on (name or position, dtype, rank, fixed axes, byte length).
 
 pub mod backend;
+pub mod cache;
 pub mod onnx;
 pub mod onnx_check;
 pub mod quota;

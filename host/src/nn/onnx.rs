@@ -8,15 +8,19 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::ffi::CString;
 use std::path::{Component, Path};
+use std::ptr::NonNull;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use ort::ep::ExecutionProvider;
 use ort::memory::Allocator;
-use ort::session::{RunOptions, Session, SessionInputValue, SessionInputs};
-use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
+use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::sys::OrtStatusPtr;
+use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
+use ort::AsPointer;
 
 use super::backend::{Backend, BackendGraph, Computed, Options};
 use super::onnx_check::{external_tensors, ExternalTensor};
@@ -106,21 +110,10 @@ pub fn recent_log() -> Vec<String> {
 /// `CreateArenaCfgV2` keys `max_mem` and `arena_extend_strategy` = 1, kSameAsRequested, so the
 /// arena grows by what is asked and not by doubling; `CreateAndRegisterAllocator`).
 fn register_capped_arena(env: &ort::environment::Environment, max_bytes: usize) -> Result<(), String> {
-    use ort::sys::{OrtAllocatorType, OrtMemType, OrtStatusPtr};
-    use ort::AsPointer;
+    use ort::sys::{OrtAllocatorType, OrtMemType};
     let api = ort::api();
-    let check = |status: OrtStatusPtr| -> Result<(), String> {
-        if status.0.is_null() {
-            return Ok(());
-        }
-        // SAFETY: a non-null status from the ONNX Runtime API; its message is a C string owned
-        // by the status, copied before the status is released.
-        let message = unsafe {
-            let text = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
-            (api.ReleaseStatus)(status.0);
-            text
-        };
-        Err(format!("cannot register ONNX Runtime's capped CPU arena: {message}"))
+    let check = |status: OrtStatusPtr| {
+        status_result(status).map_err(|message| format!("cannot register ONNX Runtime's capped CPU arena: {message}"))
     };
     let keys = [c"max_mem".as_ptr(), c"arena_extend_strategy".as_ptr()];
     let values = [max_bytes, 1usize];
@@ -141,6 +134,21 @@ fn register_capped_arena(env: &ort::environment::Environment, max_bytes: usize) 
         }
         (api.ReleaseMemoryInfo)(info);
         registered
+    }
+}
+
+/// `Err(message)` for a non-null status of an ONNX Runtime C API call (the status is released).
+fn status_result(status: OrtStatusPtr) -> Result<(), String> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status from the ONNX Runtime API; its message is a C string owned by the
+    // status, copied before the status is released.
+    unsafe {
+        let text = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+        (api.ReleaseStatus)(status.0);
+        Err(text)
     }
 }
 
@@ -343,10 +351,15 @@ impl Backend for OnnxBackend {
     }
 }
 
-/// A loaded graph: one ONNX Runtime session (its `run` needs `&mut`, hence the mutex) and its
-/// signature.
+/// A loaded graph: one ONNX Runtime session and its signature. Shared by every execution
+/// context, instance and thread that loaded it; on the CPU execution provider concurrent
+/// `compute` calls run in parallel on it ([`OnnxGraph::run`]).
 pub struct OnnxGraph {
-    session: Mutex<Session>,
+    session: Session,
+    /// `Some` on a GPU execution provider: its runs take turns (held for each run).
+    exclusive: Option<Mutex<()>>,
+    /// The outputs' names as C strings, in graph order (what each run asks for).
+    output_names: Vec<CString>,
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
     execution_provider: String,
@@ -383,6 +396,7 @@ impl OnnxGraph {
             builder = builder.with_intra_threads(threads).map_err(|e| ort_err("intra-op threads", e))?;
         }
         let mut provider = "CPUExecutionProvider".to_string();
+        let mut exclusive = None;
         if !matches!(target, ExecutionTarget::Cpu) {
             let wanted = if matches!(target, ExecutionTarget::Gpu) { "gpu" } else { "tpu" };
             match (matches!(target, ExecutionTarget::Gpu), gpu_provider()) {
@@ -391,6 +405,7 @@ impl OnnxGraph {
                         Error::new(ErrorCode::UnsupportedOperation, format!("cannot enable {name}: {e}"))
                     })?;
                     provider = name.to_string();
+                    exclusive = Some(Mutex::new(()));
                 }
                 _ if options.allow_target_fallback => {
                     provider =
@@ -420,21 +435,27 @@ impl OnnxGraph {
         })?;
         let inputs = io_specs(session.inputs());
         let outputs = io_specs(session.outputs());
-        Ok(Self { session: Mutex::new(session), inputs, outputs, execution_provider: provider })
+        let output_names = outputs
+            .iter()
+            .map(|o| CString::new(o.name.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::invalid(format!("an output name holds a NUL byte: {e}")))?;
+        Ok(Self { session, exclusive, output_names, inputs, outputs, execution_provider: provider })
     }
 }
 
 impl OnnxGraph {
-    /// The session, waiting while another instance runs this (shared, registered) graph, but
-    /// not past `deadline` (then `timeout`).
-    fn lock_session(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, Session>, Error> {
+    /// On a GPU execution provider: the turn to run this graph, waiting while another caller runs
+    /// it, but not past `deadline` (then `timeout`). On the CPU: `None` at once (runs overlap).
+    fn lock_session(&self, deadline: Option<Instant>) -> Result<Option<MutexGuard<'_, ()>>, Error> {
+        let Some(exclusive) = &self.exclusive else { return Ok(None) };
         let poisoned = || Error::runtime("the graph's session is poisoned by an earlier panic");
         let Some(deadline) = deadline else {
-            return self.session.lock().map_err(|_| poisoned());
+            return exclusive.lock().map(Some).map_err(|_| poisoned());
         };
         loop {
-            match self.session.try_lock() {
-                Ok(guard) => return Ok(guard),
+            match exclusive.try_lock() {
+                Ok(guard) => return Ok(Some(guard)),
                 Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
                 Err(TryLockError::WouldBlock) if Instant::now() >= deadline => {
                     return Err(Error::new(
@@ -445,6 +466,51 @@ impl OnnxGraph {
                 Err(TryLockError::WouldBlock) => std::thread::sleep(LOCK_POLL),
             }
         }
+    }
+
+    /// One run of the session on `values` (input name, value) with `run_options`; the outputs in
+    /// graph order. Through `&self`, so callers on several threads run the session at once: ONNX
+    /// Runtime documents `OrtApi::Run` as safe to call concurrently on one session (its C API
+    /// header and "Thread safety" FAQ; microsoft/onnxruntime#19301 fixed the TensorRT EP to keep
+    /// that guarantee), but ort 2.0.0-rc.15's `Session::run*` take `&mut self` because GPU
+    /// execution providers have broken it; those sessions take turns ([`Self::lock_session`]).
+    fn run(
+        &self,
+        values: &[(Cow<'_, str>, SessionInputValue<'_>)],
+        run_options: &RunOptions,
+    ) -> Result<Vec<DynValue>, ort::Error> {
+        let input_names = values
+            .iter()
+            .map(|(name, _)| CString::new(name.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ort::Error::new(format!("an input name holds a NUL byte: {e}")))?;
+        let input_name_ptrs: Vec<_> = input_names.iter().map(|n| n.as_ptr()).collect();
+        let input_ptrs: Vec<_> = values.iter().map(|(_, v)| v.ptr()).collect();
+        let output_name_ptrs: Vec<_> = self.output_names.iter().map(|n| n.as_ptr()).collect();
+        let mut output_ptrs = vec![std::ptr::null_mut(); output_name_ptrs.len()];
+        // SAFETY: the session and run options are alive for the call; the name and value arrays
+        // hold `len` valid pointers each (C strings owned by `input_names`/`self.output_names`,
+        // values borrowed from `values`); `output_ptrs` has room for every requested output.
+        let status = unsafe {
+            (ort::api().Run)(
+                self.session.ptr().cast_mut(),
+                run_options.ptr(),
+                input_name_ptrs.as_ptr(),
+                input_ptrs.as_ptr(),
+                input_ptrs.len(),
+                output_name_ptrs.as_ptr(),
+                output_name_ptrs.len(),
+                output_ptrs.as_mut_ptr(),
+            )
+        };
+        status_result(status).map_err(ort::Error::new)?;
+        // SAFETY: values the run just created and handed to us (we own them; each DynValue
+        // releases its value); tensors keep the session's allocator handle, as ort's run does.
+        let outputs: Vec<Option<DynValue>> = output_ptrs
+            .into_iter()
+            .map(|p| NonNull::new(p).map(|p| unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) }))
+            .collect();
+        outputs.into_iter().map(|v| v.ok_or_else(|| ort::Error::new("ONNX Runtime returned no output value"))).collect()
     }
 }
 
@@ -578,35 +644,33 @@ impl BackendGraph for OnnxGraph {
             values.push((Cow::Borrowed(name), value));
         }
 
-        let mut session = self.lock_session(deadline)?;
+        let _turn = self.lock_session(deadline)?;
         let run_options = Arc::new(RunOptions::new().map_err(|e| ort_err("run options", e))?);
         if let Some(deadline) = deadline {
             watch(deadline, &run_options)?;
         }
         let start = Instant::now();
-        let outputs =
-            session.run_with_options(SessionInputs::<'_, '_, 0>::ValueMap(values), &run_options).map_err(|e| {
-                if let Some(err) = arena_exhausted("the run", &e) {
-                    return err;
-                }
-                match deadline {
-                    Some(d) if Instant::now() >= d => Error::new(
-                        ErrorCode::Timeout,
-                        format!(
-                            "ONNX Runtime run stopped at the deadline after {:.3} s: {e}",
-                            start.elapsed().as_secs_f64()
-                        ),
+        let outputs = self.run(&values, &run_options).map_err(|e| {
+            if let Some(err) = arena_exhausted("the run", &e) {
+                return err;
+            }
+            match deadline {
+                Some(d) if Instant::now() >= d => Error::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "ONNX Runtime run stopped at the deadline after {:.3} s: {e}",
+                        start.elapsed().as_secs_f64()
                     ),
-                    _ => Error::runtime(format!("ONNX Runtime run failed: {e}")),
-                }
-            })?;
+                ),
+                _ => Error::runtime(format!("ONNX Runtime run failed: {e}")),
+            }
+        })?;
         let run_ns = start.elapsed().as_nanos() as u64;
 
         let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);
         let mut result = Vec::with_capacity(self.outputs.len());
-        for spec in &self.outputs {
+        for (spec, value) in self.outputs.iter().zip(&outputs) {
             let name = &spec.name;
-            let value = outputs.get(name.as_str()).ok_or_else(|| Error::runtime(format!("output '{name}' missing")))?;
             let tensor = value
                 .view()
                 .downcast::<DynTensorValueType>()

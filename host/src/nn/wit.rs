@@ -9,6 +9,7 @@ use std::time::Instant;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::backend::{Backend, Options};
+use super::cache::GraphCache;
 use super::onnx::OnnxBackend;
 use super::quota::{Limits, Quota};
 use super::registry::Registry;
@@ -20,18 +21,26 @@ use crate::bindings::wasi::nn::tensor::{self, TensorType};
 use crate::budget::{Budget, Kind};
 
 /// Host-wide wasi-nn configuration, shared by every instance: the backends, the load-by-name
-/// registry, session options and the sandbox's limits.
+/// registry, the shared graphs guests loaded, session options and the sandbox's limits.
 pub struct WasiNnConfig {
     backends: Vec<Box<dyn Backend>>,
     registry: Registry,
+    pub cache: GraphCache,
     pub options: Options,
     pub limits: Limits,
 }
 
 impl WasiNnConfig {
-    /// ONNX Runtime as the one backend; `graphs` are (name, file) pairs for `load-by-name`.
-    pub fn new(graphs: Vec<(String, PathBuf)>, options: Options, limits: Limits) -> Self {
-        Self { backends: vec![Box::new(OnnxBackend)], registry: Registry::new(graphs), options, limits }
+    /// ONNX Runtime as the one backend; `graphs` are (name, file) pairs for `load-by-name`;
+    /// `graph_cache_bytes` is the byte budget of the shared graphs (0: no sharing).
+    pub fn new(graphs: Vec<(String, PathBuf)>, options: Options, limits: Limits, graph_cache_bytes: usize) -> Self {
+        Self {
+            backends: vec![Box::new(OnnxBackend)],
+            registry: Registry::new(graphs),
+            cache: GraphCache::new(graph_cache_bytes),
+            options,
+            limits,
+        }
     }
 
     /// The backend for `encoding` (`autodetect`: the first whose `detect` accepts `bytes`).
@@ -190,7 +199,11 @@ impl graph::Host for WasiNnView<'_> {
                 .charge(Kind::Graph, bytes, "the host refused a graph of")
                 .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
             let backend = config.backend(encoding, builder.first().map(Vec::as_slice))?;
-            let inner = backend.load(&builder, target, &config.options)?;
+            // Identical bytes share one graph (nn::cache); the instance is charged its bytes
+            // all the same, as if the graph were its own (SECURITY.md, shared graphs).
+            let inner = config.cache.get_or_load(&builder, backend.encoding(), target, || {
+                backend.load(&builder, target, &config.options)
+            })?;
             Ok(Graph { inner, live, charge: Some(Arc::new(charge)) })
         });
         self.graph_result(result)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::guarded;
 use super::instance::{NativeComponent, NativeInstance};
@@ -53,11 +53,16 @@ impl NativeHost {
     /// preopens, `env` (name, value) environment variables, `inherit_stdio` sends guest
     /// stdout/stderr to the process's. Limits: `max_tensor_bytes` bounds each wasi-nn tensor
     /// (`too-large`), `max_graphs` the live wasi-nn graphs per instance (`security`).
+    ///
+    /// `graph_cache_mb`: the byte budget (MiB of graph bytes) of the graphs guests load, shared
+    /// by content among this host's instances (`nn::cache`; 0 = no sharing). `instance_slots`:
+    /// 0 allocates each instance's memories when it is created; N > 0 uses wasmtime's pooling
+    /// allocator with room for N live instances (`instantiate` of one more fails).
     /// The values are validated by the caller (`wasmai.sandbox`).
     #[new]
     #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb,
                         timeout_s=None, dirs=Vec::new(), env=Vec::new(), inherit_stdio=false,
-                        max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None))]
+                        max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None, graph_cache_mb=0, instance_slots=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ort_library: String,
@@ -73,6 +78,8 @@ impl NativeHost {
         max_tensor_bytes: Option<usize>,
         max_graphs: Option<usize>,
         ort_memory_limit_mb: Option<usize>,
+        graph_cache_mb: usize,
+        instance_slots: usize,
     ) -> PyResult<Self> {
         guarded(|| {
             init_ort(&ort_library)?;
@@ -87,6 +94,7 @@ impl NativeHost {
                 // The empty folder is set by HostEngine::new (it lives in the cache folder).
                 Options { allow_target_fallback, no_external_data_dir: PathBuf::new(), own_intra_threads },
                 Limits { max_tensor_bytes, max_graphs },
+                graph_cache_mb.saturating_mul(1 << 20),
             );
             let grants = Grants {
                 dirs: dirs
@@ -102,6 +110,7 @@ impl NativeHost {
                 memory_limit_bytes: memory_limit_mb.saturating_mul(1 << 20),
                 timeout,
                 grants,
+                instance_slots,
             };
             Ok(Self { engine: Arc::new(HostEngine::new(settings)?) })
         })
@@ -119,6 +128,21 @@ impl NativeHost {
     fn load_component_file(&self, py: Python<'_>, path: String) -> PyResult<NativeComponent> {
         let engine = self.engine.clone();
         py.detach(move || guarded(|| engine.load_file(&path)).map(NativeComponent::from))
+    }
+
+    /// The shared graphs' counters: `graphs` (sessions cached now), `bytes` (their graph bytes),
+    /// `max_bytes` (the budget), `hits` and `misses` (loads that shared a cached graph or made a
+    /// new one) and `evictions`.
+    fn graph_cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.engine.graph_cache_stats();
+        let d = PyDict::new(py);
+        d.set_item("graphs", s.graphs)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("max_bytes", s.max_bytes)?;
+        d.set_item("hits", s.hits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("evictions", s.evictions)?;
+        Ok(d)
     }
 
     /// Create a new Store and instance of `component` (runs no export). Releases the GIL.

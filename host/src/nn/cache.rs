@@ -1,0 +1,257 @@
+//! Shared graphs: the graphs guests load with `graph.load`, by content, so every instance of a
+//! host that loads the same bytes gets the same backend graph (one ONNX Runtime session, one copy
+//! of the weights) instead of its own.
+//!
+//! The key is the SHA-256 of the exact builder bytes (each builder's length, then its bytes), the
+//! backend's graph encoding and the execution target. The other settings a session depends on
+//! (thread pool, arena cap, CPU fallback, the empty external-data folder) are the host's, and the
+//! cache is one per host ([`super::WasiNnConfig`]), so they are equal for every entry.
+//!
+//! Entries are evicted least recently used once the graph bytes they were loaded from exceed the
+//! cache's byte budget (the host's `graph-cache-mb`; 0 = no sharing, every load makes its own
+//! graph, as before). An evicted graph that an instance still holds stays alive (an `Arc`) until
+//! the instance releases it; the next load of those bytes makes a new one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+use super::backend::BackendGraph;
+use super::Error;
+use crate::bindings::wasi::nn::errors::ErrorCode;
+use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
+
+/// What identifies a shared graph: SHA-256 of the builders, graph encoding, execution target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    sha256: [u8; 32],
+    encoding: u8,
+    target: u8,
+}
+
+impl Key {
+    fn new(builders: &[Vec<u8>], encoding: GraphEncoding, target: ExecutionTarget) -> Self {
+        let mut hash = Sha256::new();
+        for b in builders {
+            hash.update((b.len() as u64).to_le_bytes());
+            hash.update(b);
+        }
+        Self { sha256: hash.finalize().into(), encoding: encoding as u8, target: target as u8 }
+    }
+}
+
+struct Entry {
+    graph: Arc<dyn BackendGraph>,
+    /// The graph bytes it was loaded from (what the budget counts).
+    bytes: usize,
+    /// When it was last loaded (the cache's clock): the smallest is evicted first.
+    used: u64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<Key, Entry>,
+    clock: u64,
+    bytes: usize,
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+}
+
+/// The cache's counters (`Host.graph_cache_stats()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Graphs in the cache now (each one session).
+    pub graphs: usize,
+    /// Their graph bytes.
+    pub bytes: usize,
+    /// The byte budget.
+    pub max_bytes: usize,
+    /// Loads answered with a cached graph.
+    pub hits: u64,
+    /// Loads that made a new graph.
+    pub misses: u64,
+    /// Graphs evicted to stay within the budget (or to free ONNX Runtime's arena).
+    pub evictions: u64,
+}
+
+/// Loaded graphs by content, LRU-evicted under a byte budget (module docs).
+pub struct GraphCache {
+    max_bytes: usize,
+    state: Mutex<State>,
+}
+
+impl GraphCache {
+    /// A cache keeping graphs loaded from at most `max_bytes` graph bytes (0: keeps none).
+    pub fn new(max_bytes: usize) -> Self {
+        Self { max_bytes, state: Mutex::new(State::default()) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is consistent after every statement that changes it: a panic elsewhere
+        // cannot leave it half-updated.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The graph of `builders` for `encoding` on `target`: the cached one, or `load()`'s, which
+    /// is then cached (when it fits the budget; older graphs are evicted to make room). When
+    /// `load` fails with `too-large` (ONNX Runtime's arena is full) while the cache holds graphs
+    /// no instance uses, those are evicted and `load` is tried once more. Errors: `load`'s.
+    pub fn get_or_load(
+        &self,
+        builders: &[Vec<u8>],
+        encoding: GraphEncoding,
+        target: ExecutionTarget,
+        load: impl Fn() -> Result<Arc<dyn BackendGraph>, Error>,
+    ) -> Result<Arc<dyn BackendGraph>, Error> {
+        if self.max_bytes == 0 {
+            return load();
+        }
+        let key = Key::new(builders, encoding, target);
+        let bytes: usize = builders.iter().map(Vec::len).sum();
+        {
+            let mut state = self.state();
+            state.clock += 1;
+            let now = state.clock;
+            if let Some(entry) = state.entries.get_mut(&key) {
+                entry.used = now;
+                let graph = entry.graph.clone();
+                state.hits += 1;
+                return Ok(graph);
+            }
+        }
+        // Loaded without the lock: other graphs stay available meanwhile. Two instances loading
+        // the same new bytes at once both load; the first to finish is cached and shared.
+        let graph = match load() {
+            Err(e) if matches!(e.code, ErrorCode::TooLarge) && self.evict_idle() > 0 => load()?,
+            other => other?,
+        };
+        let mut state = self.state();
+        state.clock += 1;
+        let now = state.clock;
+        if let Some(entry) = state.entries.get_mut(&key) {
+            entry.used = now;
+            let shared = entry.graph.clone();
+            state.hits += 1;
+            return Ok(shared);
+        }
+        state.misses += 1;
+        if bytes <= self.max_bytes {
+            while state.bytes + bytes > self.max_bytes {
+                let Some(oldest) = state.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| *k) else { break };
+                remove(&mut state, &oldest);
+            }
+            state.bytes += bytes;
+            state.entries.insert(key, Entry { graph: graph.clone(), bytes, used: now });
+        }
+        Ok(graph)
+    }
+
+    /// Evict every cached graph no instance holds; returns how many.
+    fn evict_idle(&self) -> usize {
+        let mut state = self.state();
+        let idle: Vec<Key> =
+            state.entries.iter().filter(|(_, e)| Arc::strong_count(&e.graph) == 1).map(|(k, _)| *k).collect();
+        for key in &idle {
+            remove(&mut state, key);
+        }
+        idle.len()
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        let state = self.state();
+        Stats {
+            graphs: state.entries.len(),
+            bytes: state.bytes,
+            max_bytes: self.max_bytes,
+            hits: state.hits,
+            misses: state.misses,
+            evictions: state.evictions,
+        }
+    }
+}
+
+fn remove(state: &mut State, key: &Key) {
+    if let Some(entry) = state.entries.remove(key) {
+        state.bytes -= entry.bytes;
+        state.evictions += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Budget;
+    use crate::nn::backend::Computed;
+    use crate::nn::quota::Limits;
+    use crate::nn::{CheckedInput, IoSpec};
+    use std::time::Instant;
+
+    struct Fake;
+
+    impl BackendGraph for Fake {
+        fn inputs(&self) -> &[IoSpec] {
+            &[]
+        }
+        fn execution_provider(&self) -> &str {
+            "fake"
+        }
+        fn compute(
+            &self,
+            _: &[CheckedInput],
+            _: &Limits,
+            _: &Arc<Budget>,
+            _: Option<Instant>,
+        ) -> Result<Computed, Error> {
+            Err(Error::runtime("fake"))
+        }
+    }
+
+    fn load() -> Result<Arc<dyn BackendGraph>, Error> {
+        Ok(Arc::new(Fake))
+    }
+
+    fn get(cache: &GraphCache, bytes: &[u8], target: ExecutionTarget) -> Arc<dyn BackendGraph> {
+        cache.get_or_load(&[bytes.to_vec()], GraphEncoding::Onnx, target, load).unwrap()
+    }
+
+    #[test]
+    fn same_bytes_share_and_lru_evicts() {
+        let cache = GraphCache::new(10);
+        let a = get(&cache, b"aaaa", ExecutionTarget::Cpu);
+        assert!(Arc::ptr_eq(&a, &get(&cache, b"aaaa", ExecutionTarget::Cpu)));
+        // Another target is another session.
+        assert!(!Arc::ptr_eq(&a, &get(&cache, b"aaaa", ExecutionTarget::Gpu)));
+        get(&cache, b"bbbb", ExecutionTarget::Cpu); // 12 bytes > 10: evicts the oldest (aaaa/cpu)
+        let s = cache.stats();
+        assert_eq!((s.graphs, s.bytes, s.hits, s.misses, s.evictions), (2, 8, 1, 3, 1));
+        // Evicted but still held: alive, and a new load makes a new graph.
+        assert!(!Arc::ptr_eq(&a, &get(&cache, b"aaaa", ExecutionTarget::Cpu)));
+        // Larger than the budget: loaded, not cached.
+        get(&cache, &[0; 11], ExecutionTarget::Cpu);
+        assert_eq!(cache.stats().graphs, 2);
+    }
+
+    #[test]
+    fn a_full_arena_evicts_idle_graphs_and_retries() {
+        let cache = GraphCache::new(100);
+        let held = get(&cache, b"held", ExecutionTarget::Cpu);
+        get(&cache, b"idle", ExecutionTarget::Cpu);
+        let tries = std::cell::Cell::new(0);
+        let full_once = || {
+            tries.set(tries.get() + 1);
+            if tries.get() == 1 {
+                Err(Error::new(ErrorCode::TooLarge, "arena full"))
+            } else {
+                load()
+            }
+        };
+        cache.get_or_load(&[b"new".to_vec()], GraphEncoding::Onnx, ExecutionTarget::Cpu, full_once).unwrap();
+        assert_eq!(tries.get(), 2);
+        let s = cache.stats();
+        assert_eq!((s.graphs, s.evictions), (2, 1)); // `held` stays, `idle` went
+        drop(held);
+    }
+}

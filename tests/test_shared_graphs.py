@@ -1,0 +1,153 @@
+"""Shared graphs (host/src/nn/cache.rs): instances of one host that load the same graph bytes share
+one ONNX Runtime session, kept under an LRU byte budget, and their computes on it overlap. Real
+components built from the repo templates, real ONNX models from tests/onnx_factory.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx_factory as factory
+import pytest
+from conftest import slow_model
+
+from wasmai.errors import WasmaiError
+from wasmai.host import ComponentError, Host
+from wasmai.tensors import Tensor
+
+pytestmark = pytest.mark.slow  # the fixtures build components with cargo-component
+
+#: Big MLPs: x [batch, 20000] -> [batch, 4] with 20000 x 8 fp32 weights, ~0.63 MiB of graph bytes each.
+BIG = {"n_in": 20000, "hidden": 8}
+
+
+@pytest.fixture(scope="module")
+def comps(tmp_path_factory, build_component) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("shared-models")
+    return {
+        "mlp": build_component(factory.save(factory.mlp(), d / "mlp.onnx")),
+        "big0": build_component(factory.save(factory.mlp(**BIG, seed=0), d / "big0.onnx")),
+        "big1": build_component(factory.save(factory.mlp(**BIG, seed=1), d / "big1.onnx")),
+        "slow": build_component(factory.save(slow_model(), d / "slow.onnx")),
+    }
+
+
+def _x(i: int, n_in: int = 16) -> np.ndarray:
+    return np.linspace(-1, 1, 2 * n_in, dtype=np.float32).reshape(2, n_in) * (i + 1)
+
+
+def test_instances_of_a_component_share_one_session(tmp_path, comps):
+    host = Host(cache_dir=tmp_path)
+    comp = host.load_component(comps["mlp"])
+    a, b = host.instantiate(comp), host.instantiate(comp)
+    a.load()
+    b.load()
+    stats = host.graph_cache_stats()
+    assert (stats["graphs"], stats["misses"], stats["hits"]) == (1, 1, 1)
+    assert stats["bytes"] == factory.mlp().ByteSize()
+    for i, inst in enumerate((a, b)):
+        (y,) = inst.infer([Tensor.from_numpy("x", _x(i))])
+        np.testing.assert_allclose(y.numpy(), factory.mlp_reference(_x(i)), rtol=1e-5, atol=1e-5)
+    # Released by both instances: the session stays cached for the next one.
+    a.release()
+    b.release()
+    c = host.instantiate(comp)
+    c.load()
+    assert host.graph_cache_stats()["hits"] == 2
+
+
+def test_zero_budget_shares_nothing(tmp_path, comps):
+    host = Host(cache_dir=tmp_path, graph_cache_mb=0)
+    comp = host.load_component(comps["mlp"])
+    for _ in range(2):
+        inst = host.instantiate(comp)
+        (y,) = inst.infer([Tensor.from_numpy("x", _x(0))])
+        np.testing.assert_allclose(y.numpy(), factory.mlp_reference(_x(0)), rtol=1e-5, atol=1e-5)
+    assert host.graph_cache_stats() == {"graphs": 0, "bytes": 0, "max_bytes": 0, "hits": 0, "misses": 0,
+                                        "evictions": 0}
+
+
+def test_negative_budget_is_refused():
+    with pytest.raises(WasmaiError, match="graph-cache-mb must be >= 0"):
+        Host(graph_cache_mb=-1)
+
+
+def test_lru_evicts_under_a_small_budget_and_a_held_graph_keeps_working(tmp_path, comps):
+    host = Host(cache_dir=tmp_path, graph_cache_mb=1)  # room for one 0.63 MiB graph
+    big0, big1 = host.load_component(comps["big0"]), host.load_component(comps["big1"])
+    first = host.instantiate(big0)
+    first.load()
+    assert host.graph_cache_stats()["graphs"] == 1
+    host.instantiate(big1).load()  # evicts big0's session, which `first` still holds
+    stats = host.graph_cache_stats()
+    assert (stats["graphs"], stats["evictions"], stats["misses"]) == (1, 1, 2)
+    assert stats["bytes"] <= stats["max_bytes"] == 1 << 20
+    x = _x(0, BIG["n_in"])
+    (y,) = first.infer([Tensor.from_numpy("x", x)])
+    np.testing.assert_allclose(y.numpy(), factory.mlp_reference(x, **BIG, seed=0), rtol=1e-4, atol=1e-4)
+    host.instantiate(big0).load()  # evicted: a new session (a miss), which evicts big1's
+    stats = host.graph_cache_stats()
+    assert (stats["graphs"], stats["evictions"], stats["misses"], stats["hits"]) == (1, 2, 3, 0)
+
+
+def test_concurrent_computes_on_one_session_are_correct(tmp_path, comps):
+    host = Host(cache_dir=tmp_path, intra_op_threads=1)
+    comp = host.load_component(comps["mlp"])
+    instances = [host.instantiate(comp) for _ in range(4)]
+    errors: list[BaseException] = []
+    wrong: list[int] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(50):
+                (y,) = instances[i].infer([Tensor.from_numpy("x", _x(i))])
+                if not np.allclose(y.numpy(), factory.mlp_reference(_x(i)), rtol=1e-5, atol=1e-5):
+                    wrong.append(i)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not wrong
+    assert host.graph_cache_stats()["graphs"] == 1
+
+
+def test_a_callers_timeout_does_not_stop_the_others_run(tmp_path, comps, loop_iterations):
+    """Caller A runs the shared slow graph past the host's timeout; caller B, started after A on
+    the same session, runs alongside (it does not wait for A: it ends before A's deadline) and
+    gets its right result while A's run is stopped."""
+    host = Host(cache_dir=tmp_path, timeout_s=2.0)
+    comp = host.load_component(comps["slow"])
+    a, b = host.instantiate(comp), host.instantiate(comp)
+    a.load()
+    b.load()
+    assert host.graph_cache_stats()["graphs"] == 1
+
+    def slow_inputs(n: int) -> list[Tensor]:
+        return [Tensor.from_numpy("x", np.array([0.5], np.float32)), Tensor.from_numpy("n", np.array([n], np.int64))]
+
+    a_error: list[BaseException] = []
+    a_end: list[float] = []
+
+    def run_a() -> None:
+        try:
+            a.infer(slow_inputs(loop_iterations(20.0)))
+        except ComponentError as exc:
+            a_error.append(exc)
+        a_end.append(time.perf_counter())
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    time.sleep(0.2)  # A is running
+    n_b = loop_iterations(0.3)
+    (y,) = b.infer(slow_inputs(n_b))
+    b_end = time.perf_counter()
+    thread.join()
+    assert y.numpy().tolist() == [0.5 + n_b]
+    assert len(a_error) == 1 and a_error[0].code == "timeout"
+    assert b_end < a_end[0]
