@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,13 +53,23 @@ COMPILE_LIMIT_S = 300.0
 class WorkerSpec:
     """What a worker needs to make its instance: the model's ``name`` (process title and
     errors), the ``component`` bytes and their verified hex ``sha256``, the load-by-name
-    ``graphs`` and the model's ``limits``."""
+    ``graphs``, the model's ``limits`` and the size of the worker's ONNX Runtime intra-op thread
+    pool (:func:`intra_op_threads`)."""
 
     name: str
     component: bytes
     sha256: str
     graphs: Mapping[str, Path]
     limits: ModelLimits
+    intra_op_threads: int = 0
+
+
+def intra_op_threads(instances: int) -> int:
+    """ONNX Runtime intra-op threads per worker: the machine's cores shared by the model's
+    ``instances`` workers (at least 1). In one process every instance shares one pool sized to
+    the cores; a pool of that size in each of N worker processes would put N times as many busy
+    (spinning) threads on the cores, and the workers would slow each other down."""
+    return max(1, (os.cpu_count() or 1) // instances)
 
 
 def component_bytes(path: Path, verified_digest: str | None) -> tuple[bytes, str]:
@@ -92,7 +103,7 @@ def _main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None
     limits = spec.limits
     try:
         host = Host(graphs=spec.graphs, memory_limit_mb=limits.memory_limit_mb, timeout_s=limits.timeout_s,
-                    max_tensor_bytes=limits.max_tensor_bytes)
+                    max_tensor_bytes=limits.max_tensor_bytes, intra_op_threads=spec.intra_op_threads)
         component = host.load_component(spec.component)
         if component.sha256 != spec.sha256:
             raise VerificationError(f"model {spec.name!r}: the worker compiled other bytes than were verified")
@@ -216,7 +227,8 @@ class ProcessBackend:
         if source.component is None:
             raise WasmaiError(source.error or "no component")
         data, digest = component_bytes(source.component, verified_digest)
-        return cls(WorkerSpec(source.name, data, digest, dict(source.graphs), source.limits))
+        return cls(WorkerSpec(source.name, data, digest, dict(source.graphs), source.limits,
+                              intra_op_threads(source.limits.instances)))
 
     def start(self, count: int) -> list[Worker]:
         """``count`` workers, started at once. Raises the first worker's error (the others are
