@@ -16,7 +16,12 @@ instantiates and loads the graph, and answers with ``metadata.info``. Then it se
 server sends a picklable ``fn`` (a module-level function or a ``functools.partial`` of one:
 tensors travel as bytes), the worker answers ``(True, fn(instance))`` or ``(False, exception)``.
 A call that breaks the instance (trap, timeout, memory limit) makes the worker replace its
-instance before it answers, so the worker stays usable.
+instance before it answers, so the worker stays usable. Each worker's ONNX Runtime intra-op pool
+gets the cores divided among the model's instances (:func:`intra_op_threads`).
+
+Cost (measured on 2 shared cores, tiny MLP, no HTTP): a call through a worker takes 0.32-0.37 ms
+against 0.06-0.07 ms in process; tensors cross the pipe pickled, ~4 ms per MiB there and back
+(an Identity of 1 / 4 / 16 MiB: 4.2 / 20.7 / 79.9 ms against 0.5 / 2.3 / 16.9 ms in process).
 
 The server's side of a call (:meth:`Worker.call`) waits at most the model's ``timeout_s`` +
 :data:`wasmai.worker.GRACE_S`; past that it kills the worker (SIGKILL) and raises
