@@ -21,7 +21,9 @@ gets the cores divided among the model's instances (:func:`intra_op_threads`).
 
 Cost (measured on 2 shared cores, tiny MLP, no HTTP): a call through a worker takes 0.32-0.37 ms
 against 0.06-0.07 ms in process; tensors cross the pipe pickled, ~4 ms per MiB there and back
-(an Identity of 1 / 4 / 16 MiB: 4.2 / 20.7 / 79.9 ms against 0.5 / 2.3 / 16.9 ms in process).
+(an Identity of 1 / 4 / 16 MiB: 4.2 / 20.7 / 79.9 ms against 0.5 / 2.3 / 16.9 ms in process). A
+replacement worker starts in 0.43-0.59 s (MLP) and 0.70-0.78 s (EfficientNet-Lite0), its
+compilation cached; requests wait in the queue meanwhile.
 
 The server's side of a call (:meth:`Worker.call`) waits at most the model's ``timeout_s`` +
 :data:`wasmai.worker.GRACE_S`; past that it kills the worker (SIGKILL) and raises
