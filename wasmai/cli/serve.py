@@ -105,6 +105,9 @@ def serve(
     [dim]# two components, two instances each, 5 s per call, on all interfaces[/dim]
     wasmai serve mlp.wasm effnet.wasm --instances 2 --timeout 5 --host 0.0.0.0 --port 8000
 
+    [dim]# models you trust, on the server's threads (faster; a graph that crashes ONNX Runtime ends the server)[/dim]
+    wasmai serve models/ --isolation thread
+
     [dim]# a pushed component, pinned to the digest its tag names now; its attached signature must verify[/dim]
     wasmai serve oci://registry.example.com/acme/effnet:v1 --key keys/wasmai.pub
 
