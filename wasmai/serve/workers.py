@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from wasmai.errors import VerificationError, WasmaiError
 from wasmai.host import ComponentError, Instance
+from wasmai.serve.pool import FATAL_CODES, new_instance
 from wasmai.serve.repository import ModelLimits, ModelSource
 from wasmai.worker import GRACE_S, crash_message
 
@@ -93,18 +94,11 @@ def component_bytes(path: Path, verified_digest: str | None) -> tuple[bytes, str
     return data, digest
 
 
-def _fresh_instance(host: Any, component: Any) -> Instance:
-    from wasmai.serve.pool import new_instance
-
-    return new_instance(host, component)
-
-
 def _main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None:
     """The worker process: make the instance, report ``(True, None)`` once compiled and
     ``(True, (info, is_classifier))`` once loaded (or ``(False, error)``), then answer calls
     until the server closes the pipe."""
     from wasmai.host import Host
-    from wasmai.serve.pool import FATAL_CODES
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops its workers
     limits = spec.limits
@@ -115,7 +109,7 @@ def _main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None
         if component.sha256 != spec.sha256:
             raise VerificationError(f"model {spec.name!r}: the worker compiled other bytes than were verified")
         conn.send((True, None))
-        inst = _fresh_instance(host, component)
+        inst = new_instance(host, component)
         conn.send((True, (inst.info(), component.is_classifier)))
     except WasmaiError as exc:
         conn.send((False, exc))
@@ -131,7 +125,7 @@ def _main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None
             if exc.code in FATAL_CODES:
                 del inst
                 try:
-                    inst = _fresh_instance(host, component)
+                    inst = new_instance(host, component)
                 except WasmaiError:
                     conn.send((False, exc))
                     return  # the server's next call finds the worker gone and starts another
@@ -166,15 +160,11 @@ class Worker:
         child.close()
         try:
             self._reply(COMPILE_LIMIT_S, "compiling the component")
-            self.info, self.is_classifier = self._reply(self.limit_s, "loading the graph")
+            self.info, self.is_classifier = self._reply(self.limit_s, f"loading the graph (timeout "
+                                                        f"{spec.limits.timeout_s:g} s + {GRACE_S:g} s)")
         except BaseException:
             self.stop()
             raise
-
-    @property
-    def pid(self) -> int | None:
-        """The worker's process id."""
-        return self._proc.pid
 
     @property
     def alive(self) -> bool:
@@ -187,9 +177,9 @@ class Worker:
         if not self._conn.poll(limit_s):
             self.stop()
             raise ComponentError(
-                f"model {self.spec.name!r}: {what} did not return within {limit_s:.3f} s (timeout "
-                f"{self.spec.limits.timeout_s:g} s + {GRACE_S:g} s): it was blocked in the host (a wasi sleep, one "
-                "long ONNX Runtime kernel or a graph load); its worker process was killed", "timeout")
+                f"model {self.spec.name!r}: {what} did not return within {limit_s:.3f} s: it was blocked in the "
+                "host (a wasi sleep, one long ONNX Runtime kernel or a graph load); its worker process was killed",
+                "timeout")
         try:
             ok, payload = self._conn.recv()
         except EOFError:
@@ -209,7 +199,7 @@ class Worker:
         except (BrokenPipeError, ConnectionResetError):  # died while idle (e.g. the OOM killer)
             self._proc.join()
             raise ComponentError(crash_message(self._proc.exitcode), "crash") from None
-        result: T = self._reply(self.limit_s, "the call")
+        result: T = self._reply(self.limit_s, f"the call (timeout {self.spec.limits.timeout_s:g} s + {GRACE_S:g} s)")
         return result
 
     def stop(self) -> None:
