@@ -1,7 +1,8 @@
 """``wasmai serve`` under a real HTTP load generator, next to the in-process ``wasmai bench``.
 
     sudo apt-get install -y wrk            # Debian/Ubuntu: wrk 4.x (or: cargo install oha)
-    python benchmarks/serve.py [--duration 5] [--concurrency 1,4,16] [--instances 2] [--profile]
+    python benchmarks/serve.py [--duration 5] [--concurrency 1,4,16] [--instances 2]
+                               [--isolation process,thread] [--profile]
 
 Loopback only and bounded: the server binds 127.0.0.1, each point runs ``--duration`` seconds
 (plus a 1 s warm-up) with ``wrk --latency`` (``oha -z`` when wrk is missing), at concurrency 1, 4
@@ -13,6 +14,10 @@ and 16 (wrk: min(c, 2) threads, c connections, keep-alive), for
   example's ``examples/image-classification/out/effnet-fp32.wasm`` or benchmarks/run.py's
   ``benchmarks/.work/efficientnet-lite0-fp32.image-classification.wasm``), else the tests' tiny
   image classifier (``onnx_factory.cnn_classifier``), raw PNG ``POST .../classify?top_k=5``.
+
+Every point is measured with the server in each ``--isolation`` mode (default both): ``process``
+(the default of ``wasmai serve``: each instance in a worker process, request tensors and results
+pickled over a pipe) and ``thread`` (instances on the server's threads).
 
 The same components are measured in process by ``wasmai.bench`` (one instance, steady-state
 p50/p90/p99, and QPS with 2 instances on 2 threads) in the same run. After each point the
@@ -135,13 +140,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, repo: Path, log_path: Path, profile: Path | None = None) -> None:
+    def __init__(self, repo: Path, log_path: Path, isolation: str, profile: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([*prefix, "-m", "wasmai", "serve", str(repo), "--port", str(self.port),
-                                      "--poll", "0"], stdout=subprocess.DEVNULL, stderr=self._log)
+                                      "--poll", "0", "--isolation", isolation], stdout=subprocess.DEVNULL,
+                                     stderr=self._log)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -255,12 +261,13 @@ def markdown(doc: dict) -> str:
              f"Load generator: {doc['tool']}, {doc['duration_s']:g} s per point, loopback, keep-alive; "
              f"server: {doc['instances']} instances per model, JSON for the MLP, raw PNG (`/classify`) for "
              "the image model. Server-side columns are means from the server's own histograms.", "",
-             "| model | c | QPS | p50 ms | p90 ms | p99 ms | non-2xx | server handler ms | queue ms | guest call ms "
-             "| in-process p50 ms | in-process p99 ms | in-process QPS (2 inst.) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | isolation | c | QPS | p50 ms | p90 ms | p99 ms | non-2xx | server handler ms | queue ms "
+             "| guest call ms | in-process p50 ms | in-process p99 ms | in-process QPS (2 inst.) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in doc["rows"]:
         ip = doc["in_process"][row["model"]]
-        lines.append(f"| {row['model']} | {row['c']} | {row['qps']:.0f} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} "
+        lines.append(f"| {row['model']} | {row['isolation']} | {row['c']} | {row['qps']:.0f} | {row['p50_ms']:.2f} "
+                     f"| {row['p90_ms']:.2f} "
                      f"| {row['p99_ms']:.2f} | {row['non_2xx'] + row['socket_errors']} | {fmt(row['handler_ms'])} "
                      f"| {fmt(row['queue_ms'])} | {fmt(row['inference_ms'])} | {ip['p50_ms']:.3f} | {ip['p99_ms']:.3f} "
                      f"| {fmt(ip['qps_2_instances'], '.0f')} |")
@@ -273,16 +280,18 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def targets(doc: dict, image_name: str) -> list[dict]:
+def targets(doc: dict, image_name: str, isolation: str) -> list[dict]:
     out = []
-    mlp = [r for r in doc["rows"] if r["model"] == "mlp"]
+    mlp = [r for r in doc["rows"] if r["model"] == "mlp" and r["isolation"] == isolation]
     best = max(mlp, key=lambda r: r["qps"])
-    out.append({"target": f"tiny MLP >= {TARGET_MLP_QPS} requests/s with p99 <= {TARGET_MLP_P99_MS:g} ms",
+    out.append({"target": f"{isolation} isolation: tiny MLP >= {TARGET_MLP_QPS} requests/s with p99 <= "
+                f"{TARGET_MLP_P99_MS:g} ms",
                 "measured": f"best {best['qps']:.0f} requests/s at c={best['c']} (p99 {best['p99_ms']:.2f} ms)",
                 "ok": any(r["qps"] >= TARGET_MLP_QPS and r["p99_ms"] <= TARGET_MLP_P99_MS for r in mlp)})
-    one = next(r for r in doc["rows"] if r["model"] == image_name and r["c"] == 1)
+    one = next(r for r in doc["rows"] if r["model"] == image_name and r["c"] == 1 and r["isolation"] == isolation)
     ip = doc["in_process"][image_name]["p50_ms"]
-    out.append({"target": f"{image_name} at c=1: served p50 <= in-process p50 + {TARGET_IMAGE_EXTRA_MS:g} ms",
+    out.append({"target": f"{isolation} isolation: {image_name} at c=1: served p50 <= in-process p50 + "
+                f"{TARGET_IMAGE_EXTRA_MS:g} ms",
                 "measured": f"served {one['p50_ms']:.2f} ms vs in-process {ip:.2f} ms (+{one['p50_ms'] - ip:.2f} ms)",
                 "ok": one["p50_ms"] <= ip + TARGET_IMAGE_EXTRA_MS})
     return out
@@ -310,10 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--instances", type=int, default=2, help="instances per served model (default 2)")
     ap.add_argument("--n", type=int, default=500, help="in-process timed calls (default 500)")
-    ap.add_argument("--profile", action="store_true", help="also profile the server under the MLP load (c=4)")
+    ap.add_argument("--isolation", default="process,thread",
+                    help="wasmai serve --isolation modes to measure, in turn (default process,thread)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile the server under the MLP load (c=4, the first --isolation mode)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
+    modes = args.isolation.split(",")
     tool = "wrk" if shutil.which("wrk") else "oha" if shutil.which("oha") else None
     if tool is None:
         raise SystemExit("no load generator: sudo apt-get install -y wrk (or: cargo install oha)")
@@ -345,26 +358,28 @@ def main(argv: list[str] | None = None) -> int:
                  if tool == "oha" else "wrk " + (subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
                                                  .split()[1:2] or ["?"])[0],
                  "duration_s": args.duration, "instances": args.instances, "in_process": in_proc, "rows": []}
-    server = Server(repo, tmp / "serve.log")
-    try:
-        for model, (path, body_file, ctype) in targets_of.items():
-            metric_model = "mlp" if model == "mlp" else "image"
-            for c in levels:
-                url = server.url + path
-                load(tool, url, body_file, ctype, scripts[model], c, 1.0)  # warm-up
-                before = server.metrics()
-                res = load(tool, url, body_file, ctype, scripts[model], c, args.duration)
-                res.update(server_side(before, server.metrics(), metric_model))
-                res.update({"model": model, "c": c})
-                log(f"{model} c={c}: {res['qps']:.0f}/s p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms")
-                doc["rows"].append(res)
-    finally:
-        server.stop()
-    doc["targets"] = targets(doc, image_name)
+    for mode in modes:
+        server = Server(repo, tmp / f"serve-{mode}.log", mode)
+        try:
+            for model, (path, body_file, ctype) in targets_of.items():
+                metric_model = "mlp" if model == "mlp" else "image"
+                for c in levels:
+                    url = server.url + path
+                    load(tool, url, body_file, ctype, scripts[model], c, 1.0)  # warm-up
+                    before = server.metrics()
+                    res = load(tool, url, body_file, ctype, scripts[model], c, args.duration)
+                    res.update(server_side(before, server.metrics(), metric_model))
+                    res.update({"model": model, "isolation": mode, "c": c})
+                    log(f"{model} {mode} c={c}: {res['qps']:.0f}/s p50 {res['p50_ms']:.2f} ms "
+                        f"p99 {res['p99_ms']:.2f} ms")
+                    doc["rows"].append(res)
+        finally:
+            server.stop()
+    doc["targets"] = [t for mode in modes for t in targets(doc, image_name, mode)]
 
     if args.profile:
         prof = tmp / "serve.prof"
-        server = Server(repo, tmp / "serve-profiled.log", profile=prof)
+        server = Server(repo, tmp / "serve-profiled.log", modes[0], profile=prof)
         try:
             res = load(tool, server.url + targets_of["mlp"][0], body, "application/json", scripts["mlp"], 4,
                        args.duration)

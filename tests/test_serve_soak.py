@@ -19,7 +19,11 @@ Four client threads (two on ``mlp``, one each on ``trap`` and ``slow``) send req
 most ``MAX_REQUESTS`` in all). The server's RSS (``VmRSS`` in ``/proc/<pid>/status``) is read every
 second; its start (after a warm-up of each kind of request), middle and end figures are printed;
 the growth from start to end must stay under ``RSS_GROWTH_BOUND_MIB``, and the median of the
-last 10 s may exceed that of 5-15 s by less than ``RSS_SECOND_HALF_BOUND_MIB``.
+last 10 s may exceed that of 5-15 s by less than ``RSS_SECOND_HALF_BOUND_MIB``. The server
+runs each instance in a worker process (``--isolation process``, the default): traps and
+timeouts are absorbed there, so the server's own RSS is that of its HTTP and pool work; the
+workers' summed RSS is printed, and after the load exactly one worker per instance must be left
+(the hot-swapped versions' workers stopped, the killed ones reaped).
 """
 
 from __future__ import annotations
@@ -79,6 +83,29 @@ def expand_model():
 def expand_request(x: float, n: int) -> dict:
     return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [x]},
                        {"name": "shape", "datatype": "INT64", "shape": [1], "data": [n]}]}
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The server's worker processes (its spawned children, not multiprocessing's resource tracker)."""
+    out = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            try:
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    out.append(int(child))
+            except OSError:
+                pass
+    return out
+
+
+def workers_rss_mib(pid: int) -> float:
+    total = 0.0
+    for child in worker_pids(pid):
+        try:
+            total += rss_mib(child)
+        except (OSError, AssertionError):  # ended meanwhile
+            pass
+    return total
 
 
 def rss_mib(pid: int) -> float:
@@ -232,6 +259,7 @@ def _soak(server: Server, repo: dict, timeout_n: int) -> None:
     threads += [threading.Thread(target=trap_load), threading.Thread(target=slow_load)]
     start = time.monotonic()
     rss = [(0.0, rss_mib(pid))]
+    workers_start = workers_rss_mib(pid)
     for t in threads:
         t.start()
     version = 1
@@ -248,6 +276,7 @@ def _soak(server: Server, repo: dict, timeout_n: int) -> None:
         for t in threads:
             t.join(60)
     duration = time.monotonic() - start
+    workers_end = workers_rss_mib(pid)
 
     middle = min(rss, key=lambda s: abs(s[0] - SOAK_S / 2))
     total = sum(outcomes.values())
@@ -255,7 +284,8 @@ def _soak(server: Server, repo: dict, timeout_n: int) -> None:
     print(f"\nsoak: {total} requests in {duration:.1f} s ({total / duration:.0f}/s), {version - 1} hot swaps\n{table}"
           f"\n  mlp versions answered: {dict(sorted(versions.items(), key=lambda v: int(v[0])))}"
           f"\n  server RSS MiB: ready {rss_ready:.1f}, start {rss[0][1]:.1f}, middle ({middle[0]:.0f} s) "
-          f"{middle[1]:.1f}, end ({rss[-1][0]:.0f} s) {rss[-1][1]:.1f}, max {max(r for _, r in rss):.1f}")
+          f"{middle[1]:.1f}, end ({rss[-1][0]:.0f} s) {rss[-1][1]:.1f}, max {max(r for _, r in rss):.1f}"
+          f"\n  worker processes' RSS MiB (sum): start {workers_start:.1f}, end {workers_end:.1f}")
 
     assert not failures, f"{len(failures)} requests not answered as they must be: {failures[:10]}"
     # Every request was one of the expected kinds with its expected status, and each kind happened.
@@ -288,6 +318,9 @@ def _soak(server: Server, repo: dict, timeout_n: int) -> None:
     assert replaced[("slow", "timeout")] == counted[("slow", "504")]
     reloads = [e for e in server.events() if e.get("event") in ("model-reloaded", "reload-refused")]
     assert [e["event"] for e in reloads] == ["model-reloaded"] * 5, reloads
+    # One worker process per instance is left: mlp 2, trap 1, slow 1 (the old versions' workers
+    # stopped after their drain, killed ones reaped and replaced).
+    wait_for(lambda: len(worker_pids(pid)) == 4)
     # Memory stays flat.
     # A single reading moves by ~+-20 MiB with the trap in flight at that moment (its 12 MiB
     # output, the guest's copy), so the trend is judged on medians of 10 s windows.

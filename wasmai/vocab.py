@@ -8,9 +8,9 @@ choices without slowing ``wasmai --help``.
   element type (``TensorProto.DataType`` in onnx/onnx.proto3). One spelling everywhere:
   ``dtype`` for the type, ``shape`` for the dimensions.
 * :class:`Task`, :class:`Layout`, :class:`Color`, :class:`Quantize`, :class:`Optimize`,
-  :class:`CalibrationMethod`, :class:`Exporter`, :class:`ExecutionTarget` - ``str`` enums, so a
-  member compares equal to its value and serializes as it (TOML, JSON); :func:`choice` turns a
-  user's string into a member with one error line.
+  :class:`CalibrationMethod`, :class:`Exporter`, :class:`ExecutionTarget`, :class:`Isolation` -
+  ``str`` enums, so a member compares equal to its value and serializes as it (TOML, JSON);
+  :func:`choice` turns a user's string into a member with one error line.
 """
 
 from __future__ import annotations
@@ -155,3 +155,13 @@ class ExecutionTarget(StrEnum):
     CPU = "cpu"
     GPU = "gpu"
     TPU = "tpu"
+
+
+class Isolation(StrEnum):
+    """Where ``wasmai serve`` runs a model's instances: ``process`` - each instance in its own
+    supervised worker process (a crash in native code or a call blocked in the host costs that
+    worker, which is restarted); ``thread`` - on threads of the server process (faster; a crash in
+    ONNX Runtime ends the server: for trusted graphs only)."""
+
+    PROCESS = "process"
+    THREAD = "thread"

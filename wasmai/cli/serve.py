@@ -31,11 +31,18 @@ from wasmai.cli.options import (
     TrustedRootOpt,
     UsernameOpt,
 )
+from wasmai.vocab import Isolation
 
 if TYPE_CHECKING:
     from wasmai.serve import ModelStatus
 
 QUOTA_PANEL = "Quotas (per model; a model's config.toml overrides them)"
+
+IsolationOpt = Annotated[Isolation, typer.Option(
+    "--isolation", case_sensitive=False,
+    help="process: each instance in its own worker process (a crash in ONNX Runtime or a call blocked in the "
+    "host costs that worker, which is restarted: HTTP 500 / 504); thread: instances on threads of the "
+    "server (faster; a crashing graph ends the server: trusted models only).")]
 
 
 def serve(
@@ -46,8 +53,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback unless told otherwise).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8080,
+    isolation: IsolationOpt = Isolation.PROCESS,
     instances: Annotated[int, typer.Option("--instances", min=1, rich_help_panel=QUOTA_PANEL,
-                                           help="Instances per model = inferences running at once.")] = 1,
+                                           help="Instances per model = inferences running at once (= worker "
+                                           "processes with --isolation process).")] = 1,
     queue: Annotated[int, typer.Option("--queue", min=0, rich_help_panel=QUOTA_PANEL,
                                        help="Requests that may wait for an instance (more: 429).")] = 16,
     timeout: TimeoutOpt = None,
@@ -96,6 +105,9 @@ def serve(
     [dim]# two components, two instances each, 5 s per call, on all interfaces[/dim]
     wasmai serve mlp.wasm effnet.wasm --instances 2 --timeout 5 --host 0.0.0.0 --port 8000
 
+    [dim]# models you trust, on the server's threads (faster; a graph that crashes ONNX Runtime ends the server)[/dim]
+    wasmai serve models/ --isolation thread
+
     [dim]# a pushed component, pinned to the digest its tag names now; its attached signature must verify[/dim]
     wasmai serve oci://registry.example.com/acme/effnet:v1 --key keys/wasmai.pub
 
@@ -141,7 +153,7 @@ def serve(
                 local.append(Path(staged))
             options = ServeOptions(paths=local, host=host, port=port, limits=limits, graphs=graphs,
                                    policy=verify_policy, bundle=bundle, poll_interval_s=poll,
-                                   shutdown_timeout_s=shutdown_timeout)
+                                   shutdown_timeout_s=shutdown_timeout, isolation=isolation)
             serve_models(options, on_started=_startup_table)
 
     run_command(work, json_out=False)

@@ -3,6 +3,7 @@ Inference Protocol v2 over HTTP (uvicorn + Starlette).
 
 * :mod:`wasmai.serve.repository` - the model repository (folders, ``config.toml``, limits);
 * :mod:`wasmai.serve.pool` - verified loading, warm instance pools, queue and timeout quotas;
+* :mod:`wasmai.serve.workers` - instances in supervised worker processes (``--isolation process``);
 * :mod:`wasmai.serve.protocol` - OIP v2 JSON and the binary tensor data extension;
 * :mod:`wasmai.serve.app` - routes, errors, hot reload, the JSON access log;
 * :mod:`wasmai.serve.metrics` - Prometheus metrics.
@@ -52,9 +53,10 @@ def create_app(options: ServeOptions, on_started: Callable[[list[ModelStatus]], 
 
 
 def serve(options: ServeOptions, on_started: Callable[[list[ModelStatus]], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT on ``options.host``:``options.port`` (uvicorn, one process,
-    inference on worker threads). Logs are JSON lines on stderr. Raises WasmaiError when a path
-    is wrong (before binding), or when the address cannot be bound."""
+    """Serve until SIGTERM/SIGINT on ``options.host``:``options.port`` (uvicorn, one server
+    process; inference in worker processes or on its threads: ``options.isolation``). Logs are
+    JSON lines on stderr. Raises WasmaiError when a path is wrong (before binding), or when the
+    address cannot be bound."""
     from wasmai.errors import WasmaiError
     from wasmai.serve import logs
 

@@ -31,13 +31,15 @@ binary, or base64 text in JSON) and answer ``label`` (BYTES), ``index`` (INT64) 
 Errors are the protocol's ``{"error": "..."}`` with 400 (bad request or tensor), 404 (unknown
 model, version or route), 405, 413 (body or tensor too large), 429 (queue full, with
 ``Retry-After``), 503 (not ready, draining, waited too long; ``Retry-After``), 504 (guest call
-over its timeout), 500 (the component trapped or failed).
+over its timeout), 500 (the component trapped or failed, or its worker process died: the error
+names the signal).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -70,6 +72,7 @@ from wasmai.serve.protocol import (
 )
 from wasmai.serve.repository import ModelLimits, ModelSource, scan
 from wasmai.tensors import Tensor
+from wasmai.vocab import Isolation
 
 log = logging.getLogger("wasmai.serve")
 access_log = logging.getLogger("wasmai.serve.access")
@@ -106,7 +109,8 @@ class ServeOptions:
     served (None: unsigned components are served); ``poll_interval_s``: seconds between scans of
     the repository for hot reload (0: off); ``shutdown_timeout_s``: seconds in-flight requests
     get to finish after SIGTERM/SIGINT; ``bundle``: the signature bundle of the one component
-    given (default: beside it)."""
+    given (default: beside it); ``isolation``: where instances run (:class:`~wasmai.vocab.Isolation`:
+    a worker process each, or threads of this process)."""
 
     paths: Sequence[Path]
     host: str = "127.0.0.1"
@@ -117,6 +121,7 @@ class ServeOptions:
     poll_interval_s: float = 2.0
     shutdown_timeout_s: float = 30.0
     bundle: Path | None = None
+    isolation: Isolation = Isolation.PROCESS
 
 
 @dataclass
@@ -155,7 +160,7 @@ class ModelEntry:
         if self.pool is not None:
             loaded = self.pool.loaded
             return ModelStatus(self.pool.name, self.pool.version, "READY", None, self.pool.limits,
-                               str(loaded.info.get("task", "")), loaded.component.sha256,
+                               str(loaded.info.get("task", "")), loaded.sha256,
                                loaded.signature is not None, loaded.load_ms, self.reload_error)
         state = "LOADING" if self.loading or self.reason is None else "UNAVAILABLE"
         return ModelStatus(self.source.name, self.source.version, state, self.reason, self.source.limits)
@@ -166,7 +171,7 @@ def _oip_shape(shape: Sequence[Any]) -> list[int]:
 
 
 def _is_classifier(loaded: LoadedModel) -> bool:
-    return loaded.component.is_classifier
+    return loaded.is_classifier
 
 
 def model_io(loaded: LoadedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -246,7 +251,7 @@ class ServerState:
         entry.loading = True
         entry.attempted = source.fingerprint
         try:
-            loaded = await asyncio.to_thread(load_model, source, self.options.policy)
+            loaded = await asyncio.to_thread(load_model, source, self.options.policy, self.options.isolation)
         except Exception as exc:  # noqa: BLE001 - every failure is a refusal, reported and visible
             reason = printable(str(exc)) if isinstance(exc, WasmaiError) else f"{type(exc).__name__}: {exc}"
             self.metrics.load_failures.labels(source.name).inc()
@@ -273,7 +278,7 @@ class ServerState:
         self.metrics.ready.labels(*labels).set(1)
         log.info("model reloaded" if old is not None else "model ready",
                  extra={"event": "model-reloaded" if old is not None else "model-ready", "model": source.name,
-                        "version": source.version, "sha256": loaded.component.sha256,
+                        "version": source.version, "sha256": loaded.sha256,
                         "signed": loaded.signature is not None, "load_ms": round(loaded.load_ms, 1),
                         "instances": pool.live})
         if old is not None:
@@ -463,6 +468,19 @@ def _memory(inst: Instance) -> int:
     return int(inst.host_stats().get("linear_memory_bytes", 0))
 
 
+# The calls a pool runs on an instance: module-level, so that they (bound to their arguments with
+# functools.partial) pickle to a worker process.
+
+def _classify_images(images: Sequence[bytes], k: int, inst: Instance) -> tuple[list[list[Prediction]], int]:
+    """The top ``k`` predictions of each image, and the instance's linear memory (bytes)."""
+    return [inst.classify(img, k) for img in images], _memory(inst)
+
+
+def _infer_tensors(tensors: Sequence[Tensor], inst: Instance) -> tuple[list[Tensor], int]:
+    """The outputs of ``model.infer(tensors)``, and the instance's linear memory (bytes)."""
+    return inst.infer(tensors), _memory(inst)
+
+
 def build_app(state: ServerState) -> Starlette:
     """The Starlette application over ``state`` (routes in the module docstring), wrapped in the
     JSON access log."""
@@ -552,19 +570,13 @@ def build_app(state: ServerState) -> Starlette:
                 plan = _output_plan(req, IMAGE_OUTPUTS)
                 k = _top_k(req, plan, pool.limits.top_k)
 
-                def classify(inst: Instance) -> tuple[list[list[Prediction]], int]:
-                    return [inst.classify(img, k) for img in images], _memory(inst)
-
-                (preds, memory), timing = await pool.run(classify)
+                (preds, memory), timing = await pool.run(functools.partial(_classify_images, images, k))
                 outputs = _classify_outputs(preds, plan)
             else:
                 tensors = _tensor_inputs(req, loaded)
                 plan = _output_plan(req, [s["name"] for s in loaded.info.get("outputs", [])])
 
-                def run(inst: Instance) -> tuple[list[Tensor], int]:
-                    return inst.infer(tensors), _memory(inst)
-
-                (result, memory), timing = await pool.run(run)
+                (result, memory), timing = await pool.run(functools.partial(_infer_tensors, tensors))
                 by_name = {t.name: t for t in result}
                 outputs = [(OutputTensor.from_tensor(by_name[n]), binary) for n, binary, _ in plan]
             pool.note_memory(memory)
@@ -599,10 +611,8 @@ def build_app(state: ServerState) -> Starlette:
             if not image:
                 raise ProtocolError("the body must be a PNG or JPEG image")
 
-            def classify(inst: Instance) -> tuple[list[Prediction], int]:
-                return inst.classify(image, k), _memory(inst)
-
-            (preds, memory), timing = await pool.run(classify)
+            (each, memory), timing = await pool.run(functools.partial(_classify_images, [image], k))
+            preds = each[0]
             pool.note_memory(memory)
             metrics.queue_seconds.labels(*labels).observe(timing.queue_s)
             metrics.inference_seconds.labels(*labels).observe(timing.call_s)

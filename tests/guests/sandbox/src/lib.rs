@@ -1,5 +1,5 @@
 //! Sandbox probe for the wasmai host tests: a trivial `tensor-model` (metadata and a model with
-//! no graph) plus exports that try the file system, the environment, stdout, CPU time, memory,
+//! no graph, whose `infer` sleeps `nap-ms` milliseconds in the host) plus exports that try the file system, the environment, stdout, CPU time, memory,
 //! wasi-nn graph loading (by name, or from bytes the test crafts) and TCP connections, so the
 //! tests can check what the host allows.
 #[allow(warnings)]
@@ -9,7 +9,7 @@ use bindings::exports::wasmai::inference::{metadata, model};
 use bindings::wasi::nn::errors::ErrorCode;
 use bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use bindings::wasi::nn::tensor::{Tensor as NnTensor, TensorType};
-use bindings::wasmai::inference::types::{Error, ModelInfo, Tensor};
+use bindings::wasmai::inference::types::{Dim, Error, ModelInfo, Tensor, TensorSpec};
 
 struct Probe;
 
@@ -106,6 +106,13 @@ impl bindings::Guest for Probe {
     }
 }
 
+const NAP_INPUT: &str = "nap-ms";
+const NAP_OUTPUT: &str = "slept-ms";
+
+fn nap_spec(name: &str) -> TensorSpec {
+    TensorSpec { name: name.to_string(), dtype: TensorType::I32, shape: vec![Dim::Fixed(1)] }
+}
+
 fn code_name(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::InvalidArgument => "invalid-argument",
@@ -130,8 +137,8 @@ impl metadata::Guest for Probe {
             name: "sandbox-probe".to_string(),
             version: "0.1.0".to_string(),
             task: "sandbox-probe".to_string(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
+            inputs: vec![nap_spec(NAP_INPUT)],
+            outputs: vec![nap_spec(NAP_OUTPUT)],
             labels: Vec::new(),
             model_sha256: String::new(),
             placement: "none".to_string(),
@@ -147,8 +154,17 @@ impl model::Guest for Probe {
         Ok(())
     }
 
-    fn infer(_inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
-        Err(Error::BadInput("the sandbox probe has no model".to_string()))
+    /// Sleep as long as the i32 input `nap-ms` says (wasi:io/poll, like `nap`), then answer it
+    /// as `slept-ms`: a model call that blocks in the host (tests/test_serve_isolation.py).
+    fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+        let nap = inputs.into_iter().find(|t| t.name == NAP_INPUT && t.dtype == TensorType::I32);
+        let data = match nap {
+            Some(t) if t.data.len() == 4 => t.data,
+            _ => return Err(Error::BadInput(format!("the sandbox probe takes one i32 [1] input {NAP_INPUT}"))),
+        };
+        let ms = i32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        <Probe as bindings::Guest>::nap(ms.max(0) as u32);
+        Ok(vec![Tensor { name: NAP_OUTPUT.to_string(), dtype: TensorType::I32, shape: vec![1], data }])
     }
 
     fn release() {}
