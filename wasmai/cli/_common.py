@@ -35,21 +35,17 @@ def import_after_fork(*modules: str) -> None:
     command needs after its worker returns (the rich modules that render the result) is imported
     while the parent would otherwise wait idle for the child: the machine's second core does it
     (CLI cold start, issue 13). Never before the fork: a child forked while another thread
-    imports would inherit a held import lock. Call it only on a path that forks once; modules
-    already imported are skipped (and with none left, no fork hook is registered)."""
+    imports would inherit a held import lock. Call it only on a path that forks once."""
     import importlib
     import threading
 
-    missing = [m for m in modules if m not in sys.modules]
-    if not missing:
-        return
     started = False
 
     def start() -> None:
         nonlocal started
         if not started:
             started = True
-            threading.Thread(target=lambda: [importlib.import_module(m) for m in missing], daemon=True,
+            threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True,
                              name="wasmai-import").start()
 
     os.register_at_fork(after_in_parent=start)
