@@ -29,28 +29,6 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
-def import_after_fork(*modules: str) -> None:
-    """Import ``modules`` on a background thread once this process has forked (the first
-    ``os.fork`` after this call; :func:`wasmai.worker.in_worker` forks from the CLI), so what a
-    command needs after its worker returns (the rich modules that render the result) is imported
-    while the parent would otherwise wait idle for the child: the machine's second core does it
-    (CLI cold start, issue 13). Never before the fork: a child forked while another thread
-    imports would inherit a held import lock. Call it only on a path that forks once."""
-    import importlib
-    import threading
-
-    started = False
-
-    def start() -> None:
-        nonlocal started
-        if not started:
-            started = True
-            threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True,
-                             name="wasmai-import").start()
-
-    os.register_at_fork(after_in_parent=start)
-
-
 def run_command(fn: Callable[[], T], *, json_out: bool, render: Callable[[T], None] | None = None) -> T:
     """Run a library call for a CLI command.
 

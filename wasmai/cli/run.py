@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wasmai.cli._common import console, import_after_fork, run_command, shown
+from wasmai.cli._common import console, run_command, shown
 from wasmai.cli._text import TextOpt
 from wasmai.cli.oci import COMPONENT_HELP
 from wasmai.cli.options import (
@@ -175,8 +175,6 @@ def run(
         arrays = None if image is not None else load_arrays(input_, inputs)
         path, signature, pulled_graphs, verified, verify_policy = resolve_target(component, policy_options,
                                                                                  target_options)
-        if not json_out:
-            import_after_fork("rich.console", "rich.table")  # for _render, while the worker runs
         # In a forked worker: a graph that crashes ONNX Runtime ends the worker, not this command.
         return in_worker(run_component, path, image=image, inputs=arrays, top_k=top_k,
                          graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
