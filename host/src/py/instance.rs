@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use wasmtime::component::{Type, Val};
 
 use super::guarded;
@@ -58,8 +58,9 @@ pub struct NativeInstance {
     inner: Mutex<Instance>,
 }
 
-/// (name, dtype, shape, bytes): a tensor as Python receives it.
-type PyTensor<'py> = (String, String, Vec<u32>, Bound<'py, PyBytes>);
+/// (name, dtype, shape, bytes): a tensor as Python receives it (the shape a tuple, as
+/// `wasmai.tensors.Tensor` keeps it).
+type PyTensor<'py> = (String, &'static str, Bound<'py, PyTuple>, Bound<'py, PyBytes>);
 
 /// (name, dtype, shape, bytes): a tensor as Python passes it. Name, dtype and shape are
 /// converted by [`tensor_from_py`], so a bad one is an `argument` error naming the tensor rather
@@ -236,10 +237,12 @@ impl NativeInstance {
         // without the GIL, so the guest call can read them in place.
         let params: Vec<wtypes::TensorParam<'_>> = tensors.iter().map(InputTensor::param).collect();
         let outputs = self.call_result(py, "model.infer", move |i| i.model.call_infer(&mut i.store, &params))?;
-        Ok(outputs
+        // The output bytes were lifted out of the guest's memory by the call; `PyBytes::new` copies
+        // them into the Python object (a `bytes` cannot adopt a Rust buffer).
+        outputs
             .into_iter()
-            .map(|t| (t.name, dtype_name(t.dtype).to_string(), t.shape, PyBytes::new(py, &t.data)))
-            .collect())
+            .map(|t| Ok((t.name, dtype_name(t.dtype), PyTuple::new(py, t.shape)?, PyBytes::new(py, &t.data))))
+            .collect()
     }
 
     /// image-classification.classify(image, top_k) -> [(label, index, score)].
