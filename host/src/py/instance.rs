@@ -247,9 +247,11 @@ impl NativeInstance {
 
     /// image-classification.classify(image, top_k) -> [(label, index, score)].
     fn classify(&self, py: Python<'_>, image: &Bound<'_, PyBytes>, top_k: u32) -> PyResult<Vec<(String, u32, f32)>> {
-        let bytes = image.as_bytes().to_vec();
+        // Read in place without the GIL (the `bytes` object is alive and immutable for the call):
+        // lowered straight into the guest's memory.
+        let bytes = image.as_bytes();
         let preds = self.classifier_call(py, "image-classification.classify", move |i| match &i.classifier {
-            Some(c) => c.call_classify(&mut i.store, &bytes, top_k),
+            Some(c) => c.call_classify(&mut i.store, bytes, top_k),
             None => Err(wasmtime::format_err!("not an image classifier")),
         })?;
         Ok(preds.map_err(Error::Guest)?.into_iter().map(|p| (p.label, p.index, p.score)).collect())
