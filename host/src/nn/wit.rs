@@ -148,7 +148,10 @@ impl WasiNnView<'_> {
         if let Some(e) = self.ctx.config.limits.tensor_too_large("a tensor", len) {
             return Err(e);
         }
-        self.ctx.budget.charge(Kind::Tensor, len, "the host refused a tensor of").map_err(|m| Error::new(ErrorCode::TooLarge, m))
+        self.ctx
+            .budget
+            .charge(Kind::Tensor, len, "the host refused a tensor of")
+            .map_err(|m| Error::new(ErrorCode::TooLarge, m))
     }
 }
 
@@ -184,9 +187,12 @@ fn add_tensor_to_linker<T: 'static>(
             Ok((view(store.data_mut()).table.push(tensor)?,))
         },
     )?;
-    inst.func_wrap("[method]tensor.dimensions", move |mut store: StoreContextMut<'_, T>, (this,): (Resource<Tensor>,)| {
-        Ok((view(store.data_mut()).table.get(&this)?.shape.clone(),))
-    })?;
+    inst.func_wrap(
+        "[method]tensor.dimensions",
+        move |mut store: StoreContextMut<'_, T>, (this,): (Resource<Tensor>,)| {
+            Ok((view(store.data_mut()).table.get(&this)?.shape.clone(),))
+        },
+    )?;
     inst.func_wrap("[method]tensor.ty", move |mut store: StoreContextMut<'_, T>, (this,): (Resource<Tensor>,)| {
         Ok((view(store.data_mut()).table.get(&this)?.dtype,))
     })?;
