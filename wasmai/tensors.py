@@ -62,6 +62,10 @@ class Tensor:
         type) defaults to the one matching the array's dtype; pass ``"bf16"`` for raw bfloat16
         bits in a uint16 array.
 
+        ``data`` is one copy of the array's bytes (``tobytes``; a non-contiguous or big-endian
+        array is first made contiguous little-endian): an immutable ``bytes`` that
+        :meth:`wasmai.host.Instance.infer` lends to the guest without another copy.
+
         Raises :class:`WasmaiError` for array dtypes wasi-nn cannot carry (e.g. bool, int8) and
         for an array whose dtype is not the one ``dtype`` needs."""
         import numpy as np

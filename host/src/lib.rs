@@ -27,6 +27,9 @@ pub(crate) mod bindings {
         world: "image-classifier",
         path: "../wasmai/wit",
         imports: { default: trappable },
+        // Export parameters are borrowed (`TensorParam<'a>` with `data: &'a [u8]`), so `infer`
+        // lowers the caller's bytes straight into the guest's memory; results stay owned.
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "wasi:nn/tensor.tensor": crate::nn::Tensor,
             "wasi:nn/graph.graph": crate::nn::Graph,

@@ -124,11 +124,16 @@ pub fn fmt_shape(shape: &[i64]) -> String {
 
 /// A wasi-nn `tensor` resource: shape, element type and row-major little-endian bytes, charged
 /// to the instance's memory budget while the host holds it.
+///
+/// The bytes are one shared, immutable buffer: written once (copied from the guest's memory by
+/// the constructor, or from ONNX Runtime's output by `compute`), read in place by ONNX Runtime
+/// (`onnx::borrowed_input`) and handed to wasmtime by `data()` without a clone (wasmtime lowers
+/// them into the guest's memory with one memcpy).
 #[derive(Debug)]
 pub struct Tensor {
     pub shape: Vec<u32>,
     pub dtype: TensorType,
-    pub data: Vec<u8>,
+    pub data: Arc<[u8]>,
     /// Set when the constructor refused the data (over the tensor limit or the instance's memory
     /// budget): `data` is then empty and `compute` answers this error (`too-large`).
     pub refused: Option<Error>,
@@ -137,7 +142,7 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn new(shape: Vec<u32>, dtype: TensorType, data: Vec<u8>, charge: Option<Charge>) -> Self {
+    pub fn new(shape: Vec<u32>, dtype: TensorType, data: Arc<[u8]>, charge: Option<Charge>) -> Self {
         Self { shape, dtype, data, refused: None, _charge: charge }
     }
 }

@@ -702,7 +702,10 @@ impl BackendGraph for OnnxGraph {
             let charge = budget
                 .charge(Kind::Tensor, len, &format!("the host refused output '{name}' of"))
                 .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
-            let mut data = Vec::new();
+            // The output's one copy on the host: ONNX Runtime's buffer (in its arena, reused by
+            // the next run) into the tensor's shared buffer, which `data()` hands to wasmtime to
+            // lower into the guest without another copy.
+            let mut data: Arc<[u8]> = Arc::from([]);
             if len > 0 {
                 let src = tensor.data_ptr() as *const u8;
                 if src.is_null() || !tensor.memory_info().is_cpu_accessible() {
@@ -710,7 +713,7 @@ impl BackendGraph for OnnxGraph {
                 }
                 // SAFETY: ONNX Runtime owns `len` bytes of CPU memory for this tensor until
                 // `outputs` is dropped at the end of this function.
-                data = unsafe { std::slice::from_raw_parts(src, len) }.to_vec();
+                data = Arc::from(unsafe { std::slice::from_raw_parts(src, len) });
             }
             result.push((name.clone(), Tensor::new(dims, dtype, data, Some(charge))));
         }

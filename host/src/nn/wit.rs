@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceType, WasmList};
+use wasmtime::StoreContextMut;
 
 use super::backend::{Backend, Options};
 use super::cache::GraphCache;
@@ -17,8 +18,8 @@ use super::{check_inputs, DeadlineExceeded, Error, ExecutionContext, Graph, Tens
 use crate::bindings::wasi::nn::errors::{self, ErrorCode};
 use crate::bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::inference;
-use crate::bindings::wasi::nn::tensor::{self, TensorType};
-use crate::budget::{Budget, Kind};
+use crate::bindings::wasi::nn::tensor::TensorType;
+use crate::budget::{Budget, Charge, Kind};
 
 /// Host-wide wasi-nn configuration, shared by every instance: the backends, the load-by-name
 /// registry, the shared graphs guests loaded, session options and the sandbox's limits.
@@ -127,7 +128,7 @@ impl HasData for WasiNn {
 /// Add the `wasi:nn` imports to `linker`; `view` gives the glue its view of the store data.
 pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> WasiNnView<'_>) -> wasmtime::Result<()> {
     errors::add_to_linker::<T, WasiNn>(linker, view)?;
-    tensor::add_to_linker::<T, WasiNn>(linker, view)?;
+    add_tensor_to_linker(linker, view)?;
     graph::add_to_linker::<T, WasiNn>(linker, view)?;
     inference::add_to_linker::<T, WasiNn>(linker, view)?;
     Ok(())
@@ -148,40 +149,66 @@ impl errors::HostError for WasiNnView<'_> {
     }
 }
 
-impl tensor::Host for WasiNnView<'_> {}
+impl WasiNnView<'_> {
+    /// Admit a new tensor of `len` bytes: its charge to the instance's budget, or the error
+    /// `compute` will answer for it (`too-large`: over the tensor limit or the budget). The
+    /// constructor cannot return an error, so lengths are checked when the tensor is used.
+    fn admit_tensor(&mut self, len: usize) -> Result<Charge, Error> {
+        if let Some(e) = self.ctx.config.limits.tensor_too_large("a tensor", len) {
+            return Err(e);
+        }
+        self.ctx
+            .budget
+            .charge(Kind::Tensor, len, "the host refused a tensor of")
+            .map_err(|m| Error::new(ErrorCode::TooLarge, m))
+    }
+}
 
-impl tensor::HostTensor for WasiNnView<'_> {
-    fn new(&mut self, dimensions: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
-        // The constructor cannot return an error: lengths are checked when the tensor is used
-        // (compute). Bytes over the tensor limit or the instance's budget are dropped here and
-        // refused there.
-        let refused = match self.ctx.config.limits.tensor_too_large("a tensor", data.len()) {
-            Some(e) => Err(e),
-            None => self
-                .ctx
-                .budget
-                .charge(Kind::Tensor, data.len(), "the host refused a tensor of")
-                .map_err(|m| Error::new(ErrorCode::TooLarge, m)),
-        };
-        let tensor = match refused {
-            Ok(charge) => Tensor::new(dimensions, ty, data, Some(charge)),
-            Err(e) => Tensor { shape: dimensions, dtype: ty, data: Vec::new(), refused: Some(e), _charge: None },
-        };
-        Ok(self.table.push(tensor)?)
-    }
-    fn dimensions(&mut self, self_: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
-        Ok(self.table.get(&self_)?.shape.clone())
-    }
-    fn ty(&mut self, self_: Resource<Tensor>) -> wasmtime::Result<TensorType> {
-        Ok(self.table.get(&self_)?.dtype)
-    }
-    fn data(&mut self, self_: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&self_)?.data.clone())
-    }
-    fn drop(&mut self, rep: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(rep)?;
+/// The `wasi:nn/tensor` interface, linked by hand rather than through the generated
+/// `tensor::add_to_linker` so that no tensor byte is copied more than once on the host:
+///
+/// * `constructor(dimensions, ty, data)` lifts `data` as a [`WasmList`] (a view of the guest's
+///   memory, no copy) and copies it straight into the tensor's shared buffer; the generated glue
+///   would lift it into a `Vec` first.
+/// * `data()` returns the tensor's shared buffer (`Arc<[u8]>`), which wasmtime lowers into the
+///   guest's memory with one memcpy; the generated glue would clone the bytes into a new `Vec`
+///   first.
+///
+/// `dimensions`, `ty` and the resource's drop are as the generated glue does them.
+fn add_tensor_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> WasiNnView<'_>,
+) -> wasmtime::Result<()> {
+    let mut inst = linker.instance(&format!("wasi:nn/tensor@{}", crate::WASI_NN_VERSION))?;
+    inst.resource("tensor", ResourceType::host::<Tensor>(), move |mut store, rep| {
+        view(store.data_mut()).table.delete(Resource::<Tensor>::new_own(rep))?;
         Ok(())
-    }
+    })?;
+    inst.func_wrap(
+        "[constructor]tensor",
+        move |mut store: StoreContextMut<'_, T>, (dimensions, ty, data): (Vec<u32>, TensorType, WasmList<u8>)| {
+            // The one copy: from the guest's memory into the tensor's buffer, and only for bytes
+            // the host admits (refused bytes are never copied).
+            let tensor = match view(store.data_mut()).admit_tensor(data.len()) {
+                Ok(charge) => Tensor::new(dimensions, ty, Arc::from(data.as_le_slice(&store)), Some(charge)),
+                Err(e) => Tensor { shape: dimensions, dtype: ty, data: Arc::from([]), refused: Some(e), _charge: None },
+            };
+            Ok((view(store.data_mut()).table.push(tensor)?,))
+        },
+    )?;
+    inst.func_wrap(
+        "[method]tensor.dimensions",
+        move |mut store: StoreContextMut<'_, T>, (this,): (Resource<Tensor>,)| {
+            Ok((view(store.data_mut()).table.get(&this)?.shape.clone(),))
+        },
+    )?;
+    inst.func_wrap("[method]tensor.ty", move |mut store: StoreContextMut<'_, T>, (this,): (Resource<Tensor>,)| {
+        Ok((view(store.data_mut()).table.get(&this)?.dtype,))
+    })?;
+    inst.func_wrap("[method]tensor.data", move |mut store: StoreContextMut<'_, T>, (this,): (Resource<Tensor>,)| {
+        Ok((view(store.data_mut()).table.get(&this)?.data.clone(),))
+    })?;
+    Ok(())
 }
 
 impl graph::Host for WasiNnView<'_> {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use wasmtime::component::{Type, Val};
 
 use super::guarded;
@@ -58,18 +58,36 @@ pub struct NativeInstance {
     inner: Mutex<Instance>,
 }
 
-/// (name, dtype, shape, bytes): a tensor as Python receives it.
-type PyTensor<'py> = (String, String, Vec<u32>, Bound<'py, PyBytes>);
+/// (name, dtype, shape, bytes): a tensor as Python receives it (the shape a tuple, as
+/// `wasmai.tensors.Tensor` keeps it).
+type PyTensor<'py> = (String, &'static str, Bound<'py, PyTuple>, Bound<'py, PyBytes>);
 
 /// (name, dtype, shape, bytes): a tensor as Python passes it. Name, dtype and shape are
 /// converted by [`tensor_from_py`], so a bad one is an `argument` error naming the tensor rather
 /// than a bare Python OverflowError / TypeError.
 type PyTensorIn<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyBytes>);
 
+/// An input converted from Python, its bytes still the caller's `bytes` object (borrowed: the
+/// guest call lowers them straight into the guest's memory, the only copy of an input before
+/// wasi-nn's tensor constructor).
+struct InputTensor<'a> {
+    name: String,
+    dtype: wtypes::TensorType,
+    shape: Vec<u32>,
+    data: &'a [u8],
+}
+
+impl InputTensor<'_> {
+    /// As the `infer` export's parameter type (borrows every field).
+    fn param(&self) -> wtypes::TensorParam<'_> {
+        wtypes::TensorParam { name: &self.name, dtype: self.dtype, shape: &self.shape, data: self.data }
+    }
+}
+
 /// Input `index` as a `wasmai:inference` tensor. Errors (`argument`): a name or dtype that is not
 /// a str (or not encodable as UTF-8), an unknown dtype, a shape that is not an iterable of ints
 /// in `0..=u32::MAX` (wasi-nn dimensions are u32).
-fn tensor_from_py(index: usize, (name, dtype, shape, data): PyTensorIn<'_>) -> Result<wtypes::Tensor, Error> {
+fn tensor_from_py<'a>(index: usize, (name, dtype, shape, data): &'a PyTensorIn<'_>) -> Result<InputTensor<'a>, Error> {
     let argument = |m: String| Error::new(Fault::Argument, m);
     let name: String = name.extract().map_err(|e| argument(format!("tensor #{index}: the name is not a str: {e}")))?;
     let dtype: String =
@@ -87,7 +105,7 @@ fn tensor_from_py(index: usize, (name, dtype, shape, data): PyTensorIn<'_>) -> R
             ))
         })?);
     }
-    Ok(wtypes::Tensor { name, dtype, shape: dims, data: data.as_bytes().to_vec() })
+    Ok(InputTensor { name, dtype, shape: dims, data: data.as_bytes() })
 }
 
 fn busy() -> Error {
@@ -212,21 +230,28 @@ impl NativeInstance {
     /// model.infer(inputs): inputs and outputs are (name, dtype, shape, bytes) tuples.
     fn infer<'py>(&self, py: Python<'py>, inputs: Vec<PyTensorIn<'py>>) -> PyResult<Vec<PyTensor<'py>>> {
         let mut tensors = Vec::with_capacity(inputs.len());
-        for (index, input) in inputs.into_iter().enumerate() {
+        for (index, input) in inputs.iter().enumerate() {
             tensors.push(tensor_from_py(index, input)?);
         }
-        let outputs = self.call_result(py, "model.infer", move |i| i.model.call_infer(&mut i.store, &tensors))?;
-        Ok(outputs
+        // The `bytes` objects stay alive (held by `inputs`) and immutable while the call runs
+        // without the GIL, so the guest call can read them in place.
+        let params: Vec<wtypes::TensorParam<'_>> = tensors.iter().map(InputTensor::param).collect();
+        let outputs = self.call_result(py, "model.infer", move |i| i.model.call_infer(&mut i.store, &params))?;
+        // The output bytes were lifted out of the guest's memory by the call; `PyBytes::new` copies
+        // them into the Python object (a `bytes` cannot adopt a Rust buffer).
+        outputs
             .into_iter()
-            .map(|t| (t.name, dtype_name(t.dtype).to_string(), t.shape, PyBytes::new(py, &t.data)))
-            .collect())
+            .map(|t| Ok((t.name, dtype_name(t.dtype), PyTuple::new(py, t.shape)?, PyBytes::new(py, &t.data))))
+            .collect()
     }
 
     /// image-classification.classify(image, top_k) -> [(label, index, score)].
     fn classify(&self, py: Python<'_>, image: &Bound<'_, PyBytes>, top_k: u32) -> PyResult<Vec<(String, u32, f32)>> {
-        let bytes = image.as_bytes().to_vec();
+        // Read in place without the GIL (the `bytes` object is alive and immutable for the call):
+        // lowered straight into the guest's memory.
+        let bytes = image.as_bytes();
         let preds = self.classifier_call(py, "image-classification.classify", move |i| match &i.classifier {
-            Some(c) => c.call_classify(&mut i.store, &bytes, top_k),
+            Some(c) => c.call_classify(&mut i.store, bytes, top_k),
             None => Err(wasmtime::format_err!("not an image classifier")),
         })?;
         Ok(preds.map_err(Error::Guest)?.into_iter().map(|p| (p.label, p.index, p.score)).collect())
