@@ -11,9 +11,9 @@
 //!   keyed by `cache.key` (32 random bytes from the OS, a 0600 file of this user in the folder,
 //!   created atomically: written to a temp file, then linked without replacing). An entry is
 //!   read once into memory, checked, and only those bytes are deserialized; one that fails the
-//!   check is ignored and overwritten by a fresh compilation. A verified entry's file identity
-//!   (ctime included) is recorded in a signed `<entry>.ok`, so an unchanged entry is mapped
-//!   without being read and hashed again;
+//!   check is ignored and overwritten by a fresh compilation. The file identity (ctime
+//!   included) of an entry this host wrote or verified is recorded in a signed `<entry>.ok`, so
+//!   an unchanged entry is mapped without being read and hashed again;
 //! * files are opened with `O_NOFOLLOW` (a symlink is never followed) and must be regular files;
 //!   writes go to a temp file created `O_EXCL` with a random name, then renamed over the entry.
 //!
@@ -143,7 +143,13 @@ impl Cache {
         let component = Component::new(engine, bytes)
             .map_err(|e| Error::new(Fault::Compile, format!("not a valid WebAssembly component: {e:#}")))?;
         if let Ok(serialized) = component.serialize() {
-            let _ = self.write_signed(&path, serialized);
+            if let Ok(entry) = self.write_signed(&path, serialized) {
+                // This host just wrote the entry: record its identity (of the open file, after the
+                // rename) so that the next load maps it without hashing it (~1 ms per MiB).
+                if let Ok(meta) = entry.metadata() {
+                    let _ = self.write_signed(&path.with_extension("ok"), file_identity(&meta).to_vec());
+                }
+            }
         }
         Ok(Compiled { component, sha256, cache_hit: false, started })
     }
@@ -219,14 +225,13 @@ impl Cache {
 
     /// Write `content` and its tag to `path`: a temp file created `O_EXCL` with a random name in
     /// the cache folder (mode 0600), then renamed over `path` (a symlink there is replaced, not
-    /// followed).
-    fn write_signed(&self, path: &Path, mut content: Vec<u8>) -> std::io::Result<()> {
+    /// followed). Returns the written file, open.
+    fn write_signed(&self, path: &Path, mut content: Vec<u8>) -> std::io::Result<std::fs::File> {
         let tag = self.tag(path, &content).finalize().into_bytes();
         content.extend_from_slice(&tag);
         let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
         tmp.write_all(&content)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        tmp.persist(path).map_err(|e| e.error)
     }
 
     /// The cached compilation at `path`, when its tag verifies.
