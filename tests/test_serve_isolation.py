@@ -120,7 +120,9 @@ def test_a_graph_that_crashes_onnxruntime_costs_its_worker_not_the_server(server
     status, _, body = post_json(url, div_request(7, 2))
     assert status == 200 and body["outputs"][0]["data"] == [3]
     before = workers(server.proc.pid)
+    t0 = time.monotonic()
     status, _, body = post_json(url, div_request(INT32_MIN, -1))
+    print(f"SIGFPE graph served: {status} after {time.monotonic() - t0:.3f} s: {body.get('error')}")
     assert status == 500, body
     assert "SIGFPE" in body["error"] and "\n" not in body["error"], body
     assert server.proc.poll() is None and http("GET", f"{server.url}/v2/health/live")[0] == 200
@@ -144,6 +146,7 @@ def test_a_call_blocked_in_the_host_is_504_in_time_and_its_worker_is_replaced(se
     t0 = time.monotonic()
     status, _, body = post_json(url, nap_request(120_000))
     elapsed = time.monotonic() - t0
+    print(f"sleep in wasi:io/poll served: {status} after {elapsed:.3f} s: {body.get('error')}")
     assert status == 504, body
     assert elapsed < NAP_TIMEOUT_S + 1.0 + SLACK_S, elapsed
     mlp_answers(server.url)
