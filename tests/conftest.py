@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,24 @@ def loop_iterations(tmp_path_factory) -> callable:
         runs.append(time.perf_counter() - t0)
     per_iteration = min(runs) / 100_000
     return lambda seconds: int(seconds / per_iteration)
+
+
+def in_threads(work: Callable[[int], None], n: int) -> list[BaseException]:
+    """``work(0)`` ... ``work(n - 1)`` on ``n`` threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def wait_for(predicate, seconds: float = 20.0) -> None:

@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import onnx_factory as factory
 import pytest
-from conftest import run_cli
+from conftest import in_threads, run_cli
 
 from wasmai.errors import WasmaiError
 from wasmai.host import ComponentError, Host, InferenceError
@@ -226,23 +225,14 @@ def test_instances_run_in_parallel_threads(host, components):
     comp = host.load_component(components["mlp_by_name"])
     instances = [host.instantiate(comp) for _ in range(4)]
     results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
 
     def work(i: int) -> None:
-        try:
-            x = np.full((2, 16), float(i), np.float32)
-            for _ in range(20):
-                (y,) = instances[i].infer([Tensor.from_numpy("x", x)])
-            results[i] = y.numpy()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        x = np.full((2, 16), float(i), np.float32)
+        for _ in range(20):
+            (y,) = instances[i].infer([Tensor.from_numpy("x", x)])
+        results[i] = y.numpy()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not in_threads(work, 4)
     for i in range(4):
         np.testing.assert_allclose(results[i], factory.mlp_reference(np.full((2, 16), float(i), np.float32)),
                                    rtol=1e-5, atol=1e-5)

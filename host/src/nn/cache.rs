@@ -59,6 +59,19 @@ struct State {
     evictions: u64,
 }
 
+impl State {
+    /// Advance the LRU clock; the graph cached under `key`, marked used now and counted as a hit.
+    fn hit(&mut self, key: &Key) -> Option<Arc<dyn BackendGraph>> {
+        self.clock += 1;
+        let now = self.clock;
+        let entry = self.entries.get_mut(key)?;
+        entry.used = now;
+        let graph = entry.graph.clone();
+        self.hits += 1;
+        Some(graph)
+    }
+}
+
 /// The cache's counters (`Host.graph_cache_stats()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -110,16 +123,8 @@ impl GraphCache {
         }
         let key = Key::new(builders, encoding, target);
         let bytes: usize = builders.iter().map(Vec::len).sum();
-        {
-            let mut state = self.state();
-            state.clock += 1;
-            let now = state.clock;
-            if let Some(entry) = state.entries.get_mut(&key) {
-                entry.used = now;
-                let graph = entry.graph.clone();
-                state.hits += 1;
-                return Ok(graph);
-            }
+        if let Some(graph) = self.state().hit(&key) {
+            return Ok(graph);
         }
         // Loaded without the lock: other graphs stay available meanwhile. Two instances loading
         // the same new bytes at once both load; the first to finish is cached and shared.
@@ -128,14 +133,10 @@ impl GraphCache {
             other => other?,
         };
         let mut state = self.state();
-        state.clock += 1;
-        let now = state.clock;
-        if let Some(entry) = state.entries.get_mut(&key) {
-            entry.used = now;
-            let shared = entry.graph.clone();
-            state.hits += 1;
+        if let Some(shared) = state.hit(&key) {
             return Ok(shared);
         }
+        let now = state.clock;
         state.misses += 1;
         if bytes <= self.max_bytes {
             while state.bytes + bytes > self.max_bytes {
