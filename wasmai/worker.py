@@ -7,7 +7,7 @@ die on a crafted graph (an integer ``Div`` of INT32_MIN by -1 raises SIGFPE on x
 promise that every kernel is safe. :func:`in_worker` runs a call in a child forked from this
 process: its result or its ``WasmaiError`` comes back through a pipe; if the child dies on a
 signal, the caller gets one :class:`~wasmai.host.ComponentError` (code ``crash``) naming it and
-goes on. ``wasmai run`` and ``wasmai bench`` run the component this way.
+goes on. ``wasmai run``, ``wasmai bench`` and ``wasmai inspect`` run the component this way.
 
 The child also bounds every guest call in wall time. wasmtime's epochs stop wasm code at the
 call's timeout, and the host stops an ONNX Runtime run between kernels, but a call blocked in
