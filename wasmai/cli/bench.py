@@ -41,6 +41,7 @@ from wasmai.cli.options import (
     TrustConfigOpt,
     TrustedRootOpt,
     UsernameOpt,
+    option_groups,
 )
 
 if TYPE_CHECKING:
@@ -146,15 +147,7 @@ def bench(
 
     # The sandbox, signature-policy and component-target flags, shared by every task's front.
     # No policy option at all = benchmark without verifying (reported as such).
-    sandbox_options: dict[str, Any] = dict(
-        dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio, max_memory_mb=max_memory, timeout_s=timeout,
-        max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs, max_ort_memory_mb=max_ort_memory)
-    policy_options: dict[str, Any] = dict(
-        key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer, github_repository=github_repository,
-        github_ref=github_ref, trust_config=trust_config, trusted_root=trusted_root, staging=staging, offline=offline,
-        policy=policy)
-    target_options: dict[str, Any] = dict(bundle=bundle, insecure=insecure, username=username,
-                                          password_stdin=password_stdin)
+    sandbox_options, policy_options, target_options = option_groups(locals())
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
         from wasmai.cli._audio import cli_bench
 

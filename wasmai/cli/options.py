@@ -7,8 +7,9 @@ library's own ``str`` enums (:mod:`wasmai.vocab`). Imports nothing heavy (``wasm
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -124,3 +125,20 @@ UsernameOpt = Annotated[str | None, typer.Option(
     help="Registry user name, with --password-stdin (default: REGISTRY_AUTH_FILE, ~/.docker/config.json).")]
 PasswordStdinOpt = Annotated[bool, typer.Option(
     "--password-stdin", rich_help_panel=REGISTRY_PANEL, help="Read the registry password from standard input.")]
+
+
+def option_groups(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The sandbox, signature-policy and component-target option dicts of a command that takes
+    the shared sandbox, policy and target flags (``run``, ``bench``), from its parameters by their
+    Python names (the command's ``locals()`` before it defines any other name). The dicts are the
+    keyword arguments of :meth:`wasmai.sandbox.SandboxOptions.from_options`,
+    :func:`wasmai.sign.policy_from_options` and :func:`wasmai.cli.oci.resolve_target`'s
+    ``target_options``."""
+    p = params
+    sandbox = dict(dirs=p["dir_"] or [], env=p["env"] or [], inherit_stdio=p["inherit_stdio"],
+                   max_memory_mb=p["max_memory"], timeout_s=p["timeout"], max_tensor_bytes=p["max_tensor_bytes"],
+                   max_graphs=p["max_graphs"], max_ort_memory_mb=p["max_ort_memory"])
+    policy = {k: p[k] for k in ("key", "cert_identity", "cert_oidc_issuer", "github_repository", "github_ref",
+                                "trust_config", "trusted_root", "staging", "offline", "policy")}
+    target = {k: p[k] for k in ("bundle", "insecure", "username", "password_stdin")}
+    return sandbox, policy, target

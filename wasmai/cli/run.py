@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -41,6 +41,7 @@ from wasmai.cli.options import (
     TrustConfigOpt,
     TrustedRootOpt,
     UsernameOpt,
+    option_groups,
 )
 
 if TYPE_CHECKING:
@@ -122,15 +123,7 @@ def run(
     if vad and audio is None:
         raise typer.BadParameter("--vad goes with --audio")
     # The sandbox, signature-policy and component-target flags, shared by every task's front.
-    sandbox_options: dict[str, Any] = dict(
-        dirs=dir_ or [], env=env or [], inherit_stdio=inherit_stdio, max_memory_mb=max_memory, timeout_s=timeout,
-        max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs, max_ort_memory_mb=max_ort_memory)
-    policy_options: dict[str, Any] = dict(
-        key=key, cert_identity=cert_identity, cert_oidc_issuer=cert_oidc_issuer, github_repository=github_repository,
-        github_ref=github_ref, trust_config=trust_config, trusted_root=trusted_root, staging=staging, offline=offline,
-        policy=policy)
-    target_options: dict[str, Any] = dict(bundle=bundle, insecure=insecure, username=username,
-                                          password_stdin=password_stdin)
+    sandbox_options, policy_options, target_options = option_groups(locals())
     if audio is not None:  # voice-activity components (wasmai.tasks.vad)
         if image is not None or input_ or inputs is not None:
             raise typer.BadParameter("give --audio alone, not with --image/--input/--inputs")
