@@ -21,7 +21,7 @@ def render_run(result: AudioRunResult, verbose: bool) -> None:
     """The segments as a rich table (start, end, duration, probability); stage times with ``verbose``."""
     from rich.table import Table
 
-    from wasmai.cli._common import console, shown
+    from wasmai.cli._common import console, host_times, shown
 
     out = console()
     if result.signature is not None:
@@ -40,9 +40,7 @@ def render_run(result: AudioRunResult, verbose: bool) -> None:
         out.print(f"guest: decode {t.get('decode_us', 0)} µs, resample {t.get('resample_us', 0)} µs, "
                   f"inference {t.get('inference_us', 0)} µs ({t.get('windows', 0)} windows), "
                   f"postprocess {t.get('postprocess_us', 0)} µs")
-        cache = "cached load" if result.cache_hit else "cold compile"
-        out.print(f"{cache} {result.compile_ms:.1f} ms, instantiate {result.instantiate_ms:.1f} ms, "
-                  f"load {result.load_ms:.1f} ms, detect {result.call_ms:.2f} ms")
+        out.print(host_times(result, "detect"))
 
 
 def render_bench(result: AudioBenchResult) -> None:

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
@@ -55,6 +55,14 @@ def run_command(fn: Callable[[], T], *, json_out: bool, render: Callable[[T], No
     elif render is not None:
         render(result)
     return result
+
+
+def host_times(run: Any, call: str) -> str:
+    """A task run's host-side times (:class:`wasmai.tasks.TaskRun`: compile or cached load,
+    instantiate, graph load, ms) and its ``call``'s time (ms), as one line."""
+    cache = "cached load" if run.cache_hit else "cold compile"
+    return (f"{cache} {run.compile_ms:.1f} ms, instantiate {run.instantiate_ms:.1f} ms, load {run.load_ms:.1f} ms, "
+            f"{call} {run.call_ms:.2f} ms")
 
 
 def shown(value: object) -> str:

@@ -28,7 +28,7 @@ def render_faces(faces: Sequence[Face], title: str) -> Any:
 
 def render_run(result: FaceRunResult, verbose: bool) -> None:
     """The faces as a rich table; the annotated file and stage times with ``verbose``."""
-    from wasmai.cli._common import console, shown
+    from wasmai.cli._common import console, host_times, shown
 
     out = console()
     if result.signature is not None:
@@ -41,9 +41,7 @@ def render_run(result: FaceRunResult, verbose: bool) -> None:
         t = result.guest_timings_us
         out.print("guest: " + ", ".join(f"{k.removesuffix('_us')} {v} µs" if k.endswith("_us") else f"{k} {v}"
                                         for k, v in t.items()))
-        cache = "cached load" if result.cache_hit else "cold compile"
-        out.print(f"{cache} {result.compile_ms:.1f} ms, instantiate {result.instantiate_ms:.1f} ms, "
-                  f"load {result.load_ms:.1f} ms, detect {result.call_ms:.2f} ms")
+        out.print(host_times(result, "detect"))
 
 
 def render_bench(result: FaceBenchResult) -> None:
