@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
+from wasmai._malloc import keep_large_buffers
 from wasmai.errors import WasmaiError
 
 P = ParamSpec("P")
@@ -85,7 +86,7 @@ def _reply(conn: multiprocessing.connection.Connection, reply: tuple[bool, Any])
 
 
 #: What :func:`call_deadline` returns when there is nothing to bound (reusable: it holds no state).
-_NO_DEADLINE = contextlib.nullcontext()
+NO_DEADLINE = contextlib.nullcontext()
 
 
 def call_deadline(timeout_s: float | None, what: str) -> contextlib.AbstractContextManager[None]:
@@ -98,7 +99,7 @@ def call_deadline(timeout_s: float | None, what: str) -> contextlib.AbstractCont
     ``Instance.infer``, where a generator-based context manager cost ~5 us per call."""
     conn = _REPLY
     if conn is None or timeout_s is None:
-        return _NO_DEADLINE
+        return NO_DEADLINE
     return _armed_deadline(conn, timeout_s, what)
 
 
@@ -129,6 +130,7 @@ def _serve(conn: multiprocessing.connection.Connection, fn: Callable[..., Any], 
     """The child: run the call and send ``(True, result)`` or ``(False, exception)``."""
     global _REPLY
     _REPLY = conn
+    keep_large_buffers()  # the worker is wasmai's own process (see wasmai._malloc)
     try:
         reply: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except WasmaiError as exc:

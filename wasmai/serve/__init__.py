@@ -57,10 +57,12 @@ def serve(options: ServeOptions, on_started: Callable[[list[ModelStatus]], None]
     process; inference in worker processes or on its threads: ``options.isolation``). Logs are
     JSON lines on stderr. Raises WasmaiError when a path is wrong (before binding), or when the
     address cannot be bound."""
+    from wasmai._malloc import keep_large_buffers
     from wasmai.errors import WasmaiError
     from wasmai.serve import logs
 
     logs.configure()
+    keep_large_buffers()  # the server owns its process (instances run here with --isolation thread)
     scan(options.paths, options.limits, options.graphs)  # a wrong path fails here, as one error line
     config = uvicorn.Config(create_app(options, on_started), host=options.host, port=options.port,
                             access_log=False, log_level="warning", lifespan="on",

@@ -98,9 +98,11 @@ def _main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None
     """The worker process: make the instance, report ``(True, None)`` once compiled and
     ``(True, (info, is_classifier))`` once loaded (or ``(False, error)``), then answer calls
     until the server closes the pipe."""
+    from wasmai._malloc import keep_large_buffers
     from wasmai.host import Host
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops its workers
+    keep_large_buffers()
     limits = spec.limits
     try:
         host = Host(graphs=spec.graphs, memory_limit_mb=limits.memory_limit_mb, timeout_s=limits.timeout_s,

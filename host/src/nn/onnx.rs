@@ -6,7 +6,6 @@
 //! tensor ONNX Runtime allocates; outputs are copied out of ONNX Runtime's buffer with one memcpy,
 //! so fp16/bf16 need no conversion. Nothing here panics on guest input.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::path::{Component, Path};
@@ -358,7 +357,9 @@ pub struct OnnxGraph {
     session: Session,
     /// `Some` on a GPU execution provider: its runs take turns (held for each run).
     exclusive: Option<Mutex<()>>,
-    /// The outputs' names as C strings, in graph order (what each run asks for).
+    /// The inputs' and outputs' names as C strings, in graph order (what each run passes and asks
+    /// for; made once here rather than on every run).
+    input_names: Vec<CString>,
     output_names: Vec<CString>,
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
@@ -435,12 +436,15 @@ impl OnnxGraph {
         })?;
         let inputs = io_specs(session.inputs());
         let outputs = io_specs(session.outputs());
-        let output_names = outputs
-            .iter()
-            .map(|o| CString::new(o.name.as_str()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::invalid(format!("an output name holds a NUL byte: {e}")))?;
-        Ok(Self { session, exclusive, output_names, inputs, outputs, execution_provider: provider })
+        let c_names = |specs: &[IoSpec]| {
+            specs
+                .iter()
+                .map(|o| CString::new(o.name.as_str()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::invalid(format!("a graph input or output name holds a NUL byte: {e}")))
+        };
+        let (input_names, output_names) = (c_names(&inputs)?, c_names(&outputs)?);
+        Ok(Self { session, exclusive, input_names, output_names, inputs, outputs, execution_provider: provider })
     }
 }
 
@@ -468,33 +472,37 @@ impl OnnxGraph {
         }
     }
 
-    /// One run of the session on `values` (input name, value) with `run_options`; the outputs in
-    /// graph order. Through `&self`, so callers on several threads run the session at once: ONNX
+    /// One run of the session on `values` (every graph input, in graph order, as
+    /// [`check_inputs`](super::check_inputs) orders them) with `run_options` (None: ONNX Runtime's
+    /// defaults, for a run nothing will stop); the outputs in graph order. Through `&self`, so callers on several threads run the session at once: ONNX
     /// Runtime documents `OrtApi::Run` as safe to call concurrently on one session (its C API
     /// header and "Thread safety" FAQ; microsoft/onnxruntime#19301 fixed the TensorRT EP to keep
     /// that guarantee), but ort 2.0.0-rc.15's `Session::run*` take `&mut self` because GPU
     /// execution providers have broken it; those sessions take turns ([`Self::lock_session`]).
     fn run(
         &self,
-        values: &[(Cow<'_, str>, SessionInputValue<'_>)],
-        run_options: &RunOptions,
+        values: &[SessionInputValue<'_>],
+        run_options: Option<&RunOptions>,
     ) -> Result<Vec<DynValue>, ort::Error> {
-        let input_names = values
-            .iter()
-            .map(|(name, _)| CString::new(name.as_ref()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ort::Error::new(format!("an input name holds a NUL byte: {e}")))?;
-        let input_name_ptrs: Vec<_> = input_names.iter().map(|n| n.as_ptr()).collect();
-        let input_ptrs: Vec<_> = values.iter().map(|(_, v)| v.ptr()).collect();
+        if values.len() != self.input_names.len() {
+            return Err(ort::Error::new(format!(
+                "{} input values for {} graph inputs",
+                values.len(),
+                self.input_names.len()
+            )));
+        }
+        let input_name_ptrs: Vec<_> = self.input_names.iter().map(|n| n.as_ptr()).collect();
+        let input_ptrs: Vec<_> = values.iter().map(|v| v.ptr()).collect();
         let output_name_ptrs: Vec<_> = self.output_names.iter().map(|n| n.as_ptr()).collect();
         let mut output_ptrs = vec![std::ptr::null_mut(); output_name_ptrs.len()];
-        // SAFETY: the session and run options are alive for the call; the name and value arrays
-        // hold `len` valid pointers each (C strings owned by `input_names`/`self.output_names`,
-        // values borrowed from `values`); `output_ptrs` has room for every requested output.
+        // SAFETY: the session and run options (or null: the C API's defaults) are alive for the
+        // call; the name and value arrays hold `len` valid pointers each (C strings owned by
+        // `self.input_names`/`self.output_names`, values borrowed from `values`); `output_ptrs`
+        // has room for every requested output.
         let status = unsafe {
             (ort::api().Run)(
                 self.session.ptr().cast_mut(),
-                run_options.ptr(),
+                run_options.map_or(std::ptr::null(), |o| o.ptr()),
                 input_name_ptrs.as_ptr(),
                 input_ptrs.as_ptr(),
                 input_ptrs.len(),
@@ -634,23 +642,29 @@ impl BackendGraph for OnnxGraph {
         budget: &Arc<Budget>,
         deadline: Option<Instant>,
     ) -> Result<Computed, Error> {
-        let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        let mut values: Vec<SessionInputValue<'_>> = Vec::with_capacity(inputs.len());
         for input in inputs {
             let name = input.name.as_str();
             let value = match borrowed_input(input.tensor.dtype, &input.shape, &input.tensor.data) {
                 Some(view) => view.map_err(|e| ort_err(&format!("input '{name}': cannot wrap the tensor"), e))?,
                 None => copied_input(name, &input.tensor, input.shape.clone())?,
             };
-            values.push((Cow::Borrowed(name), value));
+            values.push(value);
         }
 
         let _turn = self.lock_session(deadline)?;
-        let run_options = Arc::new(RunOptions::new().map_err(|e| ort_err("run options", e))?);
-        if let Some(deadline) = deadline {
-            watch(deadline, &run_options)?;
-        }
+        // Run options only for a run the watchdog may have to stop (one per run: terminating them
+        // is sticky).
+        let run_options = match deadline {
+            Some(deadline) => {
+                let options = Arc::new(RunOptions::new().map_err(|e| ort_err("run options", e))?);
+                watch(deadline, &options)?;
+                Some(options)
+            }
+            None => None,
+        };
         let start = Instant::now();
-        let outputs = self.run(&values, &run_options).map_err(|e| {
+        let outputs = self.run(&values, run_options.as_deref()).map_err(|e| {
             if let Some(err) = arena_exhausted("the run", &e) {
                 return err;
             }
