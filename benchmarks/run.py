@@ -801,11 +801,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model or precision: {unknown or precisions}")
     WORK.mkdir(parents=True, exist_ok=True)
 
+    from wasmai._malloc import keep_large_buffers
     from wasmai.inputs import random_inputs
     from wasmai.jsonable import to_jsonable
     from wasmai.manifest import TensorSpec
-
-    from wasmai._malloc import keep_large_buffers
 
     tuned = not args.glibc_malloc and keep_large_buffers()
     started = dt.datetime.now(dt.UTC)

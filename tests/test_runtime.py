@@ -50,6 +50,10 @@ def host(tmp_path_factory, models) -> Host:
     return Host(graphs={"mlp": models["mlp"]}, cache_dir=tmp_path_factory.mktemp("wasmtime-cache"))
 
 
+#: The by-value forward pass (`Instance.infer` uses `wasmai:inference/model-tensors` when exported).
+MODEL_INFER = "wasmai:inference/model@0.2.0#infer"
+
+
 def _instance(host: Host, path: Path):
     return host.instantiate(host.load_component(path))
 
@@ -154,13 +158,16 @@ def test_gpu_target_without_gpu_provider(tmp_path, components):
 
 
 def test_a_guest_trap_does_not_kill_python(tmp_path, components, models):
-    """A 64 MiB input under a 16 MiB memory limit: the guest's allocation fails and it traps."""
+    """A 64 MiB input under a 16 MiB memory limit. Through `model.infer` (tensor bytes by value
+    into the guest's memory) the guest's allocation fails and it traps; the host and Python carry
+    on. (`Instance.infer` goes through `model-tensors`, where the host refuses such a tensor before
+    the guest sees it: test_infer_tensors_refuses_before_the_guest.)"""
     host = Host(graphs={"mlp": models["mlp"]}, cache_dir=tmp_path, memory_limit_mb=16)
     comp = host.load_component(components["mlp_by_name"])
     inst = host.instantiate(comp)
-    big = Tensor.from_numpy("x", np.zeros((1 << 20, 16), np.float32))
+    big = {"name": "x", "dtype": "FP32", "shape": [1 << 20, 16], "data": bytes(64 << 20)}
     with pytest.raises(ComponentError) as err:
-        inst.infer([big])
+        inst.call_export(MODEL_INFER, [big])
     # A trap after the limiter refused to grow memory is reported as the memory limit.
     assert err.value.code == "memory-limit" and "max-memory 16 MiB" in str(err.value)
     with pytest.raises(ComponentError) as err:
@@ -169,6 +176,40 @@ def test_a_guest_trap_does_not_kill_python(tmp_path, components, models):
     fresh = host.instantiate(comp)  # the host and Python carry on
     (y,) = fresh.infer([Tensor.from_numpy("x", np.zeros((1, 16), np.float32))])
     assert y.shape == (1, 4)
+
+
+def test_infer_tensors_refuses_before_the_guest(tmp_path, components, models):
+    """`Instance.infer` through `model-tensors`: the host makes the input tensors, so an input
+    over the instance's budget or with a byte length that does not match its dimensions is
+    refused before the guest runs, and the instance stays usable."""
+    host = Host(graphs={"mlp": models["mlp"]}, cache_dir=tmp_path, memory_limit_mb=16)
+    inst = host.instantiate(host.load_component(components["mlp_by_name"]))
+    assert inst._native.model_tensors
+    with pytest.raises(InferenceError) as err:
+        inst.infer([Tensor.from_numpy("x", np.zeros((1 << 20, 16), np.float32))])
+    assert err.value.code == "too-large" and "'x'" in err.value.message and "max-memory 16 MiB" in err.value.message
+    with pytest.raises(InferenceError) as err:
+        inst.infer([Tensor("x", "fp32", (1, 16), b"\0" * 63)])
+    assert err.value.code == "bad-input" and '"x"' in err.value.message and "63" in err.value.message
+    (y,) = inst.infer([Tensor.from_numpy("x", np.ones((1, 16), np.float32))])
+    assert y.shape == (1, 4) and inst.host_stats()["memory_budget_used_bytes"] < 16 << 20
+
+
+def test_infer_tensors_and_model_infer_agree(host, components):
+    """The two ways into the graph give the same outputs for every dtype: `model-tensors`
+    (`Instance.infer`: wasi-nn tensors the host makes, no tensor byte in the guest's memory) and
+    `model.infer` (records by value, as components built before `model-tensors` have it)."""
+    inst = _instance(host, components["all_types"])
+    assert inst._native.model_tensors
+    inputs = [Tensor.from_numpy(f"x_{d}", factory.random_input(d, (2, 3)), d) for d in factory.DTYPES]
+    ours = inst.infer(inputs)
+    tag, by_value = inst.call_export(MODEL_INFER, [
+        {"name": t.name, "dtype": t.dtype.upper(), "shape": list(t.shape), "data": t.data} for t in inputs])
+    assert tag == "ok" and len(by_value) == len(ours) == len(factory.DTYPES)
+    for t, v in zip(ours, by_value, strict=True):
+        assert (t.name, t.dtype.upper(), list(t.shape), t.data) == (v["name"], v["dtype"], v["shape"], bytes(v["data"]))
+    for t, x in zip(ours, inputs, strict=True):
+        assert t.data == x.data  # an Identity graph per dtype
 
 
 def test_compilation_cache_cold_then_hit(tmp_path, components):

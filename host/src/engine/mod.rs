@@ -16,7 +16,8 @@ use wasmtime::component::{HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::exports::wasmai::inference::{image_classification, metadata, model};
+use crate::bindings::exports::wasmai::inference::{image_classification, metadata, model, model_tensors};
+use crate::bindings::wasi::nn::tensor::TensorType;
 use crate::bindings::wasmai::inference::types as wtypes;
 use crate::budget::Budget;
 use crate::error::{Error, Fault};
@@ -161,6 +162,7 @@ impl HostEngine {
             Error::new(Fault::Link, format!("the component needs imports this host does not provide: {e:#}"))
         })?;
         let has_classifier = image_classification::GuestIndices::new(&pre).is_ok();
+        let has_model_tensors = model_tensors::GuestIndices::new(&pre).is_ok();
         if metadata::GuestIndices::new(&pre).is_err() || model::GuestIndices::new(&pre).is_err() {
             return Err(Error::new(
                 Fault::Link,
@@ -168,7 +170,14 @@ impl HostEngine {
                  (it was not built for the tensor-model or image-classifier world)",
             ));
         }
-        Ok(Ready { pre, compile_ms, cache_hit: compiled.cache_hit, sha256: compiled.sha256, has_classifier })
+        Ok(Ready {
+            pre,
+            compile_ms,
+            cache_hit: compiled.cache_hit,
+            sha256: compiled.sha256,
+            has_classifier,
+            has_model_tensors,
+        })
     }
 
     /// The counters of the host's shared graphs ([`nn::cache`]).
@@ -209,11 +218,21 @@ impl HostEngine {
         } else {
             None
         };
+        let model_tensors = if ready.has_model_tensors {
+            Some(
+                model_tensors::GuestIndices::new(&ready.pre)
+                    .and_then(|g| g.load(&mut store, &instance))
+                    .map_err(load)?,
+            )
+        } else {
+            None
+        };
         Ok(Instance {
             store,
             instance,
             meta,
             model,
+            model_tensors,
             classifier,
             captured,
             dead: None,
@@ -239,6 +258,8 @@ pub struct Ready {
     pub sha256: String,
     /// Exports wasmai:inference/image-classification.
     pub has_classifier: bool,
+    /// Exports wasmai:inference/model-tensors (`infer` without tensor bytes in linear memory).
+    pub has_model_tensors: bool,
 }
 
 /// One Store and instance with its typed exports.
@@ -247,6 +268,7 @@ pub struct Instance {
     pub instance: wasmtime::component::Instance,
     pub meta: metadata::Guest,
     pub model: model::Guest,
+    pub model_tensors: Option<model_tensors::Guest>,
     pub classifier: Option<image_classification::Guest>,
     pub captured: Captured,
     /// Set once a call trapped: the instance must not be used again.
@@ -254,7 +276,82 @@ pub struct Instance {
     pub instantiate_ms: f64,
 }
 
+/// An output of `model-tensors.infer-tensors`: name, type, dimensions and the host's buffer.
+pub struct HostTensor {
+    pub name: String,
+    pub dtype: TensorType,
+    pub shape: Vec<u32>,
+    pub data: nn::TensorData,
+}
+
+/// A tensor the host hands to `model-tensors.infer-tensors`: name, type, dimensions, bytes.
+pub type TensorIn<'a> = (&'a str, TensorType, &'a [u32], nn::TensorData);
+
 impl Instance {
+    /// `model-tensors.infer-tensors` (only when the component exports it: `model_tensors`): each
+    /// input becomes a `wasi:nn` tensor in the store's table over its bytes (the caller's, lent:
+    /// `nn::Lent`, no copy) once the tensor limit and the instance's budget admit them (refused:
+    /// `backend` `too-large`, as the guest would see it from `compute`; a byte length that does
+    /// not match the dimensions: `bad-input`); the guest never sees the bytes. The output tensors
+    /// are taken out of the table as they are (ONNX Runtime's output, copied once by `compute`);
+    /// a malformed one (refused, or bytes that do not match its dimensions) is `internal`.
+    /// Call through [`Instance::call`].
+    pub fn infer_tensors(
+        &mut self,
+        inputs: Vec<TensorIn<'_>>,
+    ) -> wasmtime::Result<Result<Vec<HostTensor>, wtypes::Error>> {
+        let Some(exports) = self.model_tensors.as_ref() else {
+            return Err(wasmtime::format_err!("the component does not export wasmai:inference/model-tensors"));
+        };
+        // Every input admitted before any enters the table, so a refusal leaves nothing behind.
+        let mut tensors = Vec::with_capacity(inputs.len());
+        for (name, dtype, shape, data) in inputs {
+            let expected = shape.iter().try_fold(nn::dtype_size(dtype), |acc, &d| acc.checked_mul(d as usize));
+            if expected != Some(data.len()) {
+                return Ok(Err(wtypes::Error::BadInput(format!(
+                    "input {name:?}: {} data bytes do not match {} dimensions {shape:?}",
+                    data.len(),
+                    nn::dtype_name(dtype)
+                ))));
+            }
+            let state = self.store.data_mut();
+            let charge = match WasiNnView::new(&mut state.nn, &mut state.table).admit_tensor(data.len()) {
+                Ok(charge) => charge,
+                Err(e) => {
+                    let message = format!("input tensor '{name}': {}", e.data);
+                    return Ok(Err(wtypes::Error::Backend(wtypes::BackendError { code: e.code, message })));
+                }
+            };
+            tensors.push((name, nn::Tensor::new(shape.to_vec(), dtype, data, Some(charge))));
+        }
+        let table = &mut self.store.data_mut().table;
+        let handles = tensors
+            .into_iter()
+            .map(|(name, tensor)| Ok((name, table.push(tensor)?)))
+            .collect::<wasmtime::Result<Vec<_>>>()?;
+        let outputs = match exports.call_infer_tensors(&mut self.store, &handles)? {
+            Ok(outputs) => outputs,
+            Err(e) => return Ok(Err(e)),
+        };
+        let table = &mut self.store.data_mut().table;
+        let mut result = Vec::with_capacity(outputs.len());
+        for (name, handle) in outputs {
+            let t = table.delete(handle)?;
+            let expected = t.shape.iter().try_fold(nn::dtype_size(t.dtype), |acc, &d| acc.checked_mul(d as usize));
+            if t.refused.is_some() || expected != Some(t.data.len()) {
+                return Ok(Err(wtypes::Error::Internal(format!(
+                    "the component returned output '{name}' with {} bytes for {} dimensions {:?}{}",
+                    t.data.len(),
+                    nn::dtype_name(t.dtype),
+                    t.shape,
+                    t.refused.map_or(String::new(), |e| format!(" (the host had refused it: {})", e.data))
+                ))));
+            }
+            result.push(HostTensor { name, dtype: t.dtype, shape: t.shape, data: t.data });
+        }
+        Ok(Ok(result))
+    }
+
     /// Run `f` (a call into the guest) under the host's deadline. A trap marks the instance dead
     /// and becomes [`Fault::Trap`] (or `Timeout`, or `MemoryLimit` when the limiter had refused
     /// a growth), carrying the trap and the tail of the guest's stderr.

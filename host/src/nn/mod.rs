@@ -122,18 +122,79 @@ pub fn fmt_shape(shape: &[i64]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
+/// A caller's immutable bytes lent to a tensor: `owner` keeps them alive and unchanged (a Python
+/// `bytes` object, `py::instance`), `ptr`/`len` are its buffer.
+pub struct Lent {
+    owner: Box<dyn Send + Sync>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is immutable for as long as `owner` lives (the contract of `Lent::new`), so
+// reading it from any thread is sound.
+unsafe impl Send for Lent {}
+unsafe impl Sync for Lent {}
+
+impl Lent {
+    /// # Safety
+    /// `ptr` must point to `len` bytes that stay valid and unchanged while `owner` lives.
+    pub unsafe fn new(owner: Box<dyn Send + Sync>, ptr: *const u8, len: usize) -> Self {
+        Self { owner, ptr, len }
+    }
+}
+
+/// A tensor's bytes: the host's own shared buffer or a caller's lent one.
+pub enum TensorData {
+    /// Written once (copied from the guest's memory by the constructor, or from ONNX Runtime's
+    /// output by `compute`) and handed to wasmtime by `data()` without a clone (wasmtime lowers
+    /// it into the guest's memory with one memcpy).
+    Shared(Arc<[u8]>),
+    /// The caller's buffer, for an input the host makes for `model-tensors.infer-tensors`: no
+    /// copy; ONNX Runtime reads it in place.
+    Lent(Lent),
+}
+
+impl std::ops::Deref for TensorData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Shared(bytes) => bytes,
+            // SAFETY: `Lent::new`'s contract: valid and unchanged while the owner lives (it lives
+            // as long as `self`).
+            Self::Lent(lent) => {
+                let _alive = &lent.owner;
+                unsafe { std::slice::from_raw_parts(lent.ptr, lent.len) }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for TensorData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if matches!(self, Self::Shared(_)) { "shared" } else { "lent" };
+        write!(f, "TensorData::{kind}({} bytes)", self.len())
+    }
+}
+
+impl TensorData {
+    /// The bytes as a shared buffer, for wasmtime to lower into the guest (`tensor.data()`):
+    /// the buffer itself, or a copy of lent bytes.
+    pub fn shared(&self) -> Arc<[u8]> {
+        match self {
+            Self::Shared(bytes) => bytes.clone(),
+            Self::Lent(_) => Arc::from(&**self),
+        }
+    }
+}
+
 /// A wasi-nn `tensor` resource: shape, element type and row-major little-endian bytes, charged
-/// to the instance's memory budget while the host holds it.
-///
-/// The bytes are one shared, immutable buffer: written once (copied from the guest's memory by
-/// the constructor, or from ONNX Runtime's output by `compute`), read in place by ONNX Runtime
-/// (`onnx::borrowed_input`) and handed to wasmtime by `data()` without a clone (wasmtime lowers
-/// them into the guest's memory with one memcpy).
+/// to the instance's memory budget while the host holds it. The bytes are immutable and read in
+/// place by ONNX Runtime (`onnx::borrowed_input`).
 #[derive(Debug)]
 pub struct Tensor {
     pub shape: Vec<u32>,
     pub dtype: TensorType,
-    pub data: Arc<[u8]>,
+    pub data: TensorData,
     /// Set when the constructor refused the data (over the tensor limit or the instance's memory
     /// budget): `data` is then empty and `compute` answers this error (`too-large`).
     pub refused: Option<Error>,
@@ -142,7 +203,7 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn new(shape: Vec<u32>, dtype: TensorType, data: Arc<[u8]>, charge: Option<Charge>) -> Self {
+    pub fn new(shape: Vec<u32>, dtype: TensorType, data: TensorData, charge: Option<Charge>) -> Self {
         Self { shape, dtype, data, refused: None, _charge: charge }
     }
 }

@@ -24,7 +24,7 @@ use ort::AsPointer;
 use super::backend::{Backend, BackendGraph, Computed, Options};
 use super::onnx_check::{external_tensors, ExternalTensor};
 use super::quota::Limits;
-use super::{CheckedInput, Error, IoSpec, Tensor};
+use super::{CheckedInput, Error, IoSpec, Tensor, TensorData};
 use crate::bindings::wasi::nn::errors::ErrorCode;
 use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::tensor::TensorType;
@@ -729,7 +729,7 @@ impl BackendGraph for OnnxGraph {
                 // `outputs` is dropped at the end of this function.
                 data = Arc::from(unsafe { std::slice::from_raw_parts(src, len) });
             }
-            result.push((name.clone(), Tensor::new(dims, dtype, data, Some(charge))));
+            result.push((name.clone(), Tensor::new(dims, dtype, TensorData::Shared(data), Some(charge))));
         }
         Ok(Computed { outputs: result, run_ns })
     }

@@ -14,7 +14,7 @@ use super::cache::GraphCache;
 use super::onnx::OnnxBackend;
 use super::quota::{Limits, Quota};
 use super::registry::Registry;
-use super::{check_inputs, DeadlineExceeded, Error, ExecutionContext, Graph, Tensor};
+use super::{check_inputs, DeadlineExceeded, Error, ExecutionContext, Graph, Tensor, TensorData};
 use crate::bindings::wasi::nn::errors::{self, ErrorCode};
 use crate::bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::inference;
@@ -153,7 +153,7 @@ impl WasiNnView<'_> {
     /// Admit a new tensor of `len` bytes: its charge to the instance's budget, or the error
     /// `compute` will answer for it (`too-large`: over the tensor limit or the budget). The
     /// constructor cannot return an error, so lengths are checked when the tensor is used.
-    fn admit_tensor(&mut self, len: usize) -> Result<Charge, Error> {
+    pub fn admit_tensor(&mut self, len: usize) -> Result<Charge, Error> {
         if let Some(e) = self.ctx.config.limits.tensor_too_large("a tensor", len) {
             return Err(e);
         }
@@ -190,8 +190,16 @@ fn add_tensor_to_linker<T: 'static>(
             // The one copy: from the guest's memory into the tensor's buffer, and only for bytes
             // the host admits (refused bytes are never copied).
             let tensor = match view(store.data_mut()).admit_tensor(data.len()) {
-                Ok(charge) => Tensor::new(dimensions, ty, Arc::from(data.as_le_slice(&store)), Some(charge)),
-                Err(e) => Tensor { shape: dimensions, dtype: ty, data: Arc::from([]), refused: Some(e), _charge: None },
+                Ok(charge) => {
+                    Tensor::new(dimensions, ty, TensorData::Shared(Arc::from(data.as_le_slice(&store))), Some(charge))
+                }
+                Err(e) => Tensor {
+                    shape: dimensions,
+                    dtype: ty,
+                    data: TensorData::Shared(Arc::from([])),
+                    refused: Some(e),
+                    _charge: None,
+                },
             };
             Ok((view(store.data_mut()).table.push(tensor)?,))
         },
@@ -206,7 +214,7 @@ fn add_tensor_to_linker<T: 'static>(
         Ok((view(store.data_mut()).table.get(&this)?.dtype,))
     })?;
     inst.func_wrap("[method]tensor.data", move |mut store: StoreContextMut<'_, T>, (this,): (Resource<Tensor>,)| {
-        Ok((view(store.data_mut()).table.get(&this)?.data.clone(),))
+        Ok((view(store.data_mut()).table.get(&this)?.data.shared(),))
     })?;
     Ok(())
 }

@@ -10,9 +10,9 @@ use wasmtime::component::{Type, Val};
 use super::guarded;
 use super::values::{py_to_val, val_to_py};
 use crate::bindings::wasmai::inference::types as wtypes;
-use crate::engine::{HostEngine, Instance, Ready};
+use crate::engine::{HostEngine, Instance, Ready, TensorIn};
 use crate::error::{Error, Fault};
-use crate::nn::{dtype_name, parse_dtype};
+use crate::nn::{dtype_name, parse_dtype, Lent, TensorData};
 
 /// A compiled component, ready to instantiate.
 #[pyclass(frozen, module = "wasmai._host")]
@@ -55,6 +55,9 @@ pub struct NativeInstance {
     engine: Arc<HostEngine>,
     #[pyo3(get)]
     instantiate_ms: f64,
+    /// The component exports wasmai:inference/model-tensors: `infer` passes wasi-nn tensors.
+    #[pyo3(get)]
+    model_tensors: bool,
     inner: Mutex<Instance>,
 }
 
@@ -114,7 +117,12 @@ fn busy() -> Error {
 
 impl NativeInstance {
     pub(super) fn new(engine: Arc<HostEngine>, instance: Instance) -> Self {
-        Self { engine, instantiate_ms: instance.instantiate_ms, inner: Mutex::new(instance) }
+        Self {
+            engine,
+            instantiate_ms: instance.instantiate_ms,
+            model_tensors: instance.model_tensors.is_some(),
+            inner: Mutex::new(instance),
+        }
     }
 
     /// The instance, unless another thread is calling it. A mutex poisoned by a host panic is
@@ -227,11 +235,34 @@ impl NativeInstance {
         self.call_result(py, "model.load", |i| i.model.call_load(&mut i.store))
     }
 
-    /// model.infer(inputs): inputs and outputs are (name, dtype, shape, bytes) tuples.
+    /// model.infer(inputs): inputs and outputs are (name, dtype, shape, bytes) tuples. Through
+    /// `model-tensors.infer-tensors` when the component exports it (each input's bytes copied once,
+    /// into a wasi-nn tensor; each output's once, from ONNX Runtime's copy into the `bytes`), else
+    /// `model.infer` (the bytes pass through the guest's memory: see host/README.md).
     fn infer<'py>(&self, py: Python<'py>, inputs: Vec<PyTensorIn<'py>>) -> PyResult<Vec<PyTensor<'py>>> {
         let mut tensors = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
             tensors.push(tensor_from_py(index, input)?);
+        }
+        if self.model_tensors {
+            // Each input's `bytes` object is lent to its wasi-nn tensor (kept alive by it, read in
+            // place by ONNX Runtime), so no input byte is copied.
+            let args: Vec<TensorIn<'_>> = tensors
+                .iter()
+                .zip(&inputs)
+                .map(|(t, (_, _, _, bytes))| {
+                    let owner: Py<PyBytes> = bytes.clone().unbind();
+                    // SAFETY: a `bytes` object's buffer is immutable and lives as long as the
+                    // object, which `owner` keeps alive; `t.data` is that buffer.
+                    let lent = unsafe { Lent::new(Box::new(owner), t.data.as_ptr(), t.data.len()) };
+                    (t.name.as_str(), t.dtype, t.shape.as_slice(), TensorData::Lent(lent))
+                })
+                .collect();
+            let outputs = self.call_result(py, "model-tensors.infer-tensors", move |i| i.infer_tensors(args))?;
+            return outputs
+                .into_iter()
+                .map(|t| Ok((t.name, dtype_name(t.dtype), PyTuple::new(py, t.shape)?, PyBytes::new(py, &t.data))))
+                .collect();
         }
         // The `bytes` objects stay alive (held by `inputs`) and immutable while the call runs
         // without the GIL, so the guest call can read them in place.

@@ -73,18 +73,19 @@ fn shape_text(dims: &[u32]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// Check one tensor against its spec: type, rank, fixed axes and byte length.
-pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
-    if tensor.dtype != spec.dtype {
+/// Check a tensor's type, rank and fixed axes against its spec: the byte length its shape needs
+/// (None when it does not fit in memory).
+fn check_signature(spec: &Spec, dtype: TensorType, shape: &[u32]) -> Result<Option<usize>, Error> {
+    if dtype != spec.dtype {
         return Err(Error::BadInput(format!(
             "input {:?}: type {} but the model takes {}",
             spec.name,
-            dtype_name(tensor.dtype),
+            dtype_name(dtype),
             dtype_name(spec.dtype)
         )));
     }
-    let fits = tensor.shape.len() == spec.shape.len()
-        && spec.shape.iter().zip(&tensor.shape).all(|(d, n)| match d {
+    let fits = shape.len() == spec.shape.len()
+        && spec.shape.iter().zip(shape).all(|(d, n)| match d {
             Dim::Fixed(want) => want == n,
             Dim::Dynamic(_) => *n > 0,
         });
@@ -92,12 +93,16 @@ pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
         return Err(Error::BadInput(format!(
             "input {:?}: shape {} does not fit the model's (rank {})",
             spec.name,
-            shape_text(&tensor.shape),
+            shape_text(shape),
             spec.shape.len()
         )));
     }
-    let expected = tensor.shape.iter().try_fold(dtype_size(tensor.dtype), |acc, d| acc.checked_mul(*d as usize));
-    if expected != Some(tensor.data.len()) {
+    Ok(shape.iter().try_fold(dtype_size(dtype), |acc, d| acc.checked_mul(*d as usize)))
+}
+
+/// Check one tensor against its spec: type, rank, fixed axes and byte length.
+pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
+    if check_signature(spec, tensor.dtype, &tensor.shape)? != Some(tensor.data.len()) {
         return Err(Error::BadInput(format!(
             "input {:?}: {} data bytes do not match shape {}",
             spec.name,
@@ -108,19 +113,27 @@ pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
     Ok(())
 }
 
-/// Run graph `index` on `inputs` (already in its input order and checked): outputs as
-/// `(name, dtype, shape, bytes)` in the host's order.
-pub fn compute(index: usize, inputs: Vec<(String, NnTensor)>) -> Result<Vec<Tensor>, Error> {
+/// Run graph `index` on `inputs` (already in its input order and checked): the output tensors in
+/// the host's order.
+fn compute_tensors(index: usize, inputs: Vec<(String, NnTensor)>) -> Result<Vec<(String, NnTensor)>, Error> {
     load()?;
-    let outputs = STATE.with(|state| {
+    STATE.with(|state| {
         let state = state.borrow();
         let loaded = state.get(index).ok_or_else(|| Error::Internal("graph not loaded".to_string()))?;
         loaded.context.compute(inputs).map_err(backend)
-    })?;
-    Ok(outputs
-        .into_iter()
-        .map(|(name, t)| Tensor { name, dtype: t.ty(), shape: t.dimensions(), data: t.data() })
-        .collect())
+    })
+}
+
+/// wasi-nn tensors as `(name, dtype, shape, bytes)` records (each tensor's bytes copied into this
+/// memory).
+fn records(tensors: Vec<(String, NnTensor)>) -> Vec<Tensor> {
+    tensors.into_iter().map(|(name, t)| Tensor { name, dtype: t.ty(), shape: t.dimensions(), data: t.data() }).collect()
+}
+
+/// Run graph `index` on `inputs` (already in its input order and checked): outputs as
+/// `(name, dtype, shape, bytes)` in the host's order.
+pub fn compute(index: usize, inputs: Vec<(String, NnTensor)>) -> Result<Vec<Tensor>, Error> {
+    compute_tensors(index, inputs).map(records)
 }
 
 /// Run graph `index` on one fp32 tensor of `shape`: the outputs.
@@ -132,15 +145,17 @@ pub fn run_f32(index: usize, shape: &[u32], values: &[f32]) -> Result<Vec<Tensor
     compute(index, vec![(spec.name.to_string(), tensor)])
 }
 
-/// `model.infer`: the graph whose input names the tensors carry (each graph's inputs given once,
-/// by name), outputs in that graph's order.
-pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
-    let first = inputs.first().ok_or_else(|| Error::BadInput("no input tensors".to_string()))?;
-    let index = model::GRAPHS.iter().position(|g| g.inputs.iter().any(|s| s.name == first.name)).ok_or_else(|| {
+/// The index of the graph whose inputs include `first` (the name of the first input tensor given).
+fn graph_of(first: Option<&str>) -> Result<usize, Error> {
+    let first = first.ok_or_else(|| Error::BadInput("no input tensors".to_string()))?;
+    model::GRAPHS.iter().position(|g| g.inputs.iter().any(|s| s.name == first)).ok_or_else(|| {
         let names: Vec<&str> = model::GRAPHS.iter().flat_map(|g| g.inputs.iter().map(|s| s.name)).collect();
-        Error::BadInput(format!("unknown input {:?} (the graphs take {})", first.name, names.join(", ")))
-    })?;
-    let g = &model::GRAPHS[index];
+        Error::BadInput(format!("unknown input {first:?} (the graphs take {})", names.join(", ")))
+    })
+}
+
+/// `inputs` in graph `g`'s input order, each of its inputs given once by `name`.
+fn order_inputs<T>(g: &Graph, mut inputs: Vec<T>, name: impl Fn(&T) -> &str) -> Result<Vec<T>, Error> {
     if inputs.len() != g.inputs.len() {
         return Err(Error::BadInput(format!(
             "graph {} takes {} input tensors, got {}",
@@ -149,25 +164,57 @@ pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
             inputs.len()
         )));
     }
-    let mut named = Vec::with_capacity(inputs.len());
+    let mut ordered = Vec::with_capacity(inputs.len());
     for spec in g.inputs {
-        let tensor = inputs
+        let at = inputs
             .iter()
-            .find(|t| t.name == spec.name)
+            .position(|t| name(t) == spec.name)
             .ok_or_else(|| Error::BadInput(format!("graph {}: missing input {:?}", g.name, spec.name)))?;
+        ordered.push(inputs.swap_remove(at));
+    }
+    Ok(ordered)
+}
+
+/// `outputs` in graph `g`'s output order (the host's order if the host names them otherwise).
+fn order_outputs(g: &Graph, outputs: Vec<(String, NnTensor)>) -> Vec<(String, NnTensor)> {
+    let positions: Option<Vec<usize>> =
+        g.outputs.iter().map(|spec| outputs.iter().position(|(name, _)| name == spec.name)).collect();
+    match positions {
+        Some(positions) if positions.len() == outputs.len() => {
+            let mut slots: Vec<Option<(String, NnTensor)>> = outputs.into_iter().map(Some).collect();
+            positions.iter().filter_map(|&i| slots[i].take()).collect()
+        }
+        _ => outputs,
+    }
+}
+
+/// `model.infer`: the graph whose input names the tensors carry (each graph's inputs given once,
+/// by name), outputs in that graph's order.
+pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+    let index = graph_of(inputs.first().map(|t| t.name.as_str()))?;
+    let g = &model::GRAPHS[index];
+    let ordered = order_inputs(g, inputs, |t| t.name.as_str())?;
+    let mut named = Vec::with_capacity(ordered.len());
+    for (spec, tensor) in g.inputs.iter().zip(&ordered) {
         check_tensor(spec, tensor)?;
         named.push((spec.name.to_string(), NnTensor::new(&tensor.shape, spec.dtype, &tensor.data)));
     }
-    let mut tensors = compute(index, named)?;
-    let positions: Option<Vec<usize>> =
-        g.outputs.iter().map(|spec| tensors.iter().position(|t| t.name == spec.name)).collect();
-    if let Some(positions) = positions {
-        if positions.len() == tensors.len() {
-            let mut slots: Vec<Option<Tensor>> = tensors.into_iter().map(Some).collect();
-            tensors = positions.iter().filter_map(|&i| slots[i].take()).collect();
-        }
+    drop(ordered);
+    Ok(records(order_outputs(g, compute_tensors(index, named)?)))
+}
+
+/// `model-tensors.infer-tensors`: `model.infer` on the host's wasi-nn tensors, whose bytes never
+/// enter this memory (the host checked each tensor's byte length against its dimensions).
+pub fn infer_tensors(inputs: Vec<(String, NnTensor)>) -> Result<Vec<(String, NnTensor)>, Error> {
+    let index = graph_of(inputs.first().map(|(name, _)| name.as_str()))?;
+    let g = &model::GRAPHS[index];
+    let ordered = order_inputs(g, inputs, |(name, _)| name.as_str())?;
+    let mut named = Vec::with_capacity(ordered.len());
+    for (spec, (_, tensor)) in g.inputs.iter().zip(ordered) {
+        check_signature(spec, tensor.ty(), &tensor.dimensions())?;
+        named.push((spec.name.to_string(), tensor));
     }
-    Ok(tensors)
+    Ok(order_outputs(g, compute_tensors(index, named)?))
 }
 
 /// The fp32 values of output `name` (or of output `position` when the host names it otherwise),

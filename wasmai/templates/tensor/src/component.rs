@@ -1,7 +1,9 @@
-//! The component type and the exports every template shares (`metadata`, `model`); a task's
-//! `lib.rs` adds its own interface's impl for [`Component`] and exports it.
+//! The component type and the exports every template shares (`metadata`, `model`,
+//! `model-tensors`); a task's `lib.rs` adds its own interface's impl for [`Component`] and
+//! exports it.
 
-use crate::bindings::exports::wasmai::inference::{metadata, model as model_api};
+use crate::bindings::exports::wasmai::inference::{metadata, model as model_api, model_tensors};
+use crate::bindings::wasi::nn::tensor::Tensor as NnTensor;
 use crate::bindings::wasmai::inference::types::{Error, ModelInfo, Tensor};
 use crate::{nn, spec};
 
@@ -24,5 +26,11 @@ impl model_api::Guest for Component {
 
     fn release() {
         nn::release()
+    }
+}
+
+impl model_tensors::Guest for Component {
+    fn infer_tensors(inputs: Vec<(String, NnTensor)>) -> Result<Vec<(String, NnTensor)>, Error> {
+        nn::infer_tensors(inputs)
     }
 }

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::bindings::wasi::nn::errors::Error as NnError;
 use crate::bindings::wasi::nn::graph::{self, Graph, GraphEncoding};
 use crate::bindings::wasi::nn::inference::GraphExecutionContext;
-use crate::bindings::wasi::nn::tensor::Tensor as NnTensor;
+use crate::bindings::wasi::nn::tensor::{Tensor as NnTensor, TensorType};
 use crate::bindings::wasmai::inference::types::{BackendError, Error, Tensor};
 use crate::model;
 use crate::spec::{dtype_name, dtype_size, Dim, Placement, Spec};
@@ -70,9 +70,8 @@ fn spec_shape_text(spec: &Spec) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// Check one tensor against its spec: type, rank, fixed axes and byte length.
-pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
-    let dtype = tensor.dtype;
+/// Check a tensor's type, rank and fixed axes against its spec: the byte length its shape needs.
+fn check_signature(spec: &Spec, dtype: TensorType, shape: &[u32]) -> Result<usize, Error> {
     if dtype != spec.dtype {
         return Err(Error::BadInput(format!(
             "input {:?}: type {} but the model takes {}",
@@ -81,8 +80,8 @@ pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
             dtype_name(spec.dtype)
         )));
     }
-    let fits = tensor.shape.len() == spec.shape.len()
-        && spec.shape.iter().zip(&tensor.shape).all(|(d, n)| match d {
+    let fits = shape.len() == spec.shape.len()
+        && spec.shape.iter().zip(shape).all(|(d, n)| match d {
             Dim::Fixed(want) => want == n,
             Dim::Dynamic(_) => *n > 0,
         });
@@ -90,30 +89,35 @@ pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
         return Err(Error::BadInput(format!(
             "input {:?}: shape {} does not match the model's {}",
             spec.name,
-            shape_text(&tensor.shape),
+            shape_text(shape),
             spec_shape_text(spec)
         )));
     }
-    let expected = tensor.shape.iter().try_fold(dtype_size(dtype), |acc, d| acc.checked_mul(*d as usize));
-    match expected {
-        Some(n) if n == tensor.data.len() => Ok(()),
-        Some(n) => Err(Error::BadInput(format!(
+    shape
+        .iter()
+        .try_fold(dtype_size(dtype), |acc, d| acc.checked_mul(*d as usize))
+        .ok_or_else(|| Error::BadInput(format!("input {:?}: shape {} is too large", spec.name, shape_text(shape))))
+}
+
+/// Check one tensor against its spec: type, rank, fixed axes and byte length.
+pub fn check_tensor(spec: &Spec, tensor: &Tensor) -> Result<(), Error> {
+    let n = check_signature(spec, tensor.dtype, &tensor.shape)?;
+    if n != tensor.data.len() {
+        return Err(Error::BadInput(format!(
             "input {:?}: {} data bytes, shape {} of {} needs {}",
             spec.name,
             tensor.data.len(),
             shape_text(&tensor.shape),
-            dtype_name(dtype),
+            dtype_name(tensor.dtype),
             n
-        ))),
-        None => {
-            Err(Error::BadInput(format!("input {:?}: shape {} is too large", spec.name, shape_text(&tensor.shape))))
-        }
+        )));
     }
+    Ok(())
 }
 
-/// Order the given tensors like the model's inputs: by name, or by position when every
-/// name is empty. Every model input must be given exactly once.
-fn match_inputs(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+/// Order `inputs` like the model's inputs: by `name`, or by position when every name is empty.
+/// Every model input must be given exactly once.
+fn order_inputs<T>(inputs: Vec<T>, name: impl Fn(&T) -> &str) -> Result<Vec<T>, Error> {
     let specs = model::INPUTS;
     if inputs.len() != specs.len() {
         return Err(Error::BadInput(format!(
@@ -123,16 +127,16 @@ fn match_inputs(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
             specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         )));
     }
-    let positional = inputs.iter().all(|t| t.name.is_empty());
-    let mut slots: Vec<Option<Tensor>> = (0..specs.len()).map(|_| None).collect();
+    let positional = inputs.iter().all(|t| name(t).is_empty());
+    let mut slots: Vec<Option<T>> = (0..specs.len()).map(|_| None).collect();
     for (position, tensor) in inputs.into_iter().enumerate() {
         let index = if positional {
             position
         } else {
-            specs.iter().position(|s| s.name == tensor.name).ok_or_else(|| {
+            specs.iter().position(|s| s.name == name(&tensor)).ok_or_else(|| {
                 Error::BadInput(format!(
                     "unknown input {:?} (the model takes {})",
-                    tensor.name,
+                    name(&tensor),
                     specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
                 ))
             })?
@@ -142,48 +146,68 @@ fn match_inputs(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
         }
         slots[index] = Some(tensor);
     }
-    let mut ordered = Vec::with_capacity(specs.len());
-    for (spec, slot) in specs.iter().zip(slots) {
-        let tensor = slot.ok_or_else(|| Error::BadInput(format!("missing input {:?}", spec.name)))?;
-        check_tensor(spec, &tensor)?;
-        ordered.push(tensor);
+    specs
+        .iter()
+        .zip(slots)
+        .map(|(spec, slot)| slot.ok_or_else(|| Error::BadInput(format!("missing input {:?}", spec.name))))
+        .collect()
+}
+
+/// Order the given tensors like the model's inputs (see [`order_inputs`]) and check each.
+fn match_inputs(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+    let ordered = order_inputs(inputs, |t| t.name.as_str())?;
+    for (spec, tensor) in model::INPUTS.iter().zip(&ordered) {
+        check_tensor(spec, tensor)?;
     }
     Ok(ordered)
 }
 
-/// `model.infer`: check the inputs, load the graph if needed, run `compute` with the tensors
-/// named like the model's inputs, return the outputs in model order (host order if the host
-/// names them differently).
-pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
-    let ordered = match_inputs(inputs)?;
+/// Load the graph if needed and run `compute` on `named` (in the model's input order, named like
+/// its inputs): the outputs in model order (host order if the host names them differently).
+fn compute(named: Vec<(String, NnTensor)>) -> Result<Vec<(String, NnTensor)>, Error> {
     load()?;
-    let named: Vec<(String, NnTensor)> = model::INPUTS
-        .iter()
-        .zip(&ordered)
-        .map(|(spec, t)| {
-            let tensor = NnTensor::new(&t.shape, spec.dtype, &t.data);
-            (spec.name.to_string(), tensor)
-        })
-        .collect();
-    drop(ordered);
     let outputs = STATE.with(|state| {
         let state = state.borrow();
         let loaded = state.as_ref().ok_or_else(|| Error::Internal("graph not loaded".to_string()))?;
         loaded.context.compute(named).map_err(backend)
     })?;
-    let mut tensors: Vec<Tensor> = outputs
+    let positions: Option<Vec<usize>> =
+        model::OUTPUTS.iter().map(|spec| outputs.iter().position(|(name, _)| name == spec.name)).collect();
+    match positions {
+        Some(positions) if positions.len() == outputs.len() => {
+            let mut slots: Vec<Option<(String, NnTensor)>> = outputs.into_iter().map(Some).collect();
+            Ok(positions.iter().filter_map(|&i| slots[i].take()).collect())
+        }
+        _ => Ok(outputs),
+    }
+}
+
+/// `model.infer`: check the inputs, make them wasi-nn tensors (a copy of each input's bytes into
+/// the host), run the graph, return the outputs' bytes (a copy of each into this memory).
+pub fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+    let ordered = match_inputs(inputs)?;
+    let named: Vec<(String, NnTensor)> = model::INPUTS
+        .iter()
+        .zip(&ordered)
+        .map(|(spec, t)| (spec.name.to_string(), NnTensor::new(&t.shape, spec.dtype, &t.data)))
+        .collect();
+    drop(ordered);
+    Ok(compute(named)?
         .into_iter()
         .map(|(name, t)| Tensor { name, dtype: t.ty(), shape: t.dimensions(), data: t.data() })
-        .collect();
-    let positions: Option<Vec<usize>> =
-        model::OUTPUTS.iter().map(|spec| tensors.iter().position(|t| t.name == spec.name)).collect();
-    if let Some(positions) = positions {
-        if positions.len() == tensors.len() {
-            let mut slots: Vec<Option<Tensor>> = tensors.into_iter().map(Some).collect();
-            tensors = positions.iter().filter_map(|&i| slots[i].take()).collect();
-        }
+        .collect())
+}
+
+/// `model-tensors.infer-tensors`: `model.infer` on the host's wasi-nn tensors; their bytes never
+/// enter this memory (the host checked each tensor's byte length against its dimensions).
+pub fn infer_tensors(inputs: Vec<(String, NnTensor)>) -> Result<Vec<(String, NnTensor)>, Error> {
+    let ordered = order_inputs(inputs, |(name, _)| name.as_str())?;
+    let mut named = Vec::with_capacity(ordered.len());
+    for (spec, (_, tensor)) in model::INPUTS.iter().zip(ordered) {
+        check_signature(spec, tensor.ty(), &tensor.dimensions())?;
+        named.push((spec.name.to_string(), tensor));
     }
-    Ok(tensors)
+    compute(named)
 }
 
 #[cfg(test)]
@@ -191,7 +215,6 @@ mod tests {
     //! Native unit tests of the input checks (`cargo test`; wasi-nn is not called).
 
     use super::*;
-    use crate::bindings::wasi::nn::tensor::TensorType;
 
     /// A valid tensor for `spec` (dynamic axes = 1).
     fn valid(spec: &Spec) -> Tensor {
