@@ -21,6 +21,17 @@ from wasmai.tensors import Tensor
 pytestmark = pytest.mark.slow  # the fixtures build components with cargo-component
 
 
+def _lying_identity():
+    """Identity on fp32 ``[n]`` whose output is declared ``[262144]`` (1 MiB): a graph that
+    computes another shape than it declares for any other n."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "lying",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [262144])])
+    return factory._model(graph, "lying identity")
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """ONNX files: every dtype, an MLP (16 -> 4, dynamic batch), a narrower MLP (8 -> 4) and junk."""
@@ -31,6 +42,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "all_types": factory.save(factory.identity_all_types(), d / "all_types.onnx"),
         "mlp": factory.save(factory.mlp(), d / "mlp.onnx"),
         "mlp8": factory.save(factory.mlp(n_in=8), d / "mlp8.onnx"),
+        # Outputs of 0.5-4 MiB per dtype: ONNX Runtime writes the >= 1 MiB ones into the host's buffer.
+        "big_types": factory.save(factory.identity_all_types((512, 1024)), d / "big_types.onnx"),
+        "lying": factory.save(_lying_identity(), d / "lying.onnx"),
         "junk": junk,
     }
 
@@ -42,6 +56,8 @@ def components(models, build_component) -> dict[str, Path]:
         "all_types": build_component(models["all_types"]),
         "mlp_by_name": build_component(models["mlp"], by_name="mlp"),
         "mlp_gpu": build_component(models["mlp"], execution_target="gpu"),
+        "big_types": build_component(models["big_types"]),
+        "lying": build_component(models["lying"]),
     }
 
 
@@ -528,3 +544,29 @@ print(applied, default, faults())
     assert applied == "True"
     assert default > 4 * 16384 * 0.9, default
     assert tuned < 16384 // 4, tuned
+
+
+def test_large_outputs_are_written_in_place(host, components):
+    """Outputs of a fixed shape from 1 MiB up are written by ONNX Runtime straight into the host's
+    tensor (no copy out of its arena): every dtype's bytes come back unchanged, and each output
+    is charged to the budget only while held (after the call the budget holds the linear
+    memories and the graph)."""
+    inst = _instance(host, components["big_types"])
+    inputs = [Tensor.from_numpy(f"x_{d}", factory.random_input(d, (512, 1024)), d) for d in factory.DTYPES]
+    for _ in range(2):
+        outputs = inst.infer(inputs)
+        assert [(t.name, t.shape) for t in outputs] == [(f"y_{d}", (512, 1024)) for d in factory.DTYPES]
+        assert all(t.data == x.data for t, x in zip(outputs, inputs, strict=True))
+    stats = inst.host_stats()
+    assert stats["memory_budget_used_bytes"] - stats["linear_memory_bytes"] < 1 << 20  # the graph's bytes only
+    assert stats["memory_budget_peak_bytes"] >= sum(len(x.data) for x in inputs) * 2
+
+
+def test_an_output_shape_other_than_declared_still_runs(host, components):
+    """A graph that declares a fixed 1 MiB output but computes another size: ONNX Runtime refuses
+    the host's buffer of the declared shape and the host runs it again with ONNX Runtime's own."""
+    inst = _instance(host, components["lying"])
+    for n in (262144, 524288, 1000, 262144):
+        x = np.arange(n, dtype=np.float32)
+        (y,) = inst.infer([Tensor.from_numpy("x", x)])
+        assert y.shape == (n,) and np.array_equal(y.numpy(), x)

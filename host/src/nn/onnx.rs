@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::CString;
+use std::mem::MaybeUninit;
 use std::path::{Component, Path};
 use std::ptr::NonNull;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -28,7 +29,7 @@ use super::{CheckedInput, Error, IoSpec, Tensor, TensorData};
 use crate::bindings::wasi::nn::errors::ErrorCode;
 use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::tensor::TensorType;
-use crate::budget::{Budget, Kind};
+use crate::budget::{Budget, Charge, Kind};
 
 /// The ONNX Runtime environment shared by every host in the process (ONNX Runtime allows one),
 /// the intra-op thread count its global pool was asked for (0 = ONNX Runtime's default) and its
@@ -483,7 +484,8 @@ impl OnnxGraph {
         &self,
         values: &[SessionInputValue<'_>],
         run_options: Option<&RunOptions>,
-    ) -> Result<Vec<DynValue>, ort::Error> {
+        preset: &[Option<PlacedValue>],
+    ) -> Result<Vec<Option<DynValue>>, ort::Error> {
         if values.len() != self.input_names.len() {
             return Err(ort::Error::new(format!(
                 "{} input values for {} graph inputs",
@@ -494,7 +496,9 @@ impl OnnxGraph {
         let input_name_ptrs: Vec<_> = self.input_names.iter().map(|n| n.as_ptr()).collect();
         let input_ptrs: Vec<_> = values.iter().map(|v| v.ptr()).collect();
         let output_name_ptrs: Vec<_> = self.output_names.iter().map(|n| n.as_ptr()).collect();
-        let mut output_ptrs = vec![std::ptr::null_mut(); output_name_ptrs.len()];
+        let mut output_ptrs: Vec<*mut ort::sys::OrtValue> = (0..output_name_ptrs.len())
+            .map(|i| preset.get(i).and_then(Option::as_ref).map_or(std::ptr::null_mut(), |v| v.0.as_ptr()))
+            .collect();
         // SAFETY: the session and run options (or null: the C API's defaults) are alive for the
         // call; the name and value arrays hold `len` valid pointers each (C strings owned by
         // `self.input_names`/`self.output_names`, values borrowed from `values`); `output_ptrs`
@@ -514,11 +518,17 @@ impl OnnxGraph {
         status_result(status).map_err(ort::Error::new)?;
         // SAFETY: values the run just created and handed to us (we own them; each DynValue
         // releases its value); tensors keep the session's allocator handle, as ort's run does.
-        let outputs: Vec<Option<DynValue>> = output_ptrs
+        // A preset output is the caller's value, written in place: not wrapped again.
+        output_ptrs
             .into_iter()
-            .map(|p| NonNull::new(p).map(|p| unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) }))
-            .collect();
-        outputs.into_iter().map(|v| v.ok_or_else(|| ort::Error::new("ONNX Runtime returned no output value"))).collect()
+            .enumerate()
+            .map(|(i, p)| match preset.get(i).and_then(Option::as_ref) {
+                Some(_) => Ok(None),
+                None => NonNull::new(p)
+                    .map(|p| Some(unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) }))
+                    .ok_or_else(|| ort::Error::new("ONNX Runtime returned no output value")),
+            })
+            .collect()
     }
 }
 
@@ -626,6 +636,108 @@ fn copied_input(name: &str, t: &Tensor, shape: Vec<i64>) -> Result<SessionInputV
     Ok(SessionInputValue::from(value))
 }
 
+/// Outputs at least this long (bytes) and of a fixed shape are written by ONNX Runtime straight
+/// into the host's tensor buffer (smaller ones are copied out of its arena, which costs less than
+/// making the value).
+const PLACE_OUTPUT_BYTES: usize = 1 << 20;
+
+/// An ONNX Runtime value over a [`Placed`] buffer (it does not own the bytes), released on drop.
+struct PlacedValue(NonNull<ort::sys::OrtValue>);
+
+impl Drop for PlacedValue {
+    fn drop(&mut self) {
+        // SAFETY: a value made by `CreateTensorWithDataAsOrtValue` for us, released once.
+        unsafe { (ort::api().ReleaseValue)(self.0.as_ptr()) }
+    }
+}
+
+/// Per graph output: the value `run` writes into, and its buffer (both None: ONNX Runtime allocates).
+type PlacedOutputs = (Vec<Option<PlacedValue>>, Vec<Option<Placed>>);
+
+/// An output buffer the run writes into: the host tensor's bytes, their charge, dims and type.
+struct Placed {
+    buffer: Arc<[MaybeUninit<u8>]>,
+    charge: Charge,
+    dims: Vec<u32>,
+    dtype: TensorType,
+}
+
+impl OnnxGraph {
+    /// For each output of a fixed shape and at least [`PLACE_OUTPUT_BYTES`] (CPU sessions only):
+    /// its buffer, admitted by the tensor limit and charged to the budget first (the same checks
+    /// as a copied output), and an ONNX Runtime value over it for `run` to write into; `None` for
+    /// the others. Errors: `too-large` (limit or budget), or ONNX Runtime's when the value cannot
+    /// be made.
+    fn place_outputs(&self, limits: &Limits, budget: &Arc<Budget>) -> Result<PlacedOutputs, Error> {
+        let (mut preset, mut placed) = (Vec::new(), Vec::new());
+        if self.exclusive.is_some() {
+            return Ok((preset, placed));
+        }
+        let mut info = None;
+        for spec in &self.outputs {
+            let name = &spec.name;
+            let fixed = spec.shape.iter().all(|&d| d >= 0);
+            let len = spec.dtype.filter(|_| fixed).and_then(|dtype| {
+                spec.shape.iter().try_fold(super::dtype_size(dtype), |acc, &d| acc.checked_mul(d as usize))
+            });
+            let (Some(dtype), Some(len)) = (spec.dtype, len.filter(|&n| n >= PLACE_OUTPUT_BYTES)) else {
+                preset.push(None);
+                placed.push(None);
+                continue;
+            };
+            let dims: Vec<u32> = spec
+                .shape
+                .iter()
+                .map(|&d| u32::try_from(d).ok())
+                .collect::<Option<_>>()
+                .ok_or_else(|| Error::runtime(format!("output '{name}': a dimension does not fit u32")))?;
+            if let Some(e) = limits.tensor_too_large(&format!("output '{name}'"), len) {
+                return Err(e);
+            }
+            let charge = budget
+                .charge(Kind::Tensor, len, &format!("the host refused output '{name}' of"))
+                .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
+            let mut buffer: Arc<[MaybeUninit<u8>]> = Arc::new_uninit_slice(len);
+            let ptr =
+                Arc::get_mut(&mut buffer).map(|b| b.as_mut_ptr()).ok_or_else(|| Error::runtime("buffer shared"))?;
+            if info.is_none() {
+                info = Some(
+                    ort::memory::MemoryInfo::new(
+                        ort::memory::AllocationDevice::CPU,
+                        0,
+                        ort::memory::AllocatorType::Device,
+                        ort::memory::MemoryType::Default,
+                    )
+                    .map_err(|e| ort_err("memory info", e))?,
+                );
+            }
+            let info = info.as_ref().map_or(std::ptr::null(), |i| i.ptr());
+            let mut value = std::ptr::null_mut();
+            // SAFETY: `ptr` is `len` writable bytes owned by `buffer`, which outlives the value
+            // (the value is dropped right after the run, the buffer kept); the shape's product
+            // times the element size is `len`.
+            let status = unsafe {
+                (ort::api().CreateTensorWithDataAsOrtValue)(
+                    info,
+                    ptr.cast(),
+                    len,
+                    spec.shape.as_ptr(),
+                    spec.shape.len(),
+                    to_onnx(dtype).into(),
+                    &mut value,
+                )
+            };
+            status_result(status)
+                .map_err(|m| Error::runtime(format!("output '{name}': cannot make its value: {m}")))?;
+            let value = NonNull::new(value).ok_or_else(|| Error::runtime(format!("output '{name}': no value")))?;
+            preset.push(Some(PlacedValue(value)));
+            let dims = if dims.is_empty() { vec![1] } else { dims };
+            placed.push(Some(Placed { buffer, charge, dims, dtype }));
+        }
+        Ok((preset, placed))
+    }
+}
+
 impl BackendGraph for OnnxGraph {
     fn inputs(&self) -> &[IoSpec] {
         &self.inputs
@@ -663,8 +775,24 @@ impl BackendGraph for OnnxGraph {
             }
             None => None,
         };
+        let (preset, mut placed) = self.place_outputs(limits, budget)?;
         let start = Instant::now();
-        let outputs = self.run(&values, run_options.as_deref()).map_err(|e| {
+        let mut ran = self.run(&values, run_options.as_deref(), &preset);
+        drop(preset);
+        let refused_buffer = |e: &ort::Error| {
+            let text = e.to_string();
+            text.contains("pre-allocated output") || text.contains("re-use buffer")
+        };
+        if ran.as_ref().is_err_and(refused_buffer) && placed.iter().any(Option::is_some) {
+            // A graph that computes another shape than it declares: ONNX Runtime refuses the
+            // buffer of the declared shape ("The output OrtValue provided for output 'y' ... has
+            // shape {262144} but the computed output shape for this run is {524288} ... with
+            // pre-allocated output OrtValues" in 1.32; "Shape mismatch attempting to re-use
+            // buffer" in older releases), so run again and let it allocate the output.
+            placed.clear();
+            ran = self.run(&values, run_options.as_deref(), &[]);
+        }
+        let outputs = ran.map_err(|e| {
             if let Some(err) = arena_exhausted("the run", &e) {
                 return err;
             }
@@ -683,8 +811,21 @@ impl BackendGraph for OnnxGraph {
 
         let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);
         let mut result = Vec::with_capacity(self.outputs.len());
-        for (spec, value) in self.outputs.iter().zip(&outputs) {
+        for (i, (spec, value)) in self.outputs.iter().zip(&outputs).enumerate() {
             let name = &spec.name;
+            let value = match (value, placed.get_mut(i).and_then(Option::take)) {
+                (_, Some(p)) => {
+                    // SAFETY: the run succeeded, so ONNX Runtime wrote the whole output (its fixed
+                    // shape is the buffer's) into the buffer.
+                    let data: Arc<[u8]> = unsafe { p.buffer.assume_init() };
+                    result.push((name.clone(), Tensor::new(p.dims, p.dtype, TensorData::Shared(data), Some(p.charge))));
+                    continue;
+                }
+                (Some(value), None) => value,
+                (None, None) => {
+                    return Err(Error::runtime(format!("ONNX Runtime returned no value for output '{name}'")))
+                }
+            };
             let tensor = value
                 .view()
                 .downcast::<DynTensorValueType>()
