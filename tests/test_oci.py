@@ -202,8 +202,8 @@ def test_push_pull_verify_run_round_trip(registry, signed, keys, tmp_path):
     assert config["architecture"] == "wasm" and config["os"] == "wasip2"
     assert config["layerDigests"] == [manifest["layers"][0]["digest"]]
     assert "wasi:nn/graph@0.2.0-rc-2024-10-28" in config["component"]["imports"]
-    assert config["component"]["exports"] == ["wasmai:inference/metadata@0.2.0", "wasmai:inference/model-tensors@0.2.0",
-                                             "wasmai:inference/model@0.2.0"]
+    assert config["component"]["exports"] == ["wasmai:inference/metadata@0.2.0", "wasmai:inference/model@0.2.0",
+                                             "wasmai:inference/model-tensors@0.2.0"]
     assert config["component"]["target"] == "wasmai:inference/tensor-model@0.2.0"
     # oras finds the signature through the referrers tag schema, as cosign would.
     discovered = json.loads(_oras("discover", "--plain-http", "--format", "json", pinned).stdout)

@@ -8,10 +8,12 @@ a repository of three signed components built from the repo templates:
   with the other of two builds (``onnx_factory.mlp`` with weights seed 0 and seed 1, each signed)
   and a new ``config.toml`` version, so the served version goes 1, 2, ..., 6 and every answer can be
   checked against the numpy reference of the weights that version carries.
-* ``trap`` - ``Expand``: x fp32 [1], shape i64 [1] -> y = x repeated shape[0] times. The instance's
-  linear memory is capped at 8 MiB; asking for 3 Mi floats (12 MiB) makes the guest grow its
-  memory past the cap to receive the output: the host refuses the growth, the guest traps
-  (``memory-limit``), the server answers 500 and replaces the instance. Small shapes answer 200.
+* ``trap`` - the sandbox probe (tests/guests/sandbox; ``nap-ms`` i32 [1] -> ``slept-ms``). The
+  instance's memory is capped at 8 MiB; ``nap-ms`` -12 makes the guest fill 12 MiB of linear
+  memory: the host refuses the growth, the guest traps (``memory-limit``), the server answers 500
+  and replaces the instance. ``nap-ms`` 0 answers 200. (A tensor model no longer traps on a large
+  output: through ``model-tensors`` its bytes never enter the guest's memory, and the host
+  refuses a tensor over the budget cleanly.)
 * ``slow`` - the ONNX Loop model of test_serve (y = x + n after n iterations), 1 s timeout: a
   request needing ~3 s is answered 504 at the deadline and the instance replaced; small n is 200.
 
@@ -44,7 +46,10 @@ pytestmark = pytest.mark.slow  # builds components with cargo-component; 30 s of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnx_factory as factory  # noqa: E402
+import test_sandbox  # noqa: E402
 from conftest import Server, http, post_json, slow_model, slow_request, wait_for  # noqa: E402
+
+probe = test_sandbox.probe
 
 SOAK_S = 30.0
 SWAP_EVERY_S = 5.0
@@ -52,7 +57,7 @@ MAX_REQUESTS = 50_000          # the load's bound besides its duration
 POLL_S = 0.5
 SLOW_TIMEOUT_S = 1.0
 TRAP_MEMORY_MIB = 8
-TRAP_ELEMENTS = 3 * 2**19      # 6 MiB of fp32 output: it fits the 8 MiB budget, its copy into guest memory does not
+TRAP_MIB = 12                  # linear memory the probe fills on a trap request: over the 8 MiB budget
 SMALL_LOOP = 2000              # slow model: a few ms
 WARM_TRAPS, WARM_TIMEOUTS = 6, 2
 #: Allowed RSS growth of the server over the load. Each hot swap loads a new component version
@@ -68,21 +73,8 @@ RSS_GROWTH_BOUND_MIB = 128
 RSS_SECOND_HALF_BOUND_MIB = 48
 
 
-def expand_model():
-    """x fp32 [1], shape i64 [1] -> y fp32 [n] = x repeated shape[0] times (n chosen per request)."""
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Expand", ["x", "shape"], ["y"])], "expand",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
-         helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
-    return factory._model(graph, "expand")
-
-
-def expand_request(x: float, n: int) -> dict:
-    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [x]},
-                       {"name": "shape", "datatype": "INT64", "shape": [1], "data": [n]}]}
+def probe_request(nap_ms: int) -> dict:
+    return {"inputs": [{"name": "nap-ms", "datatype": "INT32", "shape": [1], "data": [nap_ms]}]}
 
 
 def worker_pids(pid: int) -> list[int]:
@@ -116,7 +108,7 @@ def rss_mib(pid: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def soak_repo(tmp_path_factory, tensor_component, build_component) -> dict:
+def soak_repo(tmp_path_factory, tensor_component, build_component, probe) -> dict:
     """The repository (module docstring), its key pair and the two signed mlp builds (staged)."""
     from wasmai.sign import keygen, sign_component
 
@@ -134,7 +126,7 @@ def soak_repo(tmp_path_factory, tensor_component, build_component) -> dict:
     models = root / "models"
     configs = {
         "mlp": (builds[0], 'version = "1"\ninstances = 2\nqueue = 8\n'),
-        "trap": (build_component(factory.save(expand_model(), onnx_dir / "expand.onnx")),
+        "trap": (probe,
                  f"instances = 1\nqueue = 4\nmemory_limit_mb = {TRAP_MEMORY_MIB}\nqueue_timeout_s = 20\n"),
         "slow": (build_component(factory.save(slow_model(), onnx_dir / "slow.onnx")),
                  f"instances = 1\nqueue = 4\ntimeout_s = {SLOW_TIMEOUT_S}\nqueue_timeout_s = 20\n"),
@@ -216,13 +208,12 @@ def _soak(server: Server, repo: dict, timeout_n: int) -> None:
         while take():
             i += 1
             if i % 5 == 0:  # deliberate: the guest traps on its memory cap -> 500, instance replaced
-                status, _, body = post_json(url.format("trap"), expand_request(1.5, TRAP_ELEMENTS))
+                status, _, body = post_json(url.format("trap"), probe_request(-TRAP_MIB))
                 ok = status == 500 and "max-memory 8 MiB" in body.get("error", "")
                 note("trap", "trap", status, None if ok else f"{status} {body}")
             else:
-                n = i % 7 + 1
-                status, _, body = post_json(url.format("trap"), expand_request(float(i), n))
-                ok = status == 200 and body["outputs"][0]["data"] == [float(i)] * n
+                status, _, body = post_json(url.format("trap"), probe_request(0))
+                ok = status == 200 and body["outputs"][0]["data"] == [0]
                 note("trap", "ok", status, None if ok else f"{status} {body}")
 
     def slow_load() -> None:
@@ -249,7 +240,7 @@ def _soak(server: Server, repo: dict, timeout_n: int) -> None:
     assert post_json(url.format("mlp"), {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16],
                                                      "data": [0.5] * 16}]})[0] == 200
     for _ in range(WARM_TRAPS):
-        assert post_json(url.format("trap"), expand_request(1.0, TRAP_ELEMENTS))[0] == 500
+        assert post_json(url.format("trap"), probe_request(-TRAP_MIB))[0] == 500
     for _ in range(WARM_TIMEOUTS):
         assert post_json(url.format("slow"), slow_request(timeout_n))[0] == 504
     assert post_json(url.format("slow"), slow_request(SMALL_LOOP))[0] == 200

@@ -210,8 +210,11 @@ class Instance:
             self._native.load()
 
     def infer(self, inputs: Sequence[Tensor]) -> list[Tensor]:
-        """``model.infer``: inputs matched by name (position when names are empty); returns the
-        outputs in model order with their real types. Raises InferenceError / ComponentError."""
+        """The forward pass: inputs matched by name (position when names are empty); returns the
+        outputs in model order with their real types. Through ``model-tensors.infer-tensors`` when
+        the component exports it (the host makes wasi-nn tensors over the inputs' ``bytes`` and
+        reads the outputs' itself: no tensor byte in the guest's memory), else ``model.infer``.
+        Raises InferenceError (``bad-input``, ``too-large``, ...) / ComponentError."""
         raw = [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
         deadline = call_deadline(self._timeout_s, "infer")
         try:

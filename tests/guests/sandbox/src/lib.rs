@@ -155,7 +155,9 @@ impl model::Guest for Probe {
     }
 
     /// Sleep as long as the i32 input `nap-ms` says (wasi:io/poll, like `nap`), then answer it
-    /// as `slept-ms`: a model call that blocks in the host (tests/test_serve_isolation.py).
+    /// as `slept-ms`: a model call that blocks in the host (tests/test_serve_isolation.py). A
+    /// negative `nap-ms` -N instead fills N MiB of linear memory first (like `hog`): under a
+    /// smaller memory budget the call traps (tests/test_serve_soak.py).
     fn infer(inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
         let nap = inputs.into_iter().find(|t| t.name == NAP_INPUT && t.dtype == TensorType::I32);
         let data = match nap {
@@ -163,6 +165,9 @@ impl model::Guest for Probe {
             _ => return Err(Error::BadInput(format!("the sandbox probe takes one i32 [1] input {NAP_INPUT}"))),
         };
         let ms = i32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        if ms < 0 {
+            <Probe as bindings::Guest>::hog(ms.unsigned_abs());
+        }
         <Probe as bindings::Guest>::nap(ms.max(0) as u32);
         Ok(vec![Tensor { name: NAP_OUTPUT.to_string(), dtype: TensorType::I32, shape: vec![1], data }])
     }
