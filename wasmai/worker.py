@@ -20,18 +20,28 @@ starts in milliseconds. ``fork`` copies only the calling thread, so once a host 
 ticker, ONNX Runtime's thread pool and watchdog) a lock one of those threads held would stay
 locked in the child forever: the child is then started with ``spawn`` (a fresh interpreter;
 ``fn`` and its arguments must be importable and picklable).
+
+:func:`prefork` forks the worker of the next call ahead of time, first thing in ``wasmai run``:
+the child imports what the call needs (numpy, :mod:`wasmai.runtime`) while the parent imports
+typer and parses its arguments, on another core (issue 13, the CLI's cold start), then receives
+the call over its pipe (pickled: ``fn`` and its arguments must be picklable) and runs it like any
+worker. :func:`submit` starts a call and returns at once, so the caller can prepare what comes
+after the result (``wasmai run`` imports rich meanwhile).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from wasmai._malloc import keep_large_buffers
 from wasmai.errors import WasmaiError
@@ -125,10 +135,28 @@ def _armed_deadline(conn: multiprocessing.connection.Connection, timeout_s: floa
         timer.cancel()
 
 
-def _serve(conn: multiprocessing.connection.Connection, fn: Callable[..., Any], args: tuple[Any, ...],
-           kwargs: dict[str, Any]) -> None:
-    """The child: run the call and send ``(True, result)`` or ``(False, exception)``."""
+#: A call: the function, its positional and its keyword arguments.
+Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+def _serve(conn: multiprocessing.connection.Connection, job: Job | None, imports: Sequence[str] = (),
+           parent_end: multiprocessing.connection.Connection | None = None) -> None:
+    """The child: run the call ``job`` and send ``(True, result)`` or ``(False, exception)``.
+    A :func:`prefork` child (``job`` None) first closes its copy of the parent's end of the pipe,
+    imports ``imports`` (one that fails is left to the call to report) and waits for the call on
+    ``conn``; it ends quietly when none comes (the parent exited or was interrupted)."""
     global _REPLY
+    if job is None:
+        if parent_end is not None:
+            parent_end.close()  # else the parent's exit would not close the pipe
+        try:
+            for name in imports:
+                with contextlib.suppress(Exception):
+                    importlib.import_module(name)
+            job = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+    fn, args, kwargs = job
     _REPLY = conn
     keep_large_buffers()  # the worker is wasmai's own process (see wasmai._malloc)
     try:
@@ -140,36 +168,95 @@ def _serve(conn: multiprocessing.connection.Connection, fn: Callable[..., Any], 
     _reply(conn, reply)
 
 
-def in_worker(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``fn(*args, **kwargs)`` in a forked child process; its return value (pickled) or the
-    exception it raised.
+#: The worker :func:`prefork` started for this process's next call, and this process's end of its
+#: pipe (None once a call took it).
+_EARLY: tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection] | None = None
 
-    Raises whatever ``fn`` raised (``WasmaiError`` subclasses keep their type and fields),
-    :class:`~wasmai.host.ComponentError` with code ``crash`` when the child dies without
-    answering (a signal in native code: :func:`crash_message`), and ``RuntimeError`` for other
-    failures inside the child. ``KeyboardInterrupt`` in the caller kills the child."""
-    from wasmai.host import ComponentError, Host
 
+def prefork(imports: Sequence[str] = ()) -> None:
+    """Fork the worker of this process's next :func:`submit` / :func:`in_worker` call now, before
+    the call is known: the child imports the modules ``imports`` while this process goes on, then
+    waits for the call (``wasmai run`` calls this before it imports typer, so that numpy and the
+    runtime load on another core while the command parses its arguments).
+
+    The call then runs exactly as in a worker forked for it (same reply, crash report and
+    :func:`call_deadline`); its function and arguments cross the pipe pickled. A worker no call
+    takes ends when this process exits (it is a daemon process, and it ends when its pipe closes).
+    Does nothing when a worker is already waiting, or once a native host exists in this process
+    (``fork`` is not safe then; :func:`submit` spawns)."""
+    global _EARLY
+    host = sys.modules.get("wasmai.host")
+    if _EARLY is not None or (host is not None and host.Host.created):
+        return
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child_end, None, tuple(imports), parent_end), name="wasmai-worker",
+                       daemon=True)
+    proc.start()
+    child_end.close()
+    _EARLY = (proc, parent_end)
+
+
+class Call(Generic[T]):
+    """A call running in a worker process (:func:`submit`); :meth:`result` waits for its answer."""
+
+    def __init__(self, proc: multiprocessing.process.BaseProcess, conn: multiprocessing.connection.Connection
+                 ) -> None:
+        self._proc = proc
+        self._conn = conn
+
+    def result(self) -> T:
+        """The call's return value (pickled), or the exception it raised.
+
+        Raises whatever the call raised (``WasmaiError`` subclasses keep their type and fields),
+        :class:`~wasmai.host.ComponentError` with code ``crash`` when the worker dies without
+        answering (a signal in native code: :func:`crash_message`), and ``RuntimeError`` for other
+        failures inside the worker. ``KeyboardInterrupt`` here kills the worker."""
+        from wasmai.host import ComponentError
+
+        proc, conn = self._proc, self._conn
+        try:
+            try:
+                ok, payload = conn.recv()
+            except EOFError:
+                proc.join()
+                raise ComponentError(crash_message(proc.exitcode), "crash") from None
+            proc.join()
+        except BaseException:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            raise
+        finally:
+            conn.close()
+        if ok:
+            result: T = payload
+            return result
+        raise payload
+
+
+def submit(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Call[T]:
+    """Start ``fn(*args, **kwargs)`` in a worker child process and return at once: in the worker
+    :func:`prefork` started, if one is waiting (the call is pickled to it), else in a child forked
+    now (spawned once this process has a native host: see the module's docstring).
+    :meth:`Call.result` gives its answer."""
+    global _EARLY
+    from wasmai.host import Host
+
+    if _EARLY is not None:
+        (proc, conn), _EARLY = _EARLY, None
+        with contextlib.suppress(OSError):  # a worker that died already: Call.result reports how
+            conn.send((fn, args, kwargs))
+        return Call(proc, conn)
     ctx = multiprocessing.get_context("spawn") if Host.created else multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_serve, args=(sender, fn, args, kwargs), name="wasmai-worker", daemon=True)
+    proc = ctx.Process(target=_serve, args=(sender, (fn, args, kwargs)), name="wasmai-worker", daemon=True)
     proc.start()
     sender.close()
-    try:
-        try:
-            ok, payload = receiver.recv()
-        except EOFError:
-            proc.join()
-            raise ComponentError(crash_message(proc.exitcode), "crash") from None
-        proc.join()
-    except BaseException:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        raise
-    finally:
-        receiver.close()
-    if ok:
-        result: T = payload
-        return result
-    raise payload
+    return Call(proc, receiver)
+
+
+def in_worker(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in a worker child process (:func:`submit`); its return value
+    (pickled) or the exception it raised, as :meth:`Call.result`."""
+    return submit(fn, *args, **kwargs).result()

@@ -29,6 +29,13 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
+def import_renderer() -> None:
+    """Import rich's Console and Table, what rendering a result takes (~30 ms), ahead of the render:
+    ``wasmai run`` does it while its worker process computes the result (issue 13)."""
+    import rich.console
+    import rich.table  # noqa: F401 - imported for the render to come
+
+
 def run_command(fn: Callable[[], T], *, json_out: bool, render: Callable[[T], None] | None = None) -> T:
     """Run a library call for a CLI command.
 
