@@ -33,8 +33,9 @@ COMMANDS = [
 ]
 
 #: What the worker process :func:`main` forks for ``wasmai run`` imports while the command parses
-#: its arguments: what running a component on ``.npy`` inputs needs (issue 13, CLI cold start).
-RUN_WORKER_IMPORTS = ("numpy", "wasmai.runtime")
+#: its arguments: what running a component on ``.npy`` inputs needs besides :mod:`wasmai.runtime`,
+#: which both processes need and which is imported once, before the fork (issue 13, CLI cold start).
+RUN_WORKER_IMPORTS = ("numpy",)
 
 _APP: typer.Typer | None = None
 
@@ -58,12 +59,14 @@ def main() -> None:
     arguments, and the other twelve commands' options cost more start-up time than ``run`` itself
     needs (issue 13). Anything else (``--help``, ``--version``, an unknown command) gets the full app.
 
-    ``wasmai run`` forks its worker process (:func:`wasmai.worker.prefork`) before anything else,
-    so that the worker imports numpy and the runtime (:data:`RUN_WORKER_IMPORTS`) on another core
-    while this process imports typer, parses the arguments and resolves the component."""
+    ``wasmai run`` (but its ``--help``) imports :mod:`wasmai.runtime` and forks its worker process
+    (:func:`wasmai.worker.prefork`) before anything else, so that the worker imports numpy
+    (:data:`RUN_WORKER_IMPORTS`) on another core while this process imports typer, parses the
+    arguments and resolves the component."""
     argv = sys.argv[1:]
     command = argv[0] if argv and argv[0] in {name for name, _ in COMMANDS} else None
-    if command == "run":
+    if command == "run" and "--help" not in argv:
+        import wasmai.runtime  # noqa: F401 - for both processes, so imported once
         from wasmai.worker import prefork
 
         prefork(RUN_WORKER_IMPORTS)

@@ -144,15 +144,13 @@ def run(
     if image is not None and not input_ and inputs is None:  # maybe a face-detection component
         from wasmai.tasks.face import is_face_component
 
-        face = is_face_component(component)
-    else:
-        face = False
-    if face:
-        from wasmai.cli._face import cli_run as face_run  # face-detection components (wasmai.tasks.face)
+        if is_face_component(component):
+            from wasmai.cli._face import cli_run as face_run
 
-        face_run(component, image, annotate=annotate, verbose=verbose, json_out=json_out,
-                 sandbox_options=sandbox_options, policy_options=policy_options, target_options=target_options)
-        return
+            face_run(component, image, annotate=annotate, verbose=verbose, json_out=json_out,
+                     sandbox_options=sandbox_options, policy_options=policy_options,
+                     target_options=target_options)
+            return
     if annotate is not None:
         raise typer.BadParameter("--annotate needs --image and a face-detection component")
     if image is not None and (input_ or inputs is not None):
