@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import console, import_renderer, run_command, shown
+from wasmai.cli._common import console, run_command, shown, warm_renderer
 from wasmai.cli._text import TextOpt
 from wasmai.cli.oci import COMPONENT_HELP
 from wasmai.cli.options import (
@@ -176,7 +176,7 @@ def run(
                       graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
                       sandbox=sandbox, policy=verify_policy, bundle=signature, verified=verified)
         if not json_out:
-            import_renderer()  # while the worker runs
+            warm_renderer()  # while the worker runs
         return call.result()
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
