@@ -40,7 +40,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from wasmai._malloc import keep_large_buffers
@@ -139,23 +139,9 @@ def _armed_deadline(conn: multiprocessing.connection.Connection, timeout_s: floa
 Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
-def _serve(conn: multiprocessing.connection.Connection, job: Job | None, imports: Sequence[str] = (),
-           parent_end: multiprocessing.connection.Connection | None = None) -> None:
-    """The child: run the call ``job`` and send ``(True, result)`` or ``(False, exception)``.
-    A :func:`prefork` child (``job`` None) first closes its copy of the parent's end of the pipe,
-    imports ``imports`` (one that fails is left to the call to report) and waits for the call on
-    ``conn``; it ends quietly when none comes (the parent exited or was interrupted)."""
+def _serve(conn: multiprocessing.connection.Connection, job: Job) -> None:
+    """The child: run the call ``job`` and send ``(True, result)`` or ``(False, exception)``."""
     global _REPLY
-    if job is None:
-        if parent_end is not None:
-            parent_end.close()  # else the parent's exit would not close the pipe
-        try:
-            for name in imports:
-                with contextlib.suppress(Exception):
-                    importlib.import_module(name)
-            job = conn.recv()
-        except (EOFError, KeyboardInterrupt):
-            return
     fn, args, kwargs = job
     _REPLY = conn
     keep_large_buffers()  # the worker is wasmai's own process (see wasmai._malloc)
@@ -168,16 +154,36 @@ def _serve(conn: multiprocessing.connection.Connection, job: Job | None, imports
     _reply(conn, reply)
 
 
+def _serve_later(conn: multiprocessing.connection.Connection, parent_end: multiprocessing.connection.Connection,
+                 imports: Sequence[str], env: Mapping[str, str]) -> None:
+    """A :func:`prefork` child: close its copy of the parent's end of the pipe (else the parent's
+    exit would not close the pipe), set ``env`` where unset, import ``imports`` (one that fails is
+    left to the call to report), wait for the call on ``conn`` and :func:`_serve` it. Ends quietly
+    when no call comes (the parent exited or was interrupted)."""
+    parent_end.close()
+    try:
+        for name, value in env.items():
+            os.environ.setdefault(name, value)
+        for module in imports:
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+        job = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+        return
+    _serve(conn, job)
+
+
 #: The worker :func:`prefork` started for this process's next call, and this process's end of its
 #: pipe (None once a call took it).
 _EARLY: tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection] | None = None
 
 
-def prefork(imports: Sequence[str] = ()) -> None:
+def prefork(imports: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
     """Fork the worker of this process's next :func:`submit` / :func:`in_worker` call now, before
-    the call is known: the child imports the modules ``imports`` while this process goes on, then
-    waits for the call (``wasmai run`` calls this before it imports typer, so that numpy and the
-    runtime load on another core while the command parses its arguments).
+    the call is known: the child sets the environment variables ``env`` that are not set (e.g. a
+    library's thread count, read when it loads), imports the modules ``imports`` while this process
+    goes on, then waits for the call (``wasmai run`` calls this before it imports typer, so that
+    numpy loads on another core while the command parses its arguments).
 
     The call then runs exactly as in a worker forked for it (same reply, crash report and
     :func:`call_deadline`); its function and arguments cross the pipe pickled. A worker no call
@@ -190,8 +196,8 @@ def prefork(imports: Sequence[str] = ()) -> None:
         return
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(child_end, None, tuple(imports), parent_end), name="wasmai-worker",
-                       daemon=True)
+    proc = ctx.Process(target=_serve_later, args=(child_end, parent_end, tuple(imports), dict(env or {})),
+                       name="wasmai-worker", daemon=True)
     proc.start()
     child_end.close()
     _EARLY = (proc, parent_end)
