@@ -159,7 +159,9 @@ def _serve_later(conn: multiprocessing.connection.Connection, parent_end: multip
     """A :func:`prefork` child: close its copy of the parent's end of the pipe (else the parent's
     exit would not close the pipe), set ``env`` where unset, import ``imports`` (one that fails is
     left to the call to report), wait for the call on ``conn`` and :func:`_serve` it. Ends quietly
-    when no call comes (the parent exited or was interrupted)."""
+    when no call comes (the parent exited or was interrupted); answers RuntimeError when the call
+    cannot be unpickled here (e.g. a function defined after the fork)."""
+    global _REPLY
     parent_end.close()
     try:
         for name, value in env.items():
@@ -169,6 +171,10 @@ def _serve_later(conn: multiprocessing.connection.Connection, parent_end: multip
                 importlib.import_module(module)
         job = conn.recv()
     except (EOFError, KeyboardInterrupt):
+        return
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        _REPLY = conn
+        _reply(conn, (False, RuntimeError(f"the worker cannot take the call: {type(exc).__name__}: {exc}")))
         return
     _serve(conn, job)
 
@@ -217,7 +223,9 @@ class Call(Generic[T]):
         Raises whatever the call raised (``WasmaiError`` subclasses keep their type and fields),
         :class:`~wasmai.host.ComponentError` with code ``crash`` when the worker dies without
         answering (a signal in native code: :func:`crash_message`), and ``RuntimeError`` for other
-        failures inside the worker. ``KeyboardInterrupt`` here kills the worker."""
+        failures inside the worker. ``KeyboardInterrupt`` here kills the worker. A worker that
+        answered is not waited for: it exits on its own while the caller goes on (5-30 ms of
+        tearing down ONNX Runtime and its memory), and multiprocessing reaps it."""
         from wasmai.host import ComponentError
 
         proc, conn = self._proc, self._conn
@@ -227,7 +235,6 @@ class Call(Generic[T]):
             except EOFError:
                 proc.join()
                 raise ComponentError(crash_message(proc.exitcode), "crash") from None
-            proc.join()
         except BaseException:
             if proc.is_alive():
                 proc.kill()
