@@ -4,8 +4,11 @@ finding 5): an integer Div of INT32_MIN by -1 raises SIGFPE on x86-64 inside ONN
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,46 @@ def test_host_errors_cross_the_worker_boundary_with_their_fields():
 
 def _raise_inference() -> None:
     raise InferenceError("bad-input", "no such input")
+
+
+#: A fresh process (no host in it, as the CLI's) using workers forked ahead of their call.
+PREFORK = """
+import os
+import wasmai.worker
+from wasmai.host import ComponentError
+from wasmai.worker import in_worker, prefork
+
+prefork(("json",), {"WASMAI_PREFORKED": "yes"})
+print(in_worker(os.getenv, "WASMAI_PREFORKED"))
+print(in_worker(os.getenv, "WASMAI_PREFORKED"))
+prefork()
+try:
+    in_worker(os.abort)
+except ComponentError as exc:
+    print(exc.code, "SIGABRT" in str(exc))
+prefork()
+def made_after_the_fork(): pass
+try:
+    in_worker(made_after_the_fork)
+except RuntimeError as exc:
+    print("cannot take the call" in str(exc))
+prefork()
+print(wasmai.worker._EARLY[0].pid)
+"""
+
+
+def test_a_worker_forked_ahead_takes_the_next_call(repo_root):
+    """:func:`wasmai.worker.prefork` (as ``wasmai run`` uses it): the next call runs in the worker
+    forked ahead (it has the environment prefork gave it; the call after gets a new worker), a
+    crash there is one ComponentError ``crash``, a call it cannot unpickle one RuntimeError, and a
+    worker no call took is gone once the process exited."""
+    proc = subprocess.run([sys.executable, "-c", PREFORK], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo_root)})
+    assert proc.returncode == 0, proc.stderr
+    first, second, crash, unpicklable, pid = proc.stdout.splitlines()
+    assert (first, second, crash, unpicklable) == ("yes", "None", "crash True", "True")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
 
 
 @pytest.mark.slow

@@ -345,20 +345,32 @@ def test_cli_run_tensor_json(tmp_path, components, models):
 
 
 #: What `wasmai run` of a tensor component must not import without a signature policy (issue 13,
-#: CLI cold start): the host needs the path of libonnxruntime.so, not the onnxruntime package.
+#: CLI cold start), in the command's process or its worker: the host needs the path of
+#: libonnxruntime.so, not the onnxruntime package; a local component needs no registry client and,
+#: without a policy, no signing code; a tensor run no task module.
 NOT_ON_THE_RUN_PATH = ("onnx", "onnxruntime", "torch", "sigstore", "model_signing", "cryptography", "oras",
-                       "requests", "PIL", "skimage", "uvicorn", "starlette", "fastapi", "wasmtime")
+                       "requests", "PIL", "skimage", "uvicorn", "starlette", "fastapi", "wasmtime", "wasmai.oci",
+                       "wasmai.sign", "wasmai.tasks", "wasmai.bench", "wasmai.build", "wasmai.convert")
+#: What only the worker needs: the command's own process reads no tensor (the worker reads the .npy
+#: files) and loads no native code; with --json it renders no table.
+WORKER_ONLY = ("numpy", "wasmai._host", "rich")
 #: The command modules of the other commands (`wasmai run` registers only itself).
 OTHER_COMMANDS = ("wasmai.cli.bench", "wasmai.cli.build", "wasmai.cli.convert", "wasmai.cli.serve",
                   "wasmai.cli.sign", "wasmai.cli.doctor", "wasmai.cli.inspect", "wasmai.cli.toolchain")
 
 
 def test_cli_run_imports_only_what_its_path_needs(tmp_path, components, models, repo_root):
-    """The real CLI in a fresh process: the modules loaded when it exits, next to its output."""
+    """The real CLI in a fresh process: the modules loaded in its worker when it replies and in the
+    command's process when it exits, next to its output."""
     x = np.random.default_rng(3).standard_normal((1, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     code = ("import atexit, sys\n"
-            "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
+            "import wasmai.worker\n"
+            "reply = wasmai.worker._reply\n"
+            "def modules(who): sys.stderr.write(who + ' ' + ' '.join(sorted(sys.modules)) + '\\n')\n"
+            "def traced(conn, answer): modules('WORKER'); sys.stderr.flush(); reply(conn, answer)\n"
+            "wasmai.worker._reply = traced\n"
+            "atexit.register(lambda: modules('MODULES'))\n"
             "from wasmai.cli import main\n"
             "main()\n")
     proc = subprocess.run([sys.executable, "-c", code, "run", str(components["mlp_by_name"]), "--input",
@@ -367,11 +379,17 @@ def test_cli_run_imports_only_what_its_path_needs(tmp_path, components, models, 
     assert proc.returncode == 0, proc.stderr
     (out,) = json.loads(proc.stdout)["outputs"]
     np.testing.assert_allclose(np.array(out["values"]).reshape(1, 4), factory.mlp_reference(x), rtol=1e-5, atol=1e-5)
-    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("MODULES ")]
-    modules = set(line.split()[1:])
-    assert {"numpy", "wasmai.cli.run", "wasmai.runtime", "wasmai.worker"} <= modules  # the run path was taken
-    assert sorted(m for m in modules if m.split(".")[0] in NOT_ON_THE_RUN_PATH) == []
-    assert sorted(modules & set(OTHER_COMMANDS)) == []
+    (worker,) = [set(line.split()[1:]) for line in proc.stderr.splitlines() if line.startswith("WORKER ")]
+    (command,) = [set(line.split()[1:]) for line in proc.stderr.splitlines() if line.startswith("MODULES ")]
+
+    def top(modules: set[str], names: tuple[str, ...]) -> list[str]:
+        return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+    assert {"numpy", "wasmai._host", "wasmai.runtime"} <= worker  # the run path was taken, in the worker
+    assert {"wasmai.cli.run", "wasmai.runtime", "wasmai.worker"} <= command
+    assert top(worker, NOT_ON_THE_RUN_PATH) == [] and top(command, NOT_ON_THE_RUN_PATH) == []
+    assert top(command, WORKER_ONLY) == []
+    assert sorted((worker | command) & set(OTHER_COMMANDS)) == []
 
 
 def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):

@@ -14,21 +14,21 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wasmai.errors import VerificationError, WasmaiError
 from wasmai.host import Component, ComponentError, Host, InferenceError, Instance, Prediction
-from wasmai.inputs import input_specs, match_inputs, read_image
+from wasmai.inputs import input_specs, load_arrays, match_inputs, read_image
 from wasmai.sandbox import SandboxOptions
 from wasmai.tensors import Tensor
 
 __all__ = [
     "Component", "ComponentError", "Host", "InferenceError", "InspectResult", "Instance", "OutputSummary",
     "Prediction", "RunResult", "Tensor", "component_wit", "inspect_component", "load_verified", "run_component",
-    "size_breakdown", "verify_before_run",
+    "run_input_files", "size_breakdown", "verify_before_run",
 ]
 
 
@@ -163,6 +163,17 @@ def run_component(path: str | os.PathLike[str], *, image: str | os.PathLike[str]
     result.execution_provider = stats["execution_provider"]
     result.linear_memory_bytes = stats["linear_memory_bytes"]
     return result
+
+
+def run_input_files(path: str | os.PathLike[str], *, input_items: Sequence[str] | None = None,
+                    npz: str | os.PathLike[str] | None = None, **options: Any) -> RunResult:
+    """:func:`run_component` on the arrays of ``--input`` items (``NAME=FILE.npy`` or ``FILE.npy``)
+    and an ``--inputs`` .npz, read here by :func:`wasmai.inputs.load_arrays` (none given: ``options``
+    must hold ``image``). ``options`` are :func:`run_component`'s other keyword arguments.
+    ``wasmai run`` calls it in its worker process, which imported numpy while the command parsed
+    its arguments, so the command's own process never imports numpy. Raises as those two."""
+    arrays = load_arrays(input_items, npz) if input_items or npz is not None else None
+    return run_component(path, inputs=arrays, **options)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,18 +20,28 @@ starts in milliseconds. ``fork`` copies only the calling thread, so once a host 
 ticker, ONNX Runtime's thread pool and watchdog) a lock one of those threads held would stay
 locked in the child forever: the child is then started with ``spawn`` (a fresh interpreter;
 ``fn`` and its arguments must be importable and picklable).
+
+:func:`prefork` forks the worker of the next call ahead of time, first thing in ``wasmai run``:
+the child imports what the call needs (numpy, :mod:`wasmai.runtime`) while the parent imports
+typer and parses its arguments, on another core (issue 13, the CLI's cold start), then receives
+the call over its pipe (pickled: ``fn`` and its arguments must be picklable) and runs it like any
+worker. :func:`submit` starts a call and returns at once, so the caller can prepare what comes
+after the result (``wasmai run`` imports rich meanwhile).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from wasmai._malloc import keep_large_buffers
 from wasmai.errors import WasmaiError
@@ -125,10 +135,14 @@ def _armed_deadline(conn: multiprocessing.connection.Connection, timeout_s: floa
         timer.cancel()
 
 
-def _serve(conn: multiprocessing.connection.Connection, fn: Callable[..., Any], args: tuple[Any, ...],
-           kwargs: dict[str, Any]) -> None:
-    """The child: run the call and send ``(True, result)`` or ``(False, exception)``."""
+#: A call: the function, its positional and its keyword arguments.
+Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+def _serve(conn: multiprocessing.connection.Connection, job: Job) -> None:
+    """The child: run the call ``job`` and send ``(True, result)`` or ``(False, exception)``."""
     global _REPLY
+    fn, args, kwargs = job
     _REPLY = conn
     keep_large_buffers()  # the worker is wasmai's own process (see wasmai._malloc)
     try:
@@ -140,36 +154,122 @@ def _serve(conn: multiprocessing.connection.Connection, fn: Callable[..., Any], 
     _reply(conn, reply)
 
 
-def in_worker(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``fn(*args, **kwargs)`` in a forked child process; its return value (pickled) or the
-    exception it raised.
+def _serve_later(conn: multiprocessing.connection.Connection, parent_end: multiprocessing.connection.Connection,
+                 imports: Sequence[str], env: Mapping[str, str]) -> None:
+    """A :func:`prefork` child: close its copy of the parent's end of the pipe (else the parent's
+    exit would not close the pipe), set ``env`` where unset, import ``imports`` (one that fails is
+    left to the call to report), wait for the call on ``conn`` and :func:`_serve` it. Ends quietly
+    when no call comes (the parent exited or was interrupted); answers RuntimeError when the call
+    cannot be unpickled here (e.g. a function defined after the fork)."""
+    global _REPLY
+    parent_end.close()
+    try:
+        for name, value in env.items():
+            os.environ.setdefault(name, value)
+        for module in imports:
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+        job = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+        return
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        _REPLY = conn
+        _reply(conn, (False, RuntimeError(f"the worker cannot take the call: {type(exc).__name__}: {exc}")))
+        return
+    _serve(conn, job)
 
-    Raises whatever ``fn`` raised (``WasmaiError`` subclasses keep their type and fields),
-    :class:`~wasmai.host.ComponentError` with code ``crash`` when the child dies without
-    answering (a signal in native code: :func:`crash_message`), and ``RuntimeError`` for other
-    failures inside the child. ``KeyboardInterrupt`` in the caller kills the child."""
-    from wasmai.host import ComponentError, Host
 
+#: The worker :func:`prefork` started for this process's next call, and this process's end of its
+#: pipe (None once a call took it).
+_EARLY: tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection] | None = None
+
+
+def prefork(imports: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    """Fork the worker of this process's next :func:`submit` / :func:`in_worker` call now, before
+    the call is known: the child sets the environment variables ``env`` that are not set (e.g. a
+    library's thread count, read when it loads), imports the modules ``imports`` while this process
+    goes on, then waits for the call (``wasmai run`` calls this before it imports typer, so that
+    numpy loads on another core while the command parses its arguments).
+
+    The call then runs exactly as in a worker forked for it (same reply, crash report and
+    :func:`call_deadline`); its function and arguments cross the pipe pickled. A worker no call
+    takes ends when this process exits (it is a daemon process, and it ends when its pipe closes).
+    Does nothing when a worker is already waiting, or once a native host exists in this process
+    (``fork`` is not safe then; :func:`submit` spawns)."""
+    global _EARLY
+    host = sys.modules.get("wasmai.host")
+    if _EARLY is not None or (host is not None and host.Host.created):
+        return
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    proc = ctx.Process(target=_serve_later, args=(child_end, parent_end, tuple(imports), dict(env or {})),
+                       name="wasmai-worker", daemon=True)
+    proc.start()
+    child_end.close()
+    _EARLY = (proc, parent_end)
+
+
+class Call(Generic[T]):
+    """A call running in a worker process (:func:`submit`); :meth:`result` waits for its answer."""
+
+    def __init__(self, proc: multiprocessing.process.BaseProcess, conn: multiprocessing.connection.Connection
+                 ) -> None:
+        self._proc = proc
+        self._conn = conn
+
+    def result(self) -> T:
+        """The call's return value (pickled), or the exception it raised.
+
+        Raises whatever the call raised (``WasmaiError`` subclasses keep their type and fields),
+        :class:`~wasmai.host.ComponentError` with code ``crash`` when the worker dies without
+        answering (a signal in native code: :func:`crash_message`), and ``RuntimeError`` for other
+        failures inside the worker. ``KeyboardInterrupt`` here kills the worker. A worker that
+        answered is not waited for: it exits on its own while the caller goes on (5-30 ms of
+        tearing down ONNX Runtime and its memory), and multiprocessing reaps it."""
+        from wasmai.host import ComponentError
+
+        proc, conn = self._proc, self._conn
+        try:
+            try:
+                ok, payload = conn.recv()
+            except EOFError:
+                proc.join()
+                raise ComponentError(crash_message(proc.exitcode), "crash") from None
+        except BaseException:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            raise
+        finally:
+            conn.close()
+        if ok:
+            result: T = payload
+            return result
+        raise payload
+
+
+def submit(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Call[T]:
+    """Start ``fn(*args, **kwargs)`` in a worker child process and return at once: in the worker
+    :func:`prefork` started, if one is waiting (the call is pickled to it), else in a child forked
+    now (spawned once this process has a native host: see the module's docstring).
+    :meth:`Call.result` gives its answer."""
+    global _EARLY
+    from wasmai.host import Host
+
+    if _EARLY is not None:
+        (proc, conn), _EARLY = _EARLY, None
+        with contextlib.suppress(OSError):  # a worker that died already: Call.result reports how
+            conn.send((fn, args, kwargs))
+        return Call(proc, conn)
     ctx = multiprocessing.get_context("spawn") if Host.created else multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_serve, args=(sender, fn, args, kwargs), name="wasmai-worker", daemon=True)
+    proc = ctx.Process(target=_serve, args=(sender, (fn, args, kwargs)), name="wasmai-worker", daemon=True)
     proc.start()
     sender.close()
-    try:
-        try:
-            ok, payload = receiver.recv()
-        except EOFError:
-            proc.join()
-            raise ComponentError(crash_message(proc.exitcode), "crash") from None
-        proc.join()
-    except BaseException:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        raise
-    finally:
-        receiver.close()
-    if ok:
-        result: T = payload
-        return result
-    raise payload
+    return Call(proc, receiver)
+
+
+def in_worker(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in a worker child process (:func:`submit`); its return value
+    (pickled) or the exception it raised, as :meth:`Call.result`."""
+    return submit(fn, *args, **kwargs).result()

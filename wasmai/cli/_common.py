@@ -29,6 +29,22 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
+def warm_renderer() -> None:
+    """Do ahead what the first table a process prints costs beyond the table itself: import rich's
+    Console and Table, and render a small table with a title to memory, which loads what rich loads
+    on first use (its emoji codes, its table of character widths). ``wasmai run`` does it while its
+    worker process computes the result (issue 13, CLI cold start): 30-60 ms not spent after it."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="warm-up — table")
+    table.add_column("name")
+    table.add_row("[bold]x[/bold]")
+    Console(file=io.StringIO(), highlight=False).print(table)
+
+
 def run_command(fn: Callable[[], T], *, json_out: bool, render: Callable[[T], None] | None = None) -> T:
     """Run a library call for a CLI command.
 

@@ -43,10 +43,10 @@ def component_target(component: str, *, policy: VerificationPolicy | None, bundl
     ``serve``: a local path as given (not verified here), or an ``oci://`` reference resolved once by
     :func:`wasmai.oci.resolve_component` (the cached bytes, the attached bundle that verified under
     ``policy`` and that verification, the model of a by-name component)."""
-    from wasmai.oci import is_oci_reference, resolve_component
-
-    if not is_oci_reference(component):
+    if not component.startswith("oci://"):  # a file: checked before importing wasmai.oci (CLI cold start)
         return Path(component), bundle, {}, None
+    from wasmai.oci import resolve_component
+
     resolved = resolve_component(component, policy=policy, bundle=bundle,
                                  auth=registry_auth(username, password_stdin), insecure=insecure)
     return resolved.component, resolved.bundle, resolved.graphs, resolved.verified
@@ -59,9 +59,11 @@ def resolve_target(component: str, policy_options: dict[str, Any], target_option
     :func:`component_target` resolves it (``target_options``: its ``bundle``, ``insecure``,
     ``username``, ``password_stdin``): ``(component file, bundle, by-name graphs, verification
     already made, policy)``. The task fronts of ``run`` and ``bench`` share it."""
-    from wasmai.sign import policy_from_options
+    policy = None
+    if any(policy_options.values()):  # no policy flag: no policy, and no import of wasmai.sign (CLI cold start)
+        from wasmai.sign import policy_from_options
 
-    policy = policy_from_options(**policy_options)
+        policy = policy_from_options(**policy_options)
     path, bundle, graphs, verified = component_target(component, policy=policy, **target_options)
     return Path(path), bundle, dict(graphs), verified, policy
 

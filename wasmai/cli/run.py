@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wasmai.cli._common import console, run_command, shown
+from wasmai.cli._common import console, run_command, shown, warm_renderer
 from wasmai.cli._text import TextOpt
 from wasmai.cli.oci import COMPONENT_HELP
 from wasmai.cli.options import (
@@ -141,14 +141,16 @@ def run(
                  json_out=json_out, sandbox_options=sandbox_options, policy_options=policy_options,
                  target_options=target_options)
         return
-    from wasmai.tasks.face import is_face_component
+    if image is not None and not input_ and inputs is None:  # maybe a face-detection component
+        from wasmai.tasks.face import is_face_component
 
-    if image is not None and not input_ and inputs is None and is_face_component(component):
-        from wasmai.cli._face import cli_run as face_run  # face-detection components (wasmai.tasks.face)
+        if is_face_component(component):
+            from wasmai.cli._face import cli_run as face_run
 
-        face_run(component, image, annotate=annotate, verbose=verbose, json_out=json_out,
-                 sandbox_options=sandbox_options, policy_options=policy_options, target_options=target_options)
-        return
+            face_run(component, image, annotate=annotate, verbose=verbose, json_out=json_out,
+                     sandbox_options=sandbox_options, policy_options=policy_options,
+                     target_options=target_options)
+            return
     if annotate is not None:
         raise typer.BadParameter("--annotate needs --image and a face-detection component")
     if image is not None and (input_ or inputs is not None):
@@ -158,20 +160,24 @@ def run(
 
     def work() -> RunResult:
         from wasmai.cli.oci import resolve_target
-        from wasmai.inputs import load_arrays, parse_assignments
-        from wasmai.runtime import run_component
+        from wasmai.inputs import parse_assignments
+        from wasmai.runtime import run_input_files
         from wasmai.sandbox import SandboxOptions
-        from wasmai.worker import in_worker
+        from wasmai.worker import submit
 
         sandbox = SandboxOptions.from_options(**sandbox_options)
         graphs = parse_assignments(graph, "--graph", form="NAME=FILE.onnx")
-        arrays = None if image is not None else load_arrays(input_, inputs)
         path, signature, pulled_graphs, verified, verify_policy = resolve_target(component, policy_options,
                                                                                  target_options)
-        # In a forked worker: a graph that crashes ONNX Runtime ends the worker, not this command.
-        return in_worker(run_component, path, image=image, inputs=arrays, top_k=top_k,
-                         graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
-                         sandbox=sandbox, policy=verify_policy, bundle=signature, verified=verified)
+        # In the worker main() forked (wasmai.worker.prefork): a graph that crashes ONNX Runtime ends
+        # the worker, not this command. The worker also reads the .npy / .npz inputs: this process
+        # never imports numpy.
+        call = submit(run_input_files, path, input_items=input_, npz=inputs, image=image, top_k=top_k,
+                      graphs={**pulled_graphs, **graphs}, allow_target_fallback=allow_target_fallback,
+                      sandbox=sandbox, policy=verify_policy, bundle=signature, verified=verified)
+        if not json_out:
+            warm_renderer()  # while the worker runs
+        return call.result()
 
     run_command(work, json_out=json_out, render=lambda r: _render(r, verbose))
 
