@@ -209,24 +209,17 @@ impl HostEngine {
         let load = |e: wasmtime::Error| Error::new(Fault::Instantiate, format!("{e:#}"));
         let meta = metadata::GuestIndices::new(&ready.pre).and_then(|g| g.load(&mut store, &instance)).map_err(load)?;
         let model = model::GuestIndices::new(&ready.pre).and_then(|g| g.load(&mut store, &instance)).map_err(load)?;
-        let classifier = if ready.has_classifier {
-            Some(
-                image_classification::GuestIndices::new(&ready.pre)
-                    .and_then(|g| g.load(&mut store, &instance))
-                    .map_err(load)?,
-            )
-        } else {
-            None
-        };
-        let model_tensors = if ready.has_model_tensors {
-            Some(
-                model_tensors::GuestIndices::new(&ready.pre)
-                    .and_then(|g| g.load(&mut store, &instance))
-                    .map_err(load)?,
-            )
-        } else {
-            None
-        };
+        // The optional exports, found at link time (`Ready`).
+        let classifier = ready
+            .has_classifier
+            .then(|| image_classification::GuestIndices::new(&ready.pre).and_then(|g| g.load(&mut store, &instance)))
+            .transpose()
+            .map_err(load)?;
+        let model_tensors = ready
+            .has_model_tensors
+            .then(|| model_tensors::GuestIndices::new(&ready.pre).and_then(|g| g.load(&mut store, &instance)))
+            .transpose()
+            .map_err(load)?;
         Ok(Instance {
             store,
             instance,
