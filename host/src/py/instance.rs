@@ -236,9 +236,9 @@ impl NativeInstance {
     }
 
     /// model.infer(inputs): inputs and outputs are (name, dtype, shape, bytes) tuples. Through
-    /// `model-tensors.infer-tensors` when the component exports it (each input's bytes copied once,
-    /// into a wasi-nn tensor; each output's once, from ONNX Runtime's copy into the `bytes`), else
-    /// `model.infer` (the bytes pass through the guest's memory: see host/README.md).
+    /// `model-tensors.infer-tensors` when the component exports it (each input's `bytes` lent to a
+    /// wasi-nn tensor, not copied; each output copied once, into its `bytes`), else `model.infer`
+    /// (the bytes pass through the guest's memory). host/README.md lists every copy.
     fn infer<'py>(&self, py: Python<'py>, inputs: Vec<PyTensorIn<'py>>) -> PyResult<Vec<PyTensor<'py>>> {
         let mut tensors = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
