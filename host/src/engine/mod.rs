@@ -299,8 +299,7 @@ impl Instance {
         // Every input admitted before any enters the table, so a refusal leaves nothing behind.
         let mut tensors = Vec::with_capacity(inputs.len());
         for (name, dtype, shape, data) in inputs {
-            let expected = shape.iter().try_fold(nn::dtype_size(dtype), |acc, &d| acc.checked_mul(d as usize));
-            if expected != Some(data.len()) {
+            if nn::byte_len(dtype, shape) != Some(data.len()) {
                 return Ok(Err(wtypes::Error::BadInput(format!(
                     "input {name:?}: {} data bytes do not match {} dimensions {shape:?}",
                     data.len(),
@@ -330,8 +329,7 @@ impl Instance {
         let mut result = Vec::with_capacity(outputs.len());
         for (name, handle) in outputs {
             let t = table.delete(handle)?;
-            let expected = t.shape.iter().try_fold(nn::dtype_size(t.dtype), |acc, &d| acc.checked_mul(d as usize));
-            if t.refused.is_some() || expected != Some(t.data.len()) {
+            if t.refused.is_some() || nn::byte_len(t.dtype, &t.shape) != Some(t.data.len()) {
                 return Ok(Err(wtypes::Error::Internal(format!(
                     "the component returned output '{name}' with {} bytes for {} dimensions {:?}{}",
                     t.data.len(),

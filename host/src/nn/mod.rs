@@ -89,6 +89,12 @@ pub fn dtype_size(ty: TensorType) -> usize {
     }
 }
 
+/// Bytes of a tensor of `ty` with dimensions `dims` (an empty shape is one element, as wasi-nn's
+/// scalar `[1]`); None when it does not fit in `usize`.
+pub fn byte_len(ty: TensorType, dims: &[u32]) -> Option<usize> {
+    dims.iter().try_fold(dtype_size(ty), |acc, &d| acc.checked_mul(d as usize))
+}
+
 /// Lower-case wasi-nn name of a tensor type (as in `wasmai.vocab.DTYPES`).
 pub fn dtype_name(ty: TensorType) -> &'static str {
     match ty {

@@ -636,6 +636,17 @@ fn copied_input(name: &str, t: &Tensor, shape: Vec<i64>) -> Result<SessionInputV
     Ok(SessionInputValue::from(value))
 }
 
+/// Admit output `name` of `len` bytes: within the tensor limit, and charged to the instance's
+/// budget (the charge goes with the host's tensor). Errors: `too-large`.
+fn admit_output(limits: &Limits, budget: &Arc<Budget>, name: &str, len: usize) -> Result<Charge, Error> {
+    if let Some(e) = limits.tensor_too_large(&format!("output '{name}'"), len) {
+        return Err(e);
+    }
+    budget
+        .charge(Kind::Tensor, len, &format!("the host refused output '{name}' of"))
+        .map_err(|m| Error::new(ErrorCode::TooLarge, m))
+}
+
 /// Outputs at least this long (bytes) and of a fixed shape are written by ONNX Runtime straight
 /// into the host's tensor buffer (smaller ones are copied out of its arena, which costs less than
 /// making the value).
@@ -676,27 +687,16 @@ impl OnnxGraph {
         let mut info = None;
         for spec in &self.outputs {
             let name = &spec.name;
-            let fixed = spec.shape.iter().all(|&d| d >= 0);
-            let len = spec.dtype.filter(|_| fixed).and_then(|dtype| {
-                spec.shape.iter().try_fold(super::dtype_size(dtype), |acc, &d| acc.checked_mul(d as usize))
-            });
-            let (Some(dtype), Some(len)) = (spec.dtype, len.filter(|&n| n >= PLACE_OUTPUT_BYTES)) else {
+            // Fixed: every dimension known (a dynamic one is negative) and within wasi-nn's u32.
+            let dims: Option<Vec<u32>> = spec.shape.iter().map(|&d| u32::try_from(d).ok()).collect();
+            let sized =
+                spec.dtype.zip(dims).and_then(|(dtype, dims)| Some((dtype, super::byte_len(dtype, &dims)?, dims)));
+            let Some((dtype, len, dims)) = sized.filter(|&(_, len, _)| len >= PLACE_OUTPUT_BYTES) else {
                 preset.push(None);
                 placed.push(None);
                 continue;
             };
-            let dims: Vec<u32> = spec
-                .shape
-                .iter()
-                .map(|&d| u32::try_from(d).ok())
-                .collect::<Option<_>>()
-                .ok_or_else(|| Error::runtime(format!("output '{name}': a dimension does not fit u32")))?;
-            if let Some(e) = limits.tensor_too_large(&format!("output '{name}'"), len) {
-                return Err(e);
-            }
-            let charge = budget
-                .charge(Kind::Tensor, len, &format!("the host refused output '{name}' of"))
-                .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
+            let charge = admit_output(limits, budget, name, len)?;
             let mut buffer: Arc<[MaybeUninit<u8>]> = Arc::new_uninit_slice(len);
             let ptr =
                 Arc::get_mut(&mut buffer).map(|b| b.as_mut_ptr()).ok_or_else(|| Error::runtime("buffer shared"))?;
@@ -847,16 +847,9 @@ impl BackendGraph for OnnxGraph {
             if dims.is_empty() {
                 dims.push(1);
             }
-            let len = dims
-                .iter()
-                .try_fold(super::dtype_size(dtype), |acc, &d| acc.checked_mul(d as usize))
+            let len = super::byte_len(dtype, &dims)
                 .ok_or_else(|| Error::new(ErrorCode::TooLarge, format!("output '{name}' does not fit in memory")))?;
-            if let Some(e) = limits.tensor_too_large(&format!("output '{name}'"), len) {
-                return Err(e);
-            }
-            let charge = budget
-                .charge(Kind::Tensor, len, &format!("the host refused output '{name}' of"))
-                .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
+            let charge = admit_output(limits, budget, name, len)?;
             // The output's one copy on the host: ONNX Runtime's buffer (in its arena, reused by
             // the next run) into the tensor's shared buffer, which `data()` hands to wasmtime to
             // lower into the guest without another copy.
