@@ -265,8 +265,9 @@ def _memory_mib(component: str, instances: int, graph_cache_mb: int, x: np.ndarr
     set size now, ``/proc/self/smaps_rollup``: a page mapped N times counts 1/N each time) and
     ``anon`` (``RssAnon`` now). RSS counts a file page once per mapping: every instance's linear
     memory maps the component's data segment (the embedded graph bytes) from the one compiled
-    file, so RSS grows by the graph's size per instance that reads it (its ``graph.load``) while
-    PSS counts the physical page once."""
+    file, so RSS would grow by the graph's size per instance that read them; only the first
+    instance does (its ``graph.load``), the others get the shared graph by digest
+    (``load-by-name("sha256:..")``) without reading the bytes."""
     from wasmai.host import Host
     from wasmai.tensors import Tensor
 

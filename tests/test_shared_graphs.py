@@ -4,6 +4,7 @@ components built from the repo templates, real ONNX models from tests/onnx_facto
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -11,13 +12,18 @@ from pathlib import Path
 import numpy as np
 import onnx_factory as factory
 import pytest
+import test_sandbox
 from conftest import in_threads, slow_model
+from onnx import TensorProto, helper, numpy_helper
 
 from wasmai.errors import WasmaiError
 from wasmai.host import ComponentError, Host
 from wasmai.tensors import Tensor
 
 pytestmark = pytest.mark.slow  # the fixtures build components with cargo-component
+
+# The sandbox probe (tests/guests/sandbox): a component that loads any bytes or name it is given.
+probe = test_sandbox.probe
 
 #: Big MLPs: x [batch, 20000] -> [batch, 4] with 20000 x 8 fp32 weights, ~0.63 MiB of graph bytes each.
 BIG = {"n_in": 20000, "hidden": 8}
@@ -45,7 +51,9 @@ def test_instances_of_a_component_share_one_session(tmp_path, comps):
     a.load()
     b.load()
     stats = host.graph_cache_stats()
-    assert (stats["graphs"], stats["misses"], stats["hits"]) == (1, 1, 1)
+    # The second instance's guest asked for its graph by digest (load-by-name "sha256:<hex>") and
+    # got the first instance's without the host reading the bytes again.
+    assert (stats["graphs"], stats["misses"], stats["hits"], stats["by_digest"]) == (1, 1, 1, 1)
     assert stats["bytes"] == factory.mlp().ByteSize()
     for i, inst in enumerate((a, b)):
         (y,) = inst.infer([Tensor.from_numpy("x", _x(i))])
@@ -55,7 +63,32 @@ def test_instances_of_a_component_share_one_session(tmp_path, comps):
     b.release()
     c = host.instantiate(comp)
     c.load()
-    assert host.graph_cache_stats()["hits"] == 2
+    assert (host.graph_cache_stats()["hits"], host.graph_cache_stats()["by_digest"]) == (2, 2)
+
+
+def test_a_digest_name_finds_only_graphs_of_the_same_component(tmp_path, comps, probe):
+    """``load-by-name("sha256:<hex>")`` answers with a cached graph only for an instance of a
+    component whose instances loaded those bytes: another component (the probe) cannot run the
+    MLP by naming its hash, while another probe instance does get the probe's own graph."""
+    host = Host(cache_dir=tmp_path)
+    host.instantiate(host.load_component(comps["mlp"])).load()
+    mlp_digest = hashlib.sha256(factory.mlp().SerializeToString()).hexdigest()
+    probe_comp = host.load_component(probe)
+    tag, message = host.instantiate(probe_comp).call_export("load-graphs", f"sha256:{mlp_digest}", 1)
+    assert tag == "err" and message.startswith(f"not-found: no graph named 'sha256:{mlp_digest}'"), message
+
+    data = np.arange(8, dtype=np.uint8)
+    out = helper.make_tensor_value_info("y", TensorProto.UINT8, [8])
+    const = helper.make_node("Constant", [], ["y"], value=numpy_helper.from_array(data))
+    graph = helper.make_model(helper.make_graph([const], "constant", [], [out]),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+    tag, got = host.instantiate(probe_comp).call_export("load-graph-bytes", graph)
+    assert (tag, bytes(got)) == ("ok", data.tobytes())
+    own = f"sha256:{hashlib.sha256(graph).hexdigest()}"
+    assert host.instantiate(probe_comp).call_export("load-graphs", own, 2) == ("ok", 2)
+    assert host.graph_cache_stats()["by_digest"] == 2
+    # The same probe loaded again is another loaded component: its digests start empty.
+    assert host.instantiate(host.load_component(probe)).call_export("load-graphs", own, 1)[0] == "err"
 
 
 def test_zero_budget_shares_nothing(tmp_path, comps):
@@ -65,8 +98,8 @@ def test_zero_budget_shares_nothing(tmp_path, comps):
         inst = host.instantiate(comp)
         (y,) = inst.infer([Tensor.from_numpy("x", _x(0))])
         np.testing.assert_allclose(y.numpy(), factory.mlp_reference(_x(0)), rtol=1e-5, atol=1e-5)
-    assert host.graph_cache_stats() == {"graphs": 0, "bytes": 0, "max_bytes": 0, "hits": 0, "misses": 0,
-                                        "evictions": 0}
+    assert host.graph_cache_stats() == {"graphs": 0, "bytes": 0, "max_bytes": 0, "hits": 0, "by_digest": 0,
+                                        "misses": 0, "evictions": 0}
 
 
 def test_negative_budget_is_refused():

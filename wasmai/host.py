@@ -389,9 +389,10 @@ class Host:
     def graph_cache_stats(self) -> dict[str, int]:
         """The shared graphs' counters: ``graphs`` (ONNX Runtime sessions cached now), ``bytes``
         (the graph bytes they were loaded from), ``max_bytes`` (the budget), ``hits`` / ``misses``
-        (``graph.load`` calls answered with a cached graph / that made a new one) and
-        ``evictions``. Registered (load-by-name) graphs are not counted: each is loaded once per
-        Host anyway."""
+        (``graph.load`` calls answered with a cached graph / that made a new one), ``by_digest``
+        (of the hits, ``load-by-name("sha256:<hex>")`` calls of an instance whose component loaded
+        those bytes before: the graph bytes are not read again) and ``evictions``. Registered
+        (load-by-name) graphs are not counted: each is loaded once per Host anyway."""
         return dict(self._native.graph_cache_stats())
 
     def execution_providers(self) -> list[str]:

@@ -78,6 +78,7 @@ def _graph_rs(g: GraphEntry) -> str:
     spec = _spec_rs
     return (f"    Graph {{\n        name: {_rust_str(g.name)},\n"
             f"        onnx: include_bytes!(\"../graphs/{g.name}.onnx\"),\n"
+            f"        sha256: {_rust_str(g.sha256)},\n"
             f"        inputs: &[{', '.join(spec(s) for s in g.inputs)}],\n"
             f"        outputs: &[{', '.join(spec(s) for s in g.outputs)}],\n    }},")
 

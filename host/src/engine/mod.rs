@@ -177,6 +177,7 @@ impl HostEngine {
             sha256: compiled.sha256,
             has_classifier,
             has_model_tensors,
+            digests: Arc::default(),
         })
     }
 
@@ -193,7 +194,7 @@ impl HostEngine {
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            nn: WasiNnCtx::new(self.nn.clone(), budget.clone()),
+            nn: WasiNnCtx::new(self.nn.clone(), budget.clone(), ready.digests.clone()),
             limiter: Limiter::new(budget),
         };
         let mut store = Store::new(&self.engine, state);
@@ -253,6 +254,8 @@ pub struct Ready {
     pub has_classifier: bool,
     /// Exports wasmai:inference/model-tensors (`infer` without tensor bytes in linear memory).
     pub has_model_tensors: bool,
+    /// The digests of the graphs this component's instances loaded (`load-by-name("sha256:..")`).
+    digests: Arc<nn::cache::Digests>,
 }
 
 /// One Store and instance with its typed exports.

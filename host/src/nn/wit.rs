@@ -10,7 +10,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceType
 use wasmtime::StoreContextMut;
 
 use super::backend::{Backend, Options};
-use super::cache::GraphCache;
+use super::cache::{Digests, GraphCache};
 use super::onnx::OnnxBackend;
 use super::quota::{Limits, Quota};
 use super::registry::Registry;
@@ -84,11 +84,14 @@ pub struct WasiNnCtx {
     pub deadline: Option<Instant>,
     /// The instance's memory budget: tensors held and graphs loaded are charged to it.
     pub budget: Arc<Budget>,
+    /// The digests of the graphs its component's instances loaded (shared by those instances).
+    digests: Arc<Digests>,
 }
 
 impl WasiNnCtx {
-    pub fn new(config: Arc<WasiNnConfig>, budget: Arc<Budget>) -> Self {
-        Self { config, quota: Quota::default(), stats: Stats::default(), deadline: None, budget }
+    /// The wasi-nn state of a new instance of the component whose instances share `digests`.
+    pub fn new(config: Arc<WasiNnConfig>, budget: Arc<Budget>, digests: Arc<Digests>) -> Self {
+        Self { config, quota: Quota::default(), stats: Stats::default(), deadline: None, budget, digests }
     }
 }
 
@@ -219,6 +222,12 @@ fn add_tensor_to_linker<T: 'static>(
     Ok(())
 }
 
+/// Charge a graph of `bytes` graph bytes to the instance's budget (`too-large` when over it).
+fn charge_graph(budget: &Arc<Budget>, bytes: usize) -> Result<Arc<Charge>, Error> {
+    let charge = budget.charge(Kind::Graph, bytes, "the host refused a graph of");
+    charge.map(Arc::new).map_err(|m| Error::new(ErrorCode::TooLarge, m))
+}
+
 impl graph::Host for WasiNnView<'_> {
     fn load(
         &mut self,
@@ -228,25 +237,32 @@ impl graph::Host for WasiNnView<'_> {
     ) -> wasmtime::Result<Result<Resource<Graph>, Resource<Error>>> {
         let config = self.ctx.config.clone();
         let budget = self.ctx.budget.clone();
+        let digests = self.ctx.digests.clone();
         let result = self.ctx.quota.admit(config.limits.max_graphs).and_then(|live| {
             let bytes = builder.iter().map(Vec::len).sum();
-            let charge = budget
-                .charge(Kind::Graph, bytes, "the host refused a graph of")
-                .map_err(|m| Error::new(ErrorCode::TooLarge, m))?;
+            let charge = charge_graph(&budget, bytes)?;
             let backend = config.backend(encoding, builder.first().map(Vec::as_slice))?;
             // Identical bytes share one graph (nn::cache); the instance is charged its bytes
             // all the same, as if the graph were its own (SECURITY.md, shared graphs).
-            let inner = config.cache.get_or_load(&builder, backend.encoding(), target, || {
+            let inner = config.cache.get_or_load(&builder, backend.encoding(), target, &digests, || {
                 backend.load(&builder, target, &config.options)
             })?;
-            Ok(Graph { inner, live, charge: Some(Arc::new(charge)) })
+            Ok(Graph { inner, live, charge: Some(charge) })
         });
         self.graph_result(result)
     }
 
+    /// A name the host registered (`--graph NAME=FILE`), or `sha256:<hex>`: the shared graph of
+    /// those bytes if an instance of this component loaded them and it is still cached (charged
+    /// like a load of the bytes; nn::cache), so an embedded graph's bytes need not be read again.
     fn load_by_name(&mut self, name: String) -> wasmtime::Result<Result<Resource<Graph>, Resource<Error>>> {
         let config = self.ctx.config.clone();
+        let budget = self.ctx.budget.clone();
+        let digests = self.ctx.digests.clone();
         let result = self.ctx.quota.admit(config.limits.max_graphs).and_then(|live| {
+            if let Some((inner, bytes)) = config.cache.get_by_digest(&name, &digests) {
+                return Ok(Graph { inner, live, charge: Some(charge_graph(&budget, bytes)?) });
+            }
             let backend = config.backend(GraphEncoding::Onnx, None)?;
             let inner = config.registry.get(&name, backend, &config.options)?;
             Ok(Graph { inner, live, charge: None })

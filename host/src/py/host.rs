@@ -132,7 +132,8 @@ impl NativeHost {
 
     /// The shared graphs' counters: `graphs` (sessions cached now), `bytes` (their graph bytes),
     /// `max_bytes` (the budget), `hits` and `misses` (loads that shared a cached graph or made a
-    /// new one) and `evictions`.
+    /// new one), `by_digest` (the hits by a `sha256:<hex>` name, without graph bytes) and
+    /// `evictions`.
     fn graph_cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.engine.graph_cache_stats();
         let d = PyDict::new(py);
@@ -140,6 +141,7 @@ impl NativeHost {
         d.set_item("bytes", s.bytes)?;
         d.set_item("max_bytes", s.max_bytes)?;
         d.set_item("hits", s.hits)?;
+        d.set_item("by_digest", s.by_digest)?;
         d.set_item("misses", s.misses)?;
         d.set_item("evictions", s.evictions)?;
         Ok(d)

@@ -6,18 +6,20 @@
 use std::cell::RefCell;
 
 use crate::bindings::wasi::nn::errors::Error as NnError;
-use crate::bindings::wasi::nn::graph::{self, Graph as NnGraph, GraphEncoding};
+use crate::bindings::wasi::nn::graph::Graph as NnGraph;
 use crate::bindings::wasi::nn::inference::GraphExecutionContext;
 use crate::bindings::wasi::nn::tensor::{Tensor as NnTensor, TensorType};
 use crate::bindings::wasmai::inference::types::{BackendError, Error, Tensor};
 use crate::model;
-use crate::spec::{dtype_name, dtype_size, Dim, Spec};
+use crate::spec::{dtype_name, dtype_size, load_embedded, Dim, Spec};
 
 /// One graph of the model: its name in the manifest, its ONNX bytes, inputs and outputs.
 #[derive(Clone, Copy, Debug)]
 pub struct Graph {
     pub name: &'static str,
     pub onnx: &'static [u8],
+    /// Hex sha256 of `onnx`.
+    pub sha256: &'static str,
     pub inputs: &'static [Spec],
     pub outputs: &'static [Spec],
 }
@@ -38,7 +40,7 @@ fn backend(err: NnError) -> Error {
 }
 
 fn open(g: &Graph) -> Result<Loaded, Error> {
-    let graph = graph::load(&[g.onnx], GraphEncoding::Onnx, model::EXECUTION_TARGET).map_err(backend)?;
+    let graph = load_embedded(g.onnx, g.sha256).map_err(backend)?;
     let context = graph.init_execution_context().map_err(backend)?;
     Ok(Loaded { context, _graph: graph })
 }

@@ -5,12 +5,12 @@
 use std::cell::RefCell;
 
 use crate::bindings::wasi::nn::errors::Error as NnError;
-use crate::bindings::wasi::nn::graph::{self, Graph, GraphEncoding};
+use crate::bindings::wasi::nn::graph::{self, Graph};
 use crate::bindings::wasi::nn::inference::GraphExecutionContext;
 use crate::bindings::wasi::nn::tensor::{Tensor as NnTensor, TensorType};
 use crate::bindings::wasmai::inference::types::{BackendError, Error, Tensor};
 use crate::model;
-use crate::spec::{dtype_name, dtype_size, Dim, Placement, Spec};
+use crate::spec::{dtype_name, dtype_size, load_embedded, Dim, Placement, Spec};
 
 /// A loaded graph and its execution context. Fields drop in declaration order, so the
 /// context is released before the graph it belongs to.
@@ -29,7 +29,7 @@ fn backend(err: NnError) -> Error {
 
 fn open() -> Result<Loaded, Error> {
     let graph = match model::PLACEMENT {
-        Placement::Embedded(bytes) => graph::load(&[bytes], GraphEncoding::Onnx, model::EXECUTION_TARGET),
+        Placement::Embedded(bytes) => load_embedded(bytes, model::MODEL_SHA256),
         Placement::ByName(name) => graph::load_by_name(name),
     }
     .map_err(backend)?;

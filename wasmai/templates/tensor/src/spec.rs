@@ -5,6 +5,8 @@
 // Which variants are constructed depends on the manifest rendered into model.rs.
 #![allow(dead_code)]
 
+use crate::bindings::wasi::nn::errors::Error as NnError;
+use crate::bindings::wasi::nn::graph::{self, Graph, GraphEncoding};
 use crate::bindings::wasi::nn::tensor::TensorType;
 use crate::bindings::wasmai::inference::types::{Dim as WitDim, ModelInfo, PreprocessInfo, TensorSpec};
 use crate::model;
@@ -71,6 +73,16 @@ pub enum Placement {
     Embedded(&'static [u8]),
     /// Registered with the host under this name; loaded with `wasi:nn/graph.load-by-name`.
     ByName(&'static str),
+}
+
+/// Load embedded ONNX bytes whose hex sha256 is `sha256`: first by the name `sha256:<hex>`, which
+/// wasmai's host answers with the graph another instance of this component already loaded from
+/// these bytes (the bytes are then never read, so they add nothing to the process's resident
+/// memory), then, on any error (another instance has not loaded them, or another wasi-nn host),
+/// with `graph.load` of the bytes on `model::EXECUTION_TARGET`. Errors: `graph.load`'s.
+pub fn load_embedded(onnx: &[u8], sha256: &str) -> Result<Graph, NnError> {
+    graph::load_by_name(&format!("sha256:{sha256}"))
+        .or_else(|_| graph::load(&[onnx], GraphEncoding::Onnx, model::EXECUTION_TARGET))
 }
 
 impl Placement {
