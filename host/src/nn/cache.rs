@@ -35,7 +35,7 @@ use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 /// builder, which `sha256sum` prints and [`Digests`] names; `single` keeps it apart from the framed
 /// hash of several), graph encoding, execution target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key {
+struct Key {
     sha256: [u8; 32],
     single: bool,
     encoding: u8,
@@ -64,14 +64,19 @@ impl Key {
 
 /// The single-builder graphs the instances of one component loaded, by the SHA-256 of their bytes
 /// (the last load's encoding and target): what `load-by-name("sha256:<hex>")` may find for another
-/// instance of that component (module docs).
+/// instance of that component (module docs). At most [`MAX_DIGESTS`] are kept.
 #[derive(Default)]
 pub struct Digests(Mutex<HashMap<[u8; 32], Key>>);
 
+/// Digests one component keeps: the templates load one to three graphs; a component that loads
+/// ever new bytes cannot grow the map past this (later ones are loaded by bytes only).
+const MAX_DIGESTS: usize = 256;
+
 impl Digests {
     fn record(&self, key: Key) {
-        if key.single {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key.sha256, key);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if key.single && (map.len() < MAX_DIGESTS || map.contains_key(&key.sha256)) {
+            map.insert(key.sha256, key);
         }
     }
 
@@ -185,9 +190,9 @@ impl GraphCache {
             return load();
         }
         let key = Key::new(builders, encoding, target);
-        digests.record(key);
         let bytes: usize = builders.iter().map(Vec::len).sum();
         if let Some(graph) = self.state().hit(&key) {
+            digests.record(key);
             return Ok(graph);
         }
         // Loaded without the lock: other graphs stay available meanwhile. Two instances loading
@@ -196,6 +201,7 @@ impl GraphCache {
             Err(e) if matches!(e.code, ErrorCode::TooLarge) && self.evict_idle() > 0 => load()?,
             other => other?,
         };
+        digests.record(key);
         let mut state = self.state();
         if let Some(shared) = state.hit(&key) {
             return Ok(shared);
@@ -358,5 +364,9 @@ mod tests {
         let split = [b"graph ".to_vec(), b"bytes".to_vec()];
         cache.get_or_load(&split, GraphEncoding::Onnx, ExecutionTarget::Cpu, &fresh, load).unwrap();
         assert!(fresh.key(&real).is_none());
+        // A failed load records nothing.
+        let bad = || Err(Error::runtime("not a graph"));
+        assert!(cache.get_or_load(&[b"bad".to_vec()], GraphEncoding::Onnx, ExecutionTarget::Cpu, &fresh, bad).is_err());
+        assert!(fresh.key(&format!("sha256:{:x}", Sha256::digest(b"bad"))).is_none());
     }
 }
