@@ -464,7 +464,7 @@ import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import test_hostile
-from wasmai.host import Host, onnxruntime_log
+from wasmai.host import Host, onnxruntime_log, prepare_host
 
 def peak_rss_mib():
     # VmHWM starts afresh at exec (ru_maxrss would carry pytest's peak across it).
@@ -472,6 +472,8 @@ def peak_rss_mib():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 
+if sys.argv[4] == "prepared":  # as in `wasmai run`'s worker: ONNX Runtime started before the host's settings
+    prepare_host()
 host = Host(cache_dir=sys.argv[3], ort_memory_limit_mb=256)
 inst = host.instantiate(host.load_component(sys.argv[2]))
 load = inst.call_export("load-graph-bytes", test_hostile.bomb(False))
@@ -484,15 +486,17 @@ print(json.dumps({"load": list(load), "run": list(run), "fine": [fine[0], bytes(
 
 
 @pytest.mark.slow
-def test_onnxruntime_memory_is_capped_at_load_and_at_run(probe, cache_dir):
+@pytest.mark.parametrize("start", ["host", "prepared"])
+def test_onnxruntime_memory_is_capped_at_load_and_at_run(probe, cache_dir, start):
     """A 200-byte graph asks ONNX Runtime for 1 GiB, at load (constant folding took 2 GiB of RSS
     with the onnxruntime wheel's defaults) or at run. The host loads a guest's graph without
     constant folding, and with max-ort-memory 256 MiB the run is refused with ``too-large``
     naming the cap in both cases; the process stays far below 1 GiB, and the same instance then
     loads and runs a normal graph. In a fresh process: the cap is process-wide, set by the first
-    host."""
+    host, also when ONNX Runtime's environment was made before it (``prepared``:
+    :func:`wasmai.host.prepare_host`, as in ``wasmai run``'s worker)."""
     proc = subprocess.run([sys.executable, "-c", _BOMB_SCRIPT, str(Path(__file__).parent), str(probe),
-                           str(cache_dir)], capture_output=True, text=True, timeout=120)
+                           str(cache_dir), start], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     print({k: (v if k in ("peak_rss_mib", "ort_log") else [v[0], str(v[1])[:300]]) for k, v in out.items()})

@@ -392,6 +392,29 @@ def test_cli_run_imports_only_what_its_path_needs(tmp_path, components, models, 
     assert sorted((worker | command) & set(OTHER_COMMANDS)) == []
 
 
+def test_cli_run_keeps_onnxruntime_telemetry_off(tmp_path, components, models, repo_root):
+    """The onnxruntime 1.32 Linux build starts Microsoft's telemetry when its environment is
+    created: a device id and an event database under ~/.cache/Microsoft. The host sets
+    ORT_DISABLE_TELEMETRY=1 first (:data:`wasmai.host.ORT_ENV_VARS`), in the worker that ``wasmai
+    run`` prepares the host in too; a value the user set holds (0: the files appear)."""
+    from wasmai.toolchain import cache_dir
+
+    np.save(tmp_path / "x.npy", np.zeros((1, 16), np.float32))
+    argv = [sys.executable, "-m", "wasmai", "run", str(components["mlp_by_name"]), "--input",
+            f"x={tmp_path / 'x.npy'}", "--graph", f"mlp={models['mlp']}", "--json"]
+    for home, value in ((tmp_path / "off", None), (tmp_path / "on", "0")):
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+        env.update(PYTHONPATH=str(repo_root), HOME=str(home), WASMAI_CACHE_DIR=str(cache_dir()))
+        if value is not None:
+            env["ORT_DISABLE_TELEMETRY"] = value
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["outputs"][0]["shape"] == [1, 4]
+    assert not (tmp_path / "off" / ".cache" / "Microsoft").exists()
+    assert (tmp_path / "on" / ".cache" / "Microsoft" / "DeveloperTools" / ".onnxruntime" / "deviceid").is_file()
+
+
 def test_cli_run_errors_are_one_line_with_exit_codes(tmp_path, components):
     np.save(tmp_path / "x.npy", np.zeros((1, 16), np.float32))
     missing = run_cli("run", str(tmp_path / "nope.wasm"), "--input", f"x={tmp_path / 'x.npy'}", "--json")

@@ -140,6 +140,40 @@ def native_module() -> Any:
     return _HOST_MODULE
 
 
+#: Set in this process's environment (where unset) before a host creates ONNX Runtime's environment:
+#: ONNX Runtime 1.32's Linux build starts Microsoft's 1DS telemetry there (it reads /etc/os-release,
+#: DMI, cgroups and the PCI bus, keeps a device id and an event database under
+#: ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` and may upload it), which a sandbox host
+#: has no business doing, and which costs ~10 ms of the environment's ~40 ms. The variable is the
+#: opt-out that build reads (strace: no database, device id or os-release read with it).
+ORT_ENV_VARS = {"ORT_DISABLE_TELEMETRY": "1"}
+
+
+def _set_ort_environment() -> None:
+    """Set :data:`ORT_ENV_VARS`'s variables that are not set (a user's own value holds)."""
+    for name, value in ORT_ENV_VARS.items():
+        os.environ.setdefault(name, value)
+
+
+def prepare_host(intra_op_threads: int = 0) -> None:
+    """For a process that makes one :class:`Host` for one call (``wasmai run``'s worker): start,
+    on a native thread, what that Host would do first: load ONNX Runtime
+    (:func:`onnxruntime_library`) and create its environment with the global intra-op pool of
+    ``intra_op_threads`` threads (as :class:`Host`'s argument of that name; a Host asking for
+    another size gets a pool of its own), whose threads do not spin-wait for work (ONNX Runtime's
+    default spinning kept a core busy for ~40 ms after the pool started, which a single call does
+    not gain from). The next Host waits for the thread and reports its failure, if any. The
+    worker calls this before it imports numpy (issue 13, the CLI's cold start): the environment's
+    ~25-40 ms of CPU overlap that import. Sets :attr:`Host.created` (native threads: no ``fork``
+    from here on). Raises :class:`ComponentError` (``native``, ``onnxruntime``) when the native
+    host or ONNX Runtime is missing."""
+    library = str(onnxruntime_library())
+    _set_ort_environment()
+    Host.created = True
+    with _mapped_errors():
+        native_module().prepare(library, int(intra_op_threads))
+
+
 def onnxruntime_log() -> list[str]:
     """The last messages ONNX Runtime logged in this process (warnings and errors, at most 64,
     oldest first, as ``"<Level> <category> <source location>: <message>"``). The native host
@@ -328,8 +362,8 @@ class Host:
     :class:`ComponentError` when the native host or ONNX Runtime is missing.
     """
 
-    #: Set once a Host exists in this process (its native threads make ``fork`` unsafe:
-    #: :mod:`wasmai.worker`).
+    #: Set once a Host exists in this process, or :func:`prepare_host` ran (their native threads
+    #: make ``fork`` unsafe: :mod:`wasmai.worker`).
     created: ClassVar[bool] = False
 
     def __init__(self, *, graphs: Mapping[str, str | os.PathLike[str]] | None = None,
@@ -350,6 +384,7 @@ class Host:
             max_tensor_bytes=max_tensor_bytes, max_graphs=max_graphs, ort_memory_limit_mb=ort_memory_limit_mb)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         sb = self.sandbox
+        _set_ort_environment()
         Host.created = True
         with _mapped_errors():
             self._native = native_module().NativeHost(

@@ -80,7 +80,6 @@ A model of several graphs (face-detection: MTCNN's P-Net, R-Net, O-Net) has no `
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -397,6 +396,8 @@ def manifest_for(onnx_path: str | os.PathLike[str]) -> Path:
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, streamed in 1 MiB chunks."""
+    import hashlib  # here: `wasmai run` imports this module before its worker forks, and hashes nothing
+
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -155,17 +155,21 @@ def _serve(conn: multiprocessing.connection.Connection, job: Job) -> None:
 
 
 def _serve_later(conn: multiprocessing.connection.Connection, parent_end: multiprocessing.connection.Connection,
-                 imports: Sequence[str], env: Mapping[str, str]) -> None:
+                 imports: Sequence[str], env: Mapping[str, str], start: Callable[[], object] | None) -> None:
     """A :func:`prefork` child: close its copy of the parent's end of the pipe (else the parent's
-    exit would not close the pipe), set ``env`` where unset, import ``imports`` (one that fails is
-    left to the call to report), wait for the call on ``conn`` and :func:`_serve` it. Ends quietly
-    when no call comes (the parent exited or was interrupted); answers RuntimeError when the call
-    cannot be unpickled here (e.g. a function defined after the fork)."""
+    exit would not close the pipe), set ``env`` where unset, call ``start``, import ``imports``
+    (a failure of either is left to the call to report), wait for the call on ``conn`` and
+    :func:`_serve` it. Ends quietly when no call comes (the parent exited or was interrupted);
+    answers RuntimeError when the call cannot be unpickled here (e.g. a function defined after the
+    fork)."""
     global _REPLY
     parent_end.close()
     try:
         for name, value in env.items():
             os.environ.setdefault(name, value)
+        if start is not None:
+            with contextlib.suppress(Exception):
+                start()
         for module in imports:
             with contextlib.suppress(Exception):
                 importlib.import_module(module)
@@ -184,12 +188,15 @@ def _serve_later(conn: multiprocessing.connection.Connection, parent_end: multip
 _EARLY: tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection] | None = None
 
 
-def prefork(imports: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+def prefork(imports: Sequence[str] = (), env: Mapping[str, str] | None = None,
+            start: Callable[[], object] | None = None) -> None:
     """Fork the worker of this process's next :func:`submit` / :func:`in_worker` call now, before
     the call is known: the child sets the environment variables ``env`` that are not set (e.g. a
-    library's thread count, read when it loads), imports the modules ``imports`` while this process
-    goes on, then waits for the call (``wasmai run`` calls this before it imports typer, so that
-    numpy loads on another core while the command parses its arguments).
+    library's thread count, read when it loads), calls ``start`` (e.g. to begin native work on a
+    thread of its own, which then overlaps the imports), imports the modules ``imports`` while this
+    process goes on, then waits for the call (``wasmai run`` calls this before it imports typer, so
+    that ONNX Runtime starts and numpy loads on another core while the command parses its
+    arguments).
 
     The call then runs exactly as in a worker forked for it (same reply, crash report and
     :func:`call_deadline`); its function and arguments cross the pipe pickled. A worker no call
@@ -202,7 +209,7 @@ def prefork(imports: Sequence[str] = (), env: Mapping[str, str] | None = None) -
         return
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
-    proc = ctx.Process(target=_serve_later, args=(child_end, parent_end, tuple(imports), dict(env or {})),
+    proc = ctx.Process(target=_serve_later, args=(child_end, parent_end, tuple(imports), dict(env or {}), start),
                        name="wasmai-worker", daemon=True)
     proc.start()
     child_end.close()

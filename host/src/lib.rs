@@ -49,6 +49,7 @@ fn _host(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::NativeInstance>()?;
     m.add_function(wrap_pyfunction!(py::available_providers, m)?)?;
     m.add_function(wrap_pyfunction!(py::onnxruntime_log, m)?)?;
+    m.add_function(wrap_pyfunction!(py::prepare, m)?)?;
     m.add("HostError", m.py().get_type::<py::HostError>())?;
     m.add("WASI_NN_VERSION", WASI_NN_VERSION)?;
     Ok(())

@@ -10,7 +10,7 @@ made in :mod:`wasmai.cli._app`): :func:`main` starts ``wasmai run``'s worker pro
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import typer
@@ -34,7 +34,8 @@ COMMANDS = [
 
 #: What the worker process :func:`main` forks for ``wasmai run`` imports while the command parses
 #: its arguments: what running a component on ``.npy`` inputs needs besides :mod:`wasmai.runtime`,
-#: which both processes need and which is imported once, before the fork (issue 13, CLI cold start).
+#: which both processes need and which is imported once, before the fork (issue 13, CLI cold start:
+#: imported after the fork by both, it cost ~40 ms more CPU, which a 2-core machine felt).
 RUN_WORKER_IMPORTS = ("numpy",)
 #: ... and the environment it imports them in, where not set: the worker does no linear algebra (it
 #: reads .npy files, casts, and sums the outputs), so numpy's OpenBLAS starts no thread pool, whose
@@ -64,16 +65,54 @@ def main() -> None:
     needs (issue 13). Anything else (``--help``, ``--version``, an unknown command) gets the full app.
 
     ``wasmai run`` (but its ``--help``) imports :mod:`wasmai.runtime` and forks its worker process
-    (:func:`wasmai.worker.prefork`) before anything else, so that the worker imports numpy
-    (:data:`RUN_WORKER_IMPORTS`, :data:`RUN_WORKER_ENV`) on another core while this process
-    imports typer, parses the arguments and resolves the component."""
+    (:func:`wasmai.worker.prefork`) before anything else, so that the worker starts ONNX Runtime
+    on a thread (:func:`wasmai.host.prepare_host`, with the default intra-op pool a ``wasmai run``
+    host asks for) and imports numpy (:data:`RUN_WORKER_IMPORTS`, :data:`RUN_WORKER_ENV`) on
+    another core while this process imports typer, parses the arguments and resolves the component.
+    The command ends without the interpreter's teardown (:func:`_exit_now`)."""
     argv = sys.argv[1:]
     command = argv[0] if argv and argv[0] in {name for name, _ in COMMANDS} else None
     if command == "run" and "--help" not in argv:
         import wasmai.runtime  # noqa: F401 - for both processes, so imported once
+        from wasmai.host import prepare_host
         from wasmai.worker import prefork
 
-        prefork(RUN_WORKER_IMPORTS, RUN_WORKER_ENV)
+        prefork(RUN_WORKER_IMPORTS, RUN_WORKER_ENV, prepare_host)
     from wasmai.cli._app import make_app
 
-    make_app([command] if command else None)()
+    app = make_app([command] if command else None)
+    if command != "run":
+        app()
+        return
+    try:
+        app()
+    except SystemExit as done:
+        _exit_now(done.code)
+    _exit_now(0)
+
+
+def _exit_now(code: object) -> NoReturn:
+    """End this process with exit code ``code`` (as :class:`SystemExit`'s: None is 0; a value
+    that is not an int is printed to stderr and gives 1) as the interpreter's exit would, without
+    its teardown of every module: run the :mod:`atexit` functions (multiprocessing reaps the worker,
+    pending ``weakref.finalize`` calls such as a temporary directory's cleanup, logging's flush),
+    flush stdout and stderr, then ``os._exit``. ``wasmai run`` ends so: tearing down typer, click
+    and rich cost ~30 ms of CPU after the result was printed (issue 13, CLI cold start). While a
+    thread that is not a daemon runs, raises SystemExit instead (the interpreter waits for it)."""
+    import atexit
+    import contextlib
+    import os
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        raise SystemExit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

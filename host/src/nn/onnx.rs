@@ -31,10 +31,12 @@ use crate::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 use crate::bindings::wasi::nn::tensor::TensorType;
 use crate::budget::{Budget, Charge, Kind};
 
-/// The ONNX Runtime environment shared by every host in the process (ONNX Runtime allows one),
-/// the intra-op thread count its global pool was asked for (0 = ONNX Runtime's default) and its
-/// CPU arena's cap in bytes.
-static ORT_ENV: OnceLock<Result<(ort::environment::Environment, usize, usize), String>> = OnceLock::new();
+/// The ONNX Runtime environment shared by every host in the process (ONNX Runtime allows one) and
+/// the intra-op thread count its global pool was asked for (0 = ONNX Runtime's default).
+static ORT_ENV: OnceLock<Result<(ort::environment::Environment, usize), String>> = OnceLock::new();
+
+/// The cap in bytes of the CPU arena registered in [`ORT_ENV`] (by the first host).
+static ORT_ARENA: OnceLock<Result<usize, String>> = OnceLock::new();
 
 /// Load ONNX Runtime from `lib_path` (the `libonnxruntime.so.*` inside the Python onnxruntime
 /// wheel). Later calls keep the first library. Errors: the library cannot be loaded or is older
@@ -58,14 +60,30 @@ pub fn load_library(lib_path: &str) -> Result<(), String> {
 /// more gets ONNX Runtime's allocation error instead of the host's memory. Like the pool, the
 /// first call's cap holds for the process.
 ///
-/// Errors: the environment cannot be created (the first error is returned again by later calls).
-/// Requires [`load_library`] first.
+/// Errors: the environment or its arena cannot be created (the first error is returned again by
+/// later calls). Requires [`load_library`] first.
 pub fn environment(intra_op_threads: usize, ort_memory_limit: usize) -> Result<usize, String> {
+    let pool = pooled_environment(intra_op_threads, true)?;
+    ORT_ARENA
+        .get_or_init(|| register_capped_arena(env_unchecked()?, ort_memory_limit).map(|()| ort_memory_limit))
+        .clone()?;
+    Ok(pool)
+}
+
+/// The first half of [`environment`], which a process can make ahead of its host's settings
+/// (`prepare` in `py::host`: `wasmai run`'s worker process, while it imports Python modules): the
+/// environment and its pool of `intra_op_threads`, without the arena (whose cap is a host
+/// setting). `spin`: the pool's threads spin-wait for work before they block (ONNX Runtime's
+/// default), which shortens the next parallel section's start but burns a core after each one
+/// and after the pool's start. Like the pool, the first call's `spin` holds for the process.
+/// Returns the pool's thread count, like [`environment`].
+pub fn pooled_environment(intra_op_threads: usize, spin: bool) -> Result<usize, String> {
     ORT_ENV
         .get_or_init(|| {
             let pool = ort::environment::GlobalThreadPoolOptions::default()
                 .with_intra_threads(intra_op_threads)
                 .and_then(|p| p.with_inter_threads(1))
+                .and_then(|p| if spin { Ok(p) } else { p.with_spin_control(false) })
                 .map_err(|e| format!("cannot configure ONNX Runtime's thread pool: {e}"))?;
             let env = ort::init()
                 .with_name("wasmai")
@@ -73,12 +91,20 @@ pub fn environment(intra_op_threads: usize, ort_memory_limit: usize) -> Result<u
                 .with_global_thread_pool(pool)
                 .build()
                 .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
-            register_capped_arena(&env, ort_memory_limit)?;
-            Ok((env, intra_op_threads, ort_memory_limit))
+            Ok((env, intra_op_threads))
         })
         .as_ref()
-        .map(|(_, pool, _)| *pool)
+        .map(|(_, pool)| *pool)
         .map_err(|e| e.clone())
+}
+
+/// The environment [`pooled_environment`] made, or its error.
+fn env_unchecked() -> Result<&'static ort::environment::Environment, String> {
+    match ORT_ENV.get() {
+        Some(Ok((env, _))) => Ok(env),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("ONNX Runtime is not initialised".into()),
+    }
 }
 
 /// The last [`LOG_LINES`] messages ONNX Runtime logged (warning and above), oldest first.
@@ -152,9 +178,10 @@ fn status_result(status: OrtStatusPtr) -> Result<(), String> {
     }
 }
 
+/// The environment, once a host made it with its arena ([`environment`]).
 fn env() -> Result<&'static ort::environment::Environment, Error> {
-    match ORT_ENV.get() {
-        Some(Ok((env, _, _))) => Ok(env),
+    match (ORT_ENV.get(), ORT_ARENA.get()) {
+        (Some(Ok((env, _))), Some(Ok(_))) => Ok(env),
         _ => Err(Error::runtime("ONNX Runtime is not initialised")),
     }
 }
@@ -188,8 +215,8 @@ fn gpu_provider() -> Option<(&'static str, ort::ep::ExecutionProviderDispatch)> 
 fn arena_exhausted(what: &str, e: &ort::Error) -> Option<Error> {
     let text = e.to_string();
     let hit = text.contains("Available memory of") || text.contains("Failed to allocate memory");
-    let cap = match ORT_ENV.get() {
-        Some(Ok((_, _, cap))) => *cap,
+    let cap = match ORT_ARENA.get() {
+        Some(Ok(cap)) => *cap,
         _ => 0,
     };
     hit.then(|| {

@@ -1,7 +1,8 @@
 //! `NativeHost`: the engine, ONNX Runtime and the load-by-name registry.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -19,6 +20,40 @@ use crate::nn::{onnx, WasiNnConfig};
 #[pyclass(frozen, module = "wasmai._host")]
 pub struct NativeHost {
     pub(super) engine: Arc<HostEngine>,
+}
+
+/// The thread [`prepare`] started, joined by the next host made.
+static PREPARING: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+
+/// For a process that makes one host for one call (`wasmai run`'s worker process): start what
+/// that host needs before its settings are known, on a thread of its own, and return at once:
+/// load ONNX Runtime from `ort_library` and create its environment with a global pool of
+/// `intra_op_threads` whose threads do not spin-wait for work (`onnx::pooled_environment`; the
+/// arena is left to the host, whose `ort_memory_limit_mb` caps it). The worker calls it first, so
+/// that this overlaps its Python imports (spinning pool threads would take a core from them and
+/// from the command's process for ~40 ms, and a single call gains nothing from them); the next
+/// `NativeHost` waits for the thread. A failure on the thread is left to that host, which tries
+/// again and reports it. Errors: the thread cannot be started (`onnxruntime`).
+#[pyfunction]
+pub fn prepare(ort_library: String, intra_op_threads: usize) -> PyResult<()> {
+    let mut slot = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        let thread = std::thread::Builder::new().name("wasmai-prepare".into()).spawn(move || {
+            if init_ort(&ort_library).is_ok() {
+                let _ = onnx::pooled_environment(intra_op_threads, false);
+            }
+        });
+        *slot = Some(thread.map_err(|e| Error::new(Fault::OnnxRuntime, format!("cannot start a thread: {e}")))?);
+    }
+    Ok(())
+}
+
+/// Wait for the thread [`prepare`] started, if any (its failure is the caller's to find again).
+fn prepared() {
+    let thread = PREPARING.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(thread) = thread {
+        let _ = thread.join();
+    }
 }
 
 fn init_ort(ort_library: &str) -> Result<(), Error> {
@@ -58,13 +93,15 @@ impl NativeHost {
     /// by content among this host's instances (`nn::cache`; 0 = no sharing). `instance_slots`:
     /// 0 allocates each instance's memories when it is created; N > 0 uses wasmtime's pooling
     /// allocator with room for N live instances (`instantiate` of one more fails).
-    /// The values are validated by the caller (`wasmai.sandbox`).
+    /// The values are validated by the caller (`wasmai.sandbox`). Releases the GIL while it waits
+    /// for [`prepare`]'s thread (if one runs) and starts ONNX Runtime.
     #[new]
     #[pyo3(signature = (ort_library, cache_dir, graphs, allow_target_fallback, intra_op_threads, memory_limit_mb,
                         timeout_s=None, dirs=Vec::new(), env=Vec::new(), inherit_stdio=false,
                         max_tensor_bytes=None, max_graphs=None, ort_memory_limit_mb=None, graph_cache_mb=0, instance_slots=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         ort_library: String,
         cache_dir: String,
         graphs: Vec<(String, String)>,
@@ -81,10 +118,16 @@ impl NativeHost {
         graph_cache_mb: usize,
         instance_slots: usize,
     ) -> PyResult<Self> {
+        let ort_memory_limit = ort_memory_limit_mb.unwrap_or(memory_limit_mb).saturating_mul(1 << 20);
+        // ONNX Runtime's start, most of a host's, without the GIL.
+        let own_intra_threads = py.detach(|| {
+            guarded(|| {
+                prepared();
+                init_ort(&ort_library)?;
+                thread_pool(intra_op_threads, ort_memory_limit)
+            })
+        })?;
         guarded(|| {
-            init_ort(&ort_library)?;
-            let ort_memory_limit = ort_memory_limit_mb.unwrap_or(memory_limit_mb).saturating_mul(1 << 20);
-            let own_intra_threads = thread_pool(intra_op_threads, ort_memory_limit)?;
             let timeout = timeout_s
                 .map(Duration::try_from_secs_f64)
                 .transpose()

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 
 use crate::error::{Error, Fault};
 
-pub use host::{available_providers, onnxruntime_log, NativeHost};
+pub use host::{available_providers, onnxruntime_log, prepare, NativeHost};
 pub use instance::{NativeComponent, NativeInstance};
 
 create_exception!(_host, HostError, PyException, "A failure in the native host: args (kind, code, message).");
