@@ -1,10 +1,10 @@
 //! The ONNX Runtime backend (the `ort` crate, with `libonnxruntime` loaded at run time from the
 //! Python onnxruntime wheel, so the host and Python share one ONNX Runtime; see host/README.md).
 //!
-//! All seven wasi-nn tensor types cross as raw little-endian bytes: inputs whose element type
-//! ort can view and whose bytes are aligned are read in place; others are copied once into a
-//! tensor ONNX Runtime allocates; outputs are copied out of ONNX Runtime's buffer with one memcpy,
-//! so fp16/bf16 need no conversion. Nothing here panics on guest input.
+//! All seven wasi-nn tensor types cross as raw little-endian bytes: inputs whose bytes are
+//! aligned for their element type are read in place; others are copied once into a tensor ONNX
+//! Runtime allocates; outputs are copied out of ONNX Runtime's buffer with one memcpy (or written
+//! in place, from 1 MiB), so fp16/bf16 need no conversion. Nothing here panics on guest input.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ort::ep::ExecutionProvider;
 use ort::memory::Allocator;
-use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::session::{RunOptions, Session};
 use ort::sys::OrtStatusPtr;
 use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
 use ort::AsPointer;
@@ -365,6 +365,8 @@ pub struct OnnxGraph {
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
     execution_provider: String,
+    /// CPU memory, for the values made over the host's bytes on every run ([`RawValue`]).
+    memory_info: ort::memory::MemoryInfo<'static>,
 }
 
 impl OnnxGraph {
@@ -445,7 +447,23 @@ impl OnnxGraph {
                 .map_err(|e| Error::invalid(format!("a graph input or output name holds a NUL byte: {e}")))
         };
         let (input_names, output_names) = (c_names(&inputs)?, c_names(&outputs)?);
-        Ok(Self { session, exclusive, input_names, output_names, inputs, outputs, execution_provider: provider })
+        let memory_info = ort::memory::MemoryInfo::new(
+            ort::memory::AllocationDevice::CPU,
+            0,
+            ort::memory::AllocatorType::Device,
+            ort::memory::MemoryType::Default,
+        )
+        .map_err(|e| ort_err("memory info", e))?;
+        Ok(Self {
+            session,
+            exclusive,
+            input_names,
+            output_names,
+            inputs,
+            outputs,
+            execution_provider: provider,
+            memory_info,
+        })
     }
 }
 
@@ -482,9 +500,9 @@ impl OnnxGraph {
     /// execution providers have broken it; those sessions take turns ([`Self::lock_session`]).
     fn run(
         &self,
-        values: &[SessionInputValue<'_>],
+        values: &[InputValue<'_>],
         run_options: Option<&RunOptions>,
-        preset: &[Option<PlacedValue>],
+        preset: &[Option<RawValue>],
     ) -> Result<Vec<Option<DynValue>>, ort::Error> {
         if values.len() != self.input_names.len() {
             return Err(ort::Error::new(format!(
@@ -590,50 +608,100 @@ fn watchdog(rx: mpsc::Receiver<Watched>) {
     }
 }
 
-/// An input as an ONNX Runtime tensor that reads the bytes in place (no copy), for the element
-/// types ort can view and when the bytes are aligned for that type; `None` = copy instead.
-fn borrowed_input<'a>(ty: TensorType, shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>> {
-    fn view<'a, T>(shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>>
-    where
-        T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
-    {
-        let size = std::mem::size_of::<T>();
-        if data.is_empty()
-            || !data.len().is_multiple_of(size)
-            || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
-        {
-            return None;
-        }
-        // SAFETY: the pointer is aligned for T and the length a multiple of its size (checked
-        // above); T is a plain number type, valid for every bit pattern; the slice borrows `data`.
-        let slice = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
-        Some(ort::value::TensorRef::from_array_view((shape.to_vec(), slice)).map(SessionInputValue::from))
-    }
-    match ty {
-        TensorType::Fp32 => view::<f32>(shape, data),
-        TensorType::Fp64 => view::<f64>(shape, data),
-        TensorType::U8 => view::<u8>(shape, data),
-        TensorType::I32 => view::<i32>(shape, data),
-        TensorType::I64 => view::<i64>(shape, data),
-        // fp16/bf16 (no element type without ort's `half` feature): copied.
-        TensorType::Fp16 | TensorType::Bf16 => None,
+/// An ONNX Runtime tensor value over bytes it does not own, released on drop: an input read in
+/// place, or an output buffer a run writes into ([`Placed`]). Made with
+/// `CreateTensorWithDataAsOrtValue` straight from the C API over the graph's one memory info:
+/// ort's `TensorRef` also makes a memory info, a shared value record and a shape description per
+/// value, and costs twice as much (wrapping the tiny MLP's input: 1.1-1.2 us with `TensorRef`,
+/// 0.5-0.7 us this way, on the 2-core development VM).
+struct RawValue(NonNull<ort::sys::OrtValue>);
+
+impl RawValue {
+    /// A tensor of `dtype` and `shape` over the `len` bytes at `data`, described by `info` (CPU).
+    /// Errors: ONNX Runtime's message.
+    ///
+    /// # Safety
+    /// `data` stays valid for `len` bytes while the value lives, and `len` is the shape's product
+    /// times the element size of `dtype`. ONNX Runtime writes the bytes only when the value is
+    /// passed as a run's output.
+    unsafe fn over(
+        info: &ort::memory::MemoryInfo<'_>,
+        data: *mut std::ffi::c_void,
+        len: usize,
+        shape: &[i64],
+        dtype: TensorType,
+    ) -> Result<Self, String> {
+        let mut value = std::ptr::null_mut();
+        // SAFETY: the caller's promise for `data` and `len`; `shape` is read during the call only.
+        let status = unsafe {
+            (ort::api().CreateTensorWithDataAsOrtValue)(
+                info.ptr(),
+                data,
+                len,
+                shape.as_ptr(),
+                shape.len(),
+                to_onnx(dtype).into(),
+                &mut value,
+            )
+        };
+        status_result(status)?;
+        NonNull::new(value).map(Self).ok_or_else(|| "no value".to_string())
     }
 }
 
-/// An input's bytes copied into a tensor that ONNX Runtime allocates (any element type).
-fn copied_input(name: &str, t: &Tensor, shape: Vec<i64>) -> Result<SessionInputValue<'static>, Error> {
-    let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.dtype), shape)
+impl Drop for RawValue {
+    fn drop(&mut self) {
+        // SAFETY: a value made by `CreateTensorWithDataAsOrtValue` for us, released once.
+        unsafe { (ort::api().ReleaseValue)(self.0.as_ptr()) }
+    }
+}
+
+/// A run's input: a value over the tensor's own bytes, or a copy ONNX Runtime allocated.
+enum InputValue<'a> {
+    /// Reads the tensor's bytes in place; the borrow keeps them alive and unchanged.
+    Lent(RawValue, std::marker::PhantomData<&'a [u8]>),
+    Copied(DynTensor),
+}
+
+impl InputValue<'_> {
+    fn ptr(&self) -> *const ort::sys::OrtValue {
+        match self {
+            InputValue::Lent(value, _) => value.0.as_ptr(),
+            InputValue::Copied(value) => value.ptr(),
+        }
+    }
+}
+
+/// Input `name` for a run: a value over `t`'s bytes when they are aligned for its element type
+/// (every wasi-nn type; a Python `bytes` or an `Arc<[u8]>` buffer is), else a copy into a tensor
+/// ONNX Runtime allocates (misaligned or empty bytes). Errors: `runtime-error` naming the input.
+fn input_value<'a>(
+    info: &ort::memory::MemoryInfo<'_>,
+    name: &str,
+    t: &'a Tensor,
+    shape: &[i64],
+) -> Result<InputValue<'a>, Error> {
+    let data: &'a [u8] = &t.data;
+    if !data.is_empty() && (data.as_ptr() as usize).is_multiple_of(super::dtype_size(t.dtype)) {
+        // SAFETY: `data` is `data.len()` bytes (product(shape) * element size, checked by
+        // `check_inputs`) borrowed for 'a, which the value's PhantomData ties it to; an input's
+        // bytes are only read.
+        let value = unsafe { RawValue::over(info, data.as_ptr().cast_mut().cast(), data.len(), shape, t.dtype) }
+            .map_err(|m| Error::runtime(format!("input '{name}': cannot wrap the tensor: {m}")))?;
+        return Ok(InputValue::Lent(value, std::marker::PhantomData));
+    }
+    let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.dtype), shape.to_vec())
         .map_err(|e| ort_err(&format!("input '{name}': cannot allocate the tensor"), e))?;
-    if !t.data.is_empty() {
+    if !data.is_empty() {
         let dst = value.data_ptr_mut() as *mut u8;
         if dst.is_null() {
             return Err(Error::runtime(format!("input '{name}': no tensor buffer")));
         }
         // SAFETY: ONNX Runtime allocated product(shape) * size-of(dtype) == data.len() bytes on
         // the CPU allocator for this tensor (checked by `check_inputs`); the regions are disjoint.
-        unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), dst, t.data.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
     }
-    Ok(SessionInputValue::from(value))
+    Ok(InputValue::Copied(value))
 }
 
 /// Admit output `name` of `len` bytes: within the tensor limit, and charged to the instance's
@@ -652,18 +720,8 @@ fn admit_output(limits: &Limits, budget: &Arc<Budget>, name: &str, len: usize) -
 /// making the value).
 const PLACE_OUTPUT_BYTES: usize = 1 << 20;
 
-/// An ONNX Runtime value over a [`Placed`] buffer (it does not own the bytes), released on drop.
-struct PlacedValue(NonNull<ort::sys::OrtValue>);
-
-impl Drop for PlacedValue {
-    fn drop(&mut self) {
-        // SAFETY: a value made by `CreateTensorWithDataAsOrtValue` for us, released once.
-        unsafe { (ort::api().ReleaseValue)(self.0.as_ptr()) }
-    }
-}
-
 /// Per graph output: the value `run` writes into, and its buffer (both None: ONNX Runtime allocates).
-type PlacedOutputs = (Vec<Option<PlacedValue>>, Vec<Option<Placed>>);
+type PlacedOutputs = (Vec<Option<RawValue>>, Vec<Option<Placed>>);
 
 /// An output buffer the run writes into: the host tensor's bytes, their charge, dims and type.
 struct Placed {
@@ -684,7 +742,6 @@ impl OnnxGraph {
         if self.exclusive.is_some() {
             return Ok((preset, placed));
         }
-        let mut info = None;
         for spec in &self.outputs {
             let name = &spec.name;
             // Fixed: every dimension known (a dynamic one is negative) and within wasi-nn's u32.
@@ -700,37 +757,12 @@ impl OnnxGraph {
             let mut buffer: Arc<[MaybeUninit<u8>]> = Arc::new_uninit_slice(len);
             let ptr =
                 Arc::get_mut(&mut buffer).map(|b| b.as_mut_ptr()).ok_or_else(|| Error::runtime("buffer shared"))?;
-            if info.is_none() {
-                info = Some(
-                    ort::memory::MemoryInfo::new(
-                        ort::memory::AllocationDevice::CPU,
-                        0,
-                        ort::memory::AllocatorType::Device,
-                        ort::memory::MemoryType::Default,
-                    )
-                    .map_err(|e| ort_err("memory info", e))?,
-                );
-            }
-            let info = info.as_ref().map_or(std::ptr::null(), |i| i.ptr());
-            let mut value = std::ptr::null_mut();
             // SAFETY: `ptr` is `len` writable bytes owned by `buffer`, which outlives the value
             // (the value is dropped right after the run, the buffer kept); the shape's product
             // times the element size is `len`.
-            let status = unsafe {
-                (ort::api().CreateTensorWithDataAsOrtValue)(
-                    info,
-                    ptr.cast(),
-                    len,
-                    spec.shape.as_ptr(),
-                    spec.shape.len(),
-                    to_onnx(dtype).into(),
-                    &mut value,
-                )
-            };
-            status_result(status)
+            let value = unsafe { RawValue::over(&self.memory_info, ptr.cast(), len, &spec.shape, dtype) }
                 .map_err(|m| Error::runtime(format!("output '{name}': cannot make its value: {m}")))?;
-            let value = NonNull::new(value).ok_or_else(|| Error::runtime(format!("output '{name}': no value")))?;
-            preset.push(Some(PlacedValue(value)));
+            preset.push(Some(value));
             let dims = if dims.is_empty() { vec![1] } else { dims };
             placed.push(Some(Placed { buffer, charge, dims, dtype }));
         }
@@ -754,15 +786,10 @@ impl BackendGraph for OnnxGraph {
         budget: &Arc<Budget>,
         deadline: Option<Instant>,
     ) -> Result<Computed, Error> {
-        let mut values: Vec<SessionInputValue<'_>> = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let name = input.name.as_str();
-            let value = match borrowed_input(input.tensor.dtype, &input.shape, &input.tensor.data) {
-                Some(view) => view.map_err(|e| ort_err(&format!("input '{name}': cannot wrap the tensor"), e))?,
-                None => copied_input(name, &input.tensor, input.shape.clone())?,
-            };
-            values.push(value);
-        }
+        let values = inputs
+            .iter()
+            .map(|input| input_value(&self.memory_info, &input.name, &input.tensor, &input.shape))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let _turn = self.lock_session(deadline)?;
         // Run options only for a run the watchdog may have to stop (one per run: terminating them
