@@ -19,7 +19,7 @@ use ort::ep::ExecutionProvider;
 use ort::memory::Allocator;
 use ort::session::{RunOptions, Session};
 use ort::sys::OrtStatusPtr;
-use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
+use ort::value::{DynTensor, TensorElementType, ValueType};
 use ort::AsPointer;
 
 use super::backend::{Backend, BackendGraph, Computed, Options};
@@ -498,12 +498,16 @@ impl OnnxGraph {
     /// header and "Thread safety" FAQ; microsoft/onnxruntime#19301 fixed the TensorRT EP to keep
     /// that guarantee), but ort 2.0.0-rc.15's `Session::run*` take `&mut self` because GPU
     /// execution providers have broken it; those sessions take turns ([`Self::lock_session`]).
+    ///
+    /// The wall time of `OrtApi::Run` alone is added to `run_ns` (what the host reports as ONNX
+    /// Runtime's run; wrapping the inputs and reading the outputs are the host's).
     fn run(
         &self,
         values: &[InputValue<'_>],
         run_options: Option<&RunOptions>,
         preset: &[Option<RawValue>],
-    ) -> Result<Vec<Option<DynValue>>, ort::Error> {
+        run_ns: &mut u64,
+    ) -> Result<Vec<Option<RawValue>>, ort::Error> {
         if values.len() != self.input_names.len() {
             return Err(ort::Error::new(format!(
                 "{} input values for {} graph inputs",
@@ -521,6 +525,7 @@ impl OnnxGraph {
         // call; the name and value arrays hold `len` valid pointers each (C strings owned by
         // `self.input_names`/`self.output_names`, values borrowed from `values`); `output_ptrs`
         // has room for every requested output.
+        let start = Instant::now();
         let status = unsafe {
             (ort::api().Run)(
                 self.session.ptr().cast_mut(),
@@ -533,20 +538,20 @@ impl OnnxGraph {
                 output_ptrs.as_mut_ptr(),
             )
         };
+        *run_ns += start.elapsed().as_nanos() as u64;
         status_result(status).map_err(ort::Error::new)?;
-        // SAFETY: values the run just created and handed to us (we own them; each DynValue
-        // releases its value); tensors keep the session's allocator handle, as ort's run does.
-        // A preset output is the caller's value, written in place: not wrapped again.
-        output_ptrs
+        // The values the run made are ours to release (each RawValue, dropped before the session,
+        // which `self` keeps); a preset output is the caller's value, written in place.
+        let outputs: Vec<Option<RawValue>> = output_ptrs
             .into_iter()
             .enumerate()
-            .map(|(i, p)| match preset.get(i).and_then(Option::as_ref) {
-                Some(_) => Ok(None),
-                None => NonNull::new(p)
-                    .map(|p| Some(unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) }))
-                    .ok_or_else(|| ort::Error::new("ONNX Runtime returned no output value")),
-            })
-            .collect()
+            .map(|(i, p)| if preset.get(i).is_some_and(Option::is_some) { None } else { NonNull::new(p).map(RawValue) })
+            .collect();
+        let missing = outputs.iter().zip(0..).any(|(v, i)| v.is_none() && !preset.get(i).is_some_and(Option::is_some));
+        if missing {
+            return Err(ort::Error::new("ONNX Runtime returned no output value"));
+        }
+        Ok(outputs)
     }
 }
 
@@ -608,12 +613,14 @@ fn watchdog(rx: mpsc::Receiver<Watched>) {
     }
 }
 
-/// An ONNX Runtime tensor value over bytes it does not own, released on drop: an input read in
-/// place, or an output buffer a run writes into ([`Placed`]). Made with
-/// `CreateTensorWithDataAsOrtValue` straight from the C API over the graph's one memory info:
-/// ort's `TensorRef` also makes a memory info, a shared value record and a shape description per
-/// value, and costs twice as much (wrapping the tiny MLP's input: 1.1-1.2 us with `TensorRef`,
-/// 0.5-0.7 us this way, on the 2-core development VM).
+/// An ONNX Runtime value the host holds, released on drop: a tensor over bytes it does not own
+/// (an input read in place, an output buffer a run writes into, [`Placed`]), made with
+/// `CreateTensorWithDataAsOrtValue` over the graph's one memory info, or an output a run
+/// allocated, read by [`RawValue::tensor`]. Both straight from the C API: ort's `TensorRef` and
+/// `DynValue` also build a memory description, a shared value record and the type with its
+/// symbolic dimensions for every value, which costs more than moving the tiny MLP's bytes (on the
+/// 2-core development VM: its input 1.1-1.2 us with `TensorRef`, 0.5-0.7 us this way; its output
+/// as a `DynValue` 0.9-1.9 us).
 struct RawValue(NonNull<ort::sys::OrtValue>);
 
 impl RawValue {
@@ -649,9 +656,54 @@ impl RawValue {
     }
 }
 
+impl RawValue {
+    /// The element type, dimensions and CPU bytes of a tensor a run returned (`output` names it
+    /// in errors, `declared` is the graph's type for it). The bytes live as long as the value.
+    /// Errors: `unsupported-operation` for a value that is not a tensor or of a type wasi-nn
+    /// cannot express, `runtime-error` for one outside CPU memory or when ONNX Runtime fails.
+    fn tensor(&self, output: &str, declared: &str) -> Result<(TensorType, Vec<i64>, *const u8), Error> {
+        let (api, value) = (ort::api(), self.0.as_ptr());
+        let failed = |m: String| Error::runtime(format!("output '{output}': {m}"));
+        let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);
+        let mut is_tensor = 0;
+        // SAFETY (every call below): `value` is a live value we own; the out-pointers are valid,
+        // `dims` has room for `count` dimensions, and the type info is released once.
+        status_result(unsafe { (api.IsTensor)(value, &mut is_tensor) }).map_err(failed)?;
+        if is_tensor == 0 {
+            return Err(unsupported(format!("output '{output}' is a {declared}, not a tensor")));
+        }
+        let mut info = std::ptr::null_mut();
+        status_result(unsafe { (api.GetTensorTypeAndShape)(value, &mut info) }).map_err(failed)?;
+        let mut element = ort::sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+        let (mut count, mut dims) = (0usize, Vec::new());
+        let described = status_result(unsafe { (api.GetTensorElementType)(info, &mut element) })
+            .and_then(|()| status_result(unsafe { (api.GetDimensionsCount)(info, &mut count) }))
+            .and_then(|()| {
+                dims = vec![0i64; count];
+                status_result(unsafe { (api.GetDimensions)(info, dims.as_mut_ptr(), count) })
+            });
+        unsafe { (api.ReleaseTensorTypeAndShapeInfo)(info) };
+        described.map_err(failed)?;
+        let onnx_ty = TensorElementType::from(element);
+        let dtype = from_onnx(onnx_ty).ok_or_else(|| {
+            unsupported(format!("output '{output}' has type {onnx_ty}, which wasi-nn cannot express"))
+        })?;
+        let mut memory = std::ptr::null();
+        status_result(unsafe { (api.GetTensorMemoryInfo)(value, &mut memory) }).map_err(failed)?;
+        let mut device = ort::sys::OrtMemoryInfoDeviceType::OrtMemoryInfoDeviceType_CPU;
+        unsafe { (api.MemoryInfoGetDeviceType)(memory, &mut device) };
+        if device != ort::sys::OrtMemoryInfoDeviceType::OrtMemoryInfoDeviceType_CPU {
+            return Err(Error::runtime(format!("output '{output}' is not in CPU memory")));
+        }
+        let mut data = std::ptr::null_mut();
+        status_result(unsafe { (api.GetTensorMutableData)(value, &mut data) }).map_err(failed)?;
+        Ok((dtype, dims, data.cast_const().cast()))
+    }
+}
+
 impl Drop for RawValue {
     fn drop(&mut self) {
-        // SAFETY: a value made by `CreateTensorWithDataAsOrtValue` for us, released once.
+        // SAFETY: a value made for us (`CreateTensorWithDataAsOrtValue` or a run), released once.
         unsafe { (ort::api().ReleaseValue)(self.0.as_ptr()) }
     }
 }
@@ -803,8 +855,8 @@ impl BackendGraph for OnnxGraph {
             None => None,
         };
         let (preset, mut placed) = self.place_outputs(limits, budget)?;
-        let start = Instant::now();
-        let mut ran = self.run(&values, run_options.as_deref(), &preset);
+        let (start, mut run_ns) = (Instant::now(), 0);
+        let mut ran = self.run(&values, run_options.as_deref(), &preset, &mut run_ns);
         drop(preset);
         let refused_buffer = |e: &ort::Error| {
             let text = e.to_string();
@@ -817,7 +869,7 @@ impl BackendGraph for OnnxGraph {
             // pre-allocated output OrtValues" in 1.32; "Shape mismatch attempting to re-use
             // buffer" in older releases), so run again and let it allocate the output.
             placed.clear();
-            ran = self.run(&values, run_options.as_deref(), &[]);
+            ran = self.run(&values, run_options.as_deref(), &[], &mut run_ns);
         }
         let outputs = ran.map_err(|e| {
             if let Some(err) = arena_exhausted("the run", &e) {
@@ -834,9 +886,7 @@ impl BackendGraph for OnnxGraph {
                 _ => Error::runtime(format!("ONNX Runtime run failed: {e}")),
             }
         })?;
-        let run_ns = start.elapsed().as_nanos() as u64;
 
-        let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);
         let mut result = Vec::with_capacity(self.outputs.len());
         for (i, (spec, value)) in self.outputs.iter().zip(&outputs).enumerate() {
             let name = &spec.name;
@@ -853,17 +903,7 @@ impl BackendGraph for OnnxGraph {
                     return Err(Error::runtime(format!("ONNX Runtime returned no value for output '{name}'")))
                 }
             };
-            let tensor = value
-                .view()
-                .downcast::<DynTensorValueType>()
-                .map_err(|_| unsupported(format!("output '{name}' is a {}, not a tensor", value.dtype())))?;
-            let (onnx_ty, shape) = match tensor.dtype() {
-                ValueType::Tensor { ty, shape, .. } => (*ty, shape.iter().copied().collect::<Vec<i64>>()),
-                other => return Err(unsupported(format!("output '{name}' is a {other}"))),
-            };
-            let dtype = from_onnx(onnx_ty).ok_or_else(|| {
-                unsupported(format!("output '{name}' has type {onnx_ty}, which wasi-nn cannot express"))
-            })?;
+            let (dtype, shape, src) = value.tensor(name, &spec.backend_type)?;
             let mut dims = Vec::with_capacity(shape.len().max(1));
             for &d in &shape {
                 dims.push(
@@ -882,9 +922,8 @@ impl BackendGraph for OnnxGraph {
             // lower into the guest without another copy.
             let mut data: Arc<[u8]> = Arc::from([]);
             if len > 0 {
-                let src = tensor.data_ptr() as *const u8;
-                if src.is_null() || !tensor.memory_info().is_cpu_accessible() {
-                    return Err(Error::runtime(format!("output '{name}' is not in CPU memory")));
+                if src.is_null() {
+                    return Err(Error::runtime(format!("output '{name}' has no data")));
                 }
                 // SAFETY: ONNX Runtime owns `len` bytes of CPU memory for this tensor until
                 // `outputs` is dropped at the end of this function.
