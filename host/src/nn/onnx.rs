@@ -518,14 +518,15 @@ impl OnnxGraph {
         let input_name_ptrs: Vec<_> = self.input_names.iter().map(|n| n.as_ptr()).collect();
         let input_ptrs: Vec<_> = values.iter().map(|v| v.ptr()).collect();
         let output_name_ptrs: Vec<_> = self.output_names.iter().map(|n| n.as_ptr()).collect();
+        let is_preset = |i: usize| preset.get(i).is_some_and(Option::is_some);
         let mut output_ptrs: Vec<*mut ort::sys::OrtValue> = (0..output_name_ptrs.len())
             .map(|i| preset.get(i).and_then(Option::as_ref).map_or(std::ptr::null_mut(), |v| v.0.as_ptr()))
             .collect();
+        let start = Instant::now();
         // SAFETY: the session and run options (or null: the C API's defaults) are alive for the
         // call; the name and value arrays hold `len` valid pointers each (C strings owned by
         // `self.input_names`/`self.output_names`, values borrowed from `values`); `output_ptrs`
         // has room for every requested output.
-        let start = Instant::now();
         let status = unsafe {
             (ort::api().Run)(
                 self.session.ptr().cast_mut(),
@@ -545,10 +546,9 @@ impl OnnxGraph {
         let outputs: Vec<Option<RawValue>> = output_ptrs
             .into_iter()
             .enumerate()
-            .map(|(i, p)| if preset.get(i).is_some_and(Option::is_some) { None } else { NonNull::new(p).map(RawValue) })
+            .map(|(i, p)| if is_preset(i) { None } else { NonNull::new(p).map(RawValue) })
             .collect();
-        let missing = outputs.iter().zip(0..).any(|(v, i)| v.is_none() && !preset.get(i).is_some_and(Option::is_some));
-        if missing {
+        if outputs.iter().enumerate().any(|(i, v)| v.is_none() && !is_preset(i)) {
             return Err(ort::Error::new("ONNX Runtime returned no output value"));
         }
         Ok(outputs)
