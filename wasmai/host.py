@@ -281,7 +281,8 @@ class Instance:
             return dict(self._native.last_timings())
 
     def host_stats(self) -> dict[str, Any]:
-        """``ort_run_ns`` (wall time of the last ONNX Runtime ``run`` inside the host, ns),
+        """``ort_run_ns`` (wall time of the last ONNX Runtime run inside the host, ns: the
+        ``OrtApi::Run`` call alone, not the host's wrapping of its inputs and outputs),
         ``compute_calls``, ``execution_provider`` (of the last compute) and
         ``linear_memory_bytes`` (largest linear memory of the instance, bytes)."""
         try:

@@ -195,7 +195,7 @@ impl TensorData {
 
 /// A wasi-nn `tensor` resource: shape, element type and row-major little-endian bytes, charged
 /// to the instance's memory budget while the host holds it. The bytes are immutable and read in
-/// place by ONNX Runtime (`onnx::borrowed_input`).
+/// place by ONNX Runtime when aligned for their element type (`onnx::input_value`).
 #[derive(Debug)]
 pub struct Tensor {
     pub shape: Vec<u32>,

@@ -1,10 +1,10 @@
 //! The ONNX Runtime backend (the `ort` crate, with `libonnxruntime` loaded at run time from the
 //! Python onnxruntime wheel, so the host and Python share one ONNX Runtime; see host/README.md).
 //!
-//! All seven wasi-nn tensor types cross as raw little-endian bytes: inputs whose element type
-//! ort can view and whose bytes are aligned are read in place; others are copied once into a
-//! tensor ONNX Runtime allocates; outputs are copied out of ONNX Runtime's buffer with one memcpy,
-//! so fp16/bf16 need no conversion. Nothing here panics on guest input.
+//! All seven wasi-nn tensor types cross as raw little-endian bytes: inputs whose bytes are
+//! aligned for their element type are read in place; others are copied once into a tensor ONNX
+//! Runtime allocates; outputs are copied out of ONNX Runtime's buffer with one memcpy (or written
+//! in place, from 1 MiB), so fp16/bf16 need no conversion. Nothing here panics on guest input.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use ort::ep::ExecutionProvider;
 use ort::memory::Allocator;
-use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::session::{RunOptions, Session};
 use ort::sys::OrtStatusPtr;
-use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
+use ort::value::{DynTensor, TensorElementType, ValueType};
 use ort::AsPointer;
 
 use super::backend::{Backend, BackendGraph, Computed, Options};
@@ -392,6 +392,8 @@ pub struct OnnxGraph {
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
     execution_provider: String,
+    /// CPU memory, for the values made over the host's bytes on every run ([`RawValue`]).
+    memory_info: ort::memory::MemoryInfo<'static>,
 }
 
 impl OnnxGraph {
@@ -472,7 +474,23 @@ impl OnnxGraph {
                 .map_err(|e| Error::invalid(format!("a graph input or output name holds a NUL byte: {e}")))
         };
         let (input_names, output_names) = (c_names(&inputs)?, c_names(&outputs)?);
-        Ok(Self { session, exclusive, input_names, output_names, inputs, outputs, execution_provider: provider })
+        let memory_info = ort::memory::MemoryInfo::new(
+            ort::memory::AllocationDevice::CPU,
+            0,
+            ort::memory::AllocatorType::Device,
+            ort::memory::MemoryType::Default,
+        )
+        .map_err(|e| ort_err("memory info", e))?;
+        Ok(Self {
+            session,
+            exclusive,
+            input_names,
+            output_names,
+            inputs,
+            outputs,
+            execution_provider: provider,
+            memory_info,
+        })
     }
 }
 
@@ -507,12 +525,16 @@ impl OnnxGraph {
     /// header and "Thread safety" FAQ; microsoft/onnxruntime#19301 fixed the TensorRT EP to keep
     /// that guarantee), but ort 2.0.0-rc.15's `Session::run*` take `&mut self` because GPU
     /// execution providers have broken it; those sessions take turns ([`Self::lock_session`]).
+    ///
+    /// The wall time of `OrtApi::Run` alone is added to `run_ns` (what the host reports as ONNX
+    /// Runtime's run; wrapping the inputs and reading the outputs are the host's).
     fn run(
         &self,
-        values: &[SessionInputValue<'_>],
+        values: &[InputValue<'_>],
         run_options: Option<&RunOptions>,
-        preset: &[Option<PlacedValue>],
-    ) -> Result<Vec<Option<DynValue>>, ort::Error> {
+        preset: &[Option<RawValue>],
+        run_ns: &mut u64,
+    ) -> Result<Vec<Option<RawValue>>, ort::Error> {
         if values.len() != self.input_names.len() {
             return Err(ort::Error::new(format!(
                 "{} input values for {} graph inputs",
@@ -523,9 +545,11 @@ impl OnnxGraph {
         let input_name_ptrs: Vec<_> = self.input_names.iter().map(|n| n.as_ptr()).collect();
         let input_ptrs: Vec<_> = values.iter().map(|v| v.ptr()).collect();
         let output_name_ptrs: Vec<_> = self.output_names.iter().map(|n| n.as_ptr()).collect();
+        let is_preset = |i: usize| preset.get(i).is_some_and(Option::is_some);
         let mut output_ptrs: Vec<*mut ort::sys::OrtValue> = (0..output_name_ptrs.len())
             .map(|i| preset.get(i).and_then(Option::as_ref).map_or(std::ptr::null_mut(), |v| v.0.as_ptr()))
             .collect();
+        let start = Instant::now();
         // SAFETY: the session and run options (or null: the C API's defaults) are alive for the
         // call; the name and value arrays hold `len` valid pointers each (C strings owned by
         // `self.input_names`/`self.output_names`, values borrowed from `values`); `output_ptrs`
@@ -542,20 +566,19 @@ impl OnnxGraph {
                 output_ptrs.as_mut_ptr(),
             )
         };
+        *run_ns += start.elapsed().as_nanos() as u64;
         status_result(status).map_err(ort::Error::new)?;
-        // SAFETY: values the run just created and handed to us (we own them; each DynValue
-        // releases its value); tensors keep the session's allocator handle, as ort's run does.
-        // A preset output is the caller's value, written in place: not wrapped again.
-        output_ptrs
+        // The values the run made are ours to release (each RawValue, dropped before the session,
+        // which `self` keeps); a preset output is the caller's value, written in place.
+        let outputs: Vec<Option<RawValue>> = output_ptrs
             .into_iter()
             .enumerate()
-            .map(|(i, p)| match preset.get(i).and_then(Option::as_ref) {
-                Some(_) => Ok(None),
-                None => NonNull::new(p)
-                    .map(|p| Some(unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) }))
-                    .ok_or_else(|| ort::Error::new("ONNX Runtime returned no output value")),
-            })
-            .collect()
+            .map(|(i, p)| if is_preset(i) { None } else { NonNull::new(p).map(RawValue) })
+            .collect();
+        if outputs.iter().enumerate().any(|(i, v)| v.is_none() && !is_preset(i)) {
+            return Err(ort::Error::new("ONNX Runtime returned no output value"));
+        }
+        Ok(outputs)
     }
 }
 
@@ -617,50 +640,147 @@ fn watchdog(rx: mpsc::Receiver<Watched>) {
     }
 }
 
-/// An input as an ONNX Runtime tensor that reads the bytes in place (no copy), for the element
-/// types ort can view and when the bytes are aligned for that type; `None` = copy instead.
-fn borrowed_input<'a>(ty: TensorType, shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>> {
-    fn view<'a, T>(shape: &[i64], data: &'a [u8]) -> Option<ort::Result<SessionInputValue<'a>>>
-    where
-        T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
-    {
-        let size = std::mem::size_of::<T>();
-        if data.is_empty()
-            || !data.len().is_multiple_of(size)
-            || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
-        {
-            return None;
-        }
-        // SAFETY: the pointer is aligned for T and the length a multiple of its size (checked
-        // above); T is a plain number type, valid for every bit pattern; the slice borrows `data`.
-        let slice = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
-        Some(ort::value::TensorRef::from_array_view((shape.to_vec(), slice)).map(SessionInputValue::from))
-    }
-    match ty {
-        TensorType::Fp32 => view::<f32>(shape, data),
-        TensorType::Fp64 => view::<f64>(shape, data),
-        TensorType::U8 => view::<u8>(shape, data),
-        TensorType::I32 => view::<i32>(shape, data),
-        TensorType::I64 => view::<i64>(shape, data),
-        // fp16/bf16 (no element type without ort's `half` feature): copied.
-        TensorType::Fp16 | TensorType::Bf16 => None,
+/// An ONNX Runtime value the host holds, released on drop: a tensor over bytes it does not own
+/// (an input read in place, an output buffer a run writes into, [`Placed`]), made with
+/// `CreateTensorWithDataAsOrtValue` over the graph's one memory info, or an output a run
+/// allocated, read by [`RawValue::tensor`]. Both straight from the C API: ort's `TensorRef` and
+/// `DynValue` also build a memory description, a shared value record and the type with its
+/// symbolic dimensions for every value, which costs more than moving the tiny MLP's bytes (on the
+/// 2-core development VM: its input 1.1-1.2 us with `TensorRef`, 0.5-0.7 us this way; its output
+/// as a `DynValue` 0.9-1.9 us).
+struct RawValue(NonNull<ort::sys::OrtValue>);
+
+impl RawValue {
+    /// A tensor of `dtype` and `shape` over the `len` bytes at `data`, described by `info` (CPU).
+    /// Errors: ONNX Runtime's message.
+    ///
+    /// # Safety
+    /// `data` stays valid for `len` bytes while the value lives, and `len` is the shape's product
+    /// times the element size of `dtype`. ONNX Runtime writes the bytes only when the value is
+    /// passed as a run's output.
+    unsafe fn over(
+        info: &ort::memory::MemoryInfo<'_>,
+        data: *mut std::ffi::c_void,
+        len: usize,
+        shape: &[i64],
+        dtype: TensorType,
+    ) -> Result<Self, String> {
+        let mut value = std::ptr::null_mut();
+        // SAFETY: the caller's promise for `data` and `len`; `shape` is read during the call only.
+        let status = unsafe {
+            (ort::api().CreateTensorWithDataAsOrtValue)(
+                info.ptr(),
+                data,
+                len,
+                shape.as_ptr(),
+                shape.len(),
+                to_onnx(dtype).into(),
+                &mut value,
+            )
+        };
+        status_result(status)?;
+        NonNull::new(value).map(Self).ok_or_else(|| "no value".to_string())
     }
 }
 
-/// An input's bytes copied into a tensor that ONNX Runtime allocates (any element type).
-fn copied_input(name: &str, t: &Tensor, shape: Vec<i64>) -> Result<SessionInputValue<'static>, Error> {
-    let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.dtype), shape)
+impl RawValue {
+    /// The element type, dimensions and CPU bytes of a tensor a run returned (`output` names it
+    /// in errors, `declared` is the graph's type for it). The bytes live as long as the value.
+    /// Errors: `unsupported-operation` for a value that is not a tensor or of a type wasi-nn
+    /// cannot express, `runtime-error` for one outside CPU memory or when ONNX Runtime fails.
+    fn tensor(&self, output: &str, declared: &str) -> Result<(TensorType, Vec<i64>, *const u8), Error> {
+        let (api, value) = (ort::api(), self.0.as_ptr());
+        let failed = |m: String| Error::runtime(format!("output '{output}': {m}"));
+        let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);
+        let mut is_tensor = 0;
+        // SAFETY (every call below): `value` is a live value we own; the out-pointers are valid,
+        // `dims` has room for `count` dimensions, and the type info is released once.
+        status_result(unsafe { (api.IsTensor)(value, &mut is_tensor) }).map_err(failed)?;
+        if is_tensor == 0 {
+            return Err(unsupported(format!("output '{output}' is a {declared}, not a tensor")));
+        }
+        let mut info = std::ptr::null_mut();
+        status_result(unsafe { (api.GetTensorTypeAndShape)(value, &mut info) }).map_err(failed)?;
+        let mut element = ort::sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+        let (mut count, mut dims) = (0usize, Vec::new());
+        let described = status_result(unsafe { (api.GetTensorElementType)(info, &mut element) })
+            .and_then(|()| status_result(unsafe { (api.GetDimensionsCount)(info, &mut count) }))
+            .and_then(|()| {
+                dims = vec![0i64; count];
+                status_result(unsafe { (api.GetDimensions)(info, dims.as_mut_ptr(), count) })
+            });
+        unsafe { (api.ReleaseTensorTypeAndShapeInfo)(info) };
+        described.map_err(failed)?;
+        let onnx_ty = TensorElementType::from(element);
+        let dtype = from_onnx(onnx_ty).ok_or_else(|| {
+            unsupported(format!("output '{output}' has type {onnx_ty}, which wasi-nn cannot express"))
+        })?;
+        let mut memory = std::ptr::null();
+        status_result(unsafe { (api.GetTensorMemoryInfo)(value, &mut memory) }).map_err(failed)?;
+        let mut device = ort::sys::OrtMemoryInfoDeviceType::OrtMemoryInfoDeviceType_CPU;
+        unsafe { (api.MemoryInfoGetDeviceType)(memory, &mut device) };
+        if device != ort::sys::OrtMemoryInfoDeviceType::OrtMemoryInfoDeviceType_CPU {
+            return Err(Error::runtime(format!("output '{output}' is not in CPU memory")));
+        }
+        let mut data = std::ptr::null_mut();
+        status_result(unsafe { (api.GetTensorMutableData)(value, &mut data) }).map_err(failed)?;
+        Ok((dtype, dims, data.cast_const().cast()))
+    }
+}
+
+impl Drop for RawValue {
+    fn drop(&mut self) {
+        // SAFETY: a value made for us (`CreateTensorWithDataAsOrtValue` or a run), released once.
+        unsafe { (ort::api().ReleaseValue)(self.0.as_ptr()) }
+    }
+}
+
+/// A run's input: a value over the tensor's own bytes, or a copy ONNX Runtime allocated.
+enum InputValue<'a> {
+    /// Reads the tensor's bytes in place; the borrow keeps them alive and unchanged.
+    Lent(RawValue, std::marker::PhantomData<&'a [u8]>),
+    Copied(DynTensor),
+}
+
+impl InputValue<'_> {
+    fn ptr(&self) -> *const ort::sys::OrtValue {
+        match self {
+            InputValue::Lent(value, _) => value.0.as_ptr(),
+            InputValue::Copied(value) => value.ptr(),
+        }
+    }
+}
+
+/// Input `name` for a run: a value over `t`'s bytes when they are aligned for its element type
+/// (every wasi-nn type; a Python `bytes` or an `Arc<[u8]>` buffer is), else a copy into a tensor
+/// ONNX Runtime allocates (misaligned or empty bytes). Errors: `runtime-error` naming the input.
+fn input_value<'a>(
+    info: &ort::memory::MemoryInfo<'_>,
+    name: &str,
+    t: &'a Tensor,
+    shape: &[i64],
+) -> Result<InputValue<'a>, Error> {
+    let data: &'a [u8] = &t.data;
+    if !data.is_empty() && (data.as_ptr() as usize).is_multiple_of(super::dtype_size(t.dtype)) {
+        // SAFETY: `data` is `data.len()` bytes (product(shape) * element size, checked by
+        // `check_inputs`) borrowed for 'a, which the value's PhantomData ties it to; an input's
+        // bytes are only read.
+        let value = unsafe { RawValue::over(info, data.as_ptr().cast_mut().cast(), data.len(), shape, t.dtype) }
+            .map_err(|m| Error::runtime(format!("input '{name}': cannot wrap the tensor: {m}")))?;
+        return Ok(InputValue::Lent(value, std::marker::PhantomData));
+    }
+    let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.dtype), shape.to_vec())
         .map_err(|e| ort_err(&format!("input '{name}': cannot allocate the tensor"), e))?;
-    if !t.data.is_empty() {
+    if !data.is_empty() {
         let dst = value.data_ptr_mut() as *mut u8;
         if dst.is_null() {
             return Err(Error::runtime(format!("input '{name}': no tensor buffer")));
         }
         // SAFETY: ONNX Runtime allocated product(shape) * size-of(dtype) == data.len() bytes on
         // the CPU allocator for this tensor (checked by `check_inputs`); the regions are disjoint.
-        unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), dst, t.data.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
     }
-    Ok(SessionInputValue::from(value))
+    Ok(InputValue::Copied(value))
 }
 
 /// Admit output `name` of `len` bytes: within the tensor limit, and charged to the instance's
@@ -679,18 +799,8 @@ fn admit_output(limits: &Limits, budget: &Arc<Budget>, name: &str, len: usize) -
 /// making the value).
 const PLACE_OUTPUT_BYTES: usize = 1 << 20;
 
-/// An ONNX Runtime value over a [`Placed`] buffer (it does not own the bytes), released on drop.
-struct PlacedValue(NonNull<ort::sys::OrtValue>);
-
-impl Drop for PlacedValue {
-    fn drop(&mut self) {
-        // SAFETY: a value made by `CreateTensorWithDataAsOrtValue` for us, released once.
-        unsafe { (ort::api().ReleaseValue)(self.0.as_ptr()) }
-    }
-}
-
 /// Per graph output: the value `run` writes into, and its buffer (both None: ONNX Runtime allocates).
-type PlacedOutputs = (Vec<Option<PlacedValue>>, Vec<Option<Placed>>);
+type PlacedOutputs = (Vec<Option<RawValue>>, Vec<Option<Placed>>);
 
 /// An output buffer the run writes into: the host tensor's bytes, their charge, dims and type.
 struct Placed {
@@ -711,7 +821,6 @@ impl OnnxGraph {
         if self.exclusive.is_some() {
             return Ok((preset, placed));
         }
-        let mut info = None;
         for spec in &self.outputs {
             let name = &spec.name;
             // Fixed: every dimension known (a dynamic one is negative) and within wasi-nn's u32.
@@ -727,37 +836,12 @@ impl OnnxGraph {
             let mut buffer: Arc<[MaybeUninit<u8>]> = Arc::new_uninit_slice(len);
             let ptr =
                 Arc::get_mut(&mut buffer).map(|b| b.as_mut_ptr()).ok_or_else(|| Error::runtime("buffer shared"))?;
-            if info.is_none() {
-                info = Some(
-                    ort::memory::MemoryInfo::new(
-                        ort::memory::AllocationDevice::CPU,
-                        0,
-                        ort::memory::AllocatorType::Device,
-                        ort::memory::MemoryType::Default,
-                    )
-                    .map_err(|e| ort_err("memory info", e))?,
-                );
-            }
-            let info = info.as_ref().map_or(std::ptr::null(), |i| i.ptr());
-            let mut value = std::ptr::null_mut();
             // SAFETY: `ptr` is `len` writable bytes owned by `buffer`, which outlives the value
             // (the value is dropped right after the run, the buffer kept); the shape's product
             // times the element size is `len`.
-            let status = unsafe {
-                (ort::api().CreateTensorWithDataAsOrtValue)(
-                    info,
-                    ptr.cast(),
-                    len,
-                    spec.shape.as_ptr(),
-                    spec.shape.len(),
-                    to_onnx(dtype).into(),
-                    &mut value,
-                )
-            };
-            status_result(status)
+            let value = unsafe { RawValue::over(&self.memory_info, ptr.cast(), len, &spec.shape, dtype) }
                 .map_err(|m| Error::runtime(format!("output '{name}': cannot make its value: {m}")))?;
-            let value = NonNull::new(value).ok_or_else(|| Error::runtime(format!("output '{name}': no value")))?;
-            preset.push(Some(PlacedValue(value)));
+            preset.push(Some(value));
             let dims = if dims.is_empty() { vec![1] } else { dims };
             placed.push(Some(Placed { buffer, charge, dims, dtype }));
         }
@@ -781,15 +865,10 @@ impl BackendGraph for OnnxGraph {
         budget: &Arc<Budget>,
         deadline: Option<Instant>,
     ) -> Result<Computed, Error> {
-        let mut values: Vec<SessionInputValue<'_>> = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let name = input.name.as_str();
-            let value = match borrowed_input(input.tensor.dtype, &input.shape, &input.tensor.data) {
-                Some(view) => view.map_err(|e| ort_err(&format!("input '{name}': cannot wrap the tensor"), e))?,
-                None => copied_input(name, &input.tensor, input.shape.clone())?,
-            };
-            values.push(value);
-        }
+        let values = inputs
+            .iter()
+            .map(|input| input_value(&self.memory_info, &input.name, &input.tensor, &input.shape))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let _turn = self.lock_session(deadline)?;
         // Run options only for a run the watchdog may have to stop (one per run: terminating them
@@ -803,8 +882,8 @@ impl BackendGraph for OnnxGraph {
             None => None,
         };
         let (preset, mut placed) = self.place_outputs(limits, budget)?;
-        let start = Instant::now();
-        let mut ran = self.run(&values, run_options.as_deref(), &preset);
+        let (start, mut run_ns) = (Instant::now(), 0);
+        let mut ran = self.run(&values, run_options.as_deref(), &preset, &mut run_ns);
         drop(preset);
         let refused_buffer = |e: &ort::Error| {
             let text = e.to_string();
@@ -817,7 +896,7 @@ impl BackendGraph for OnnxGraph {
             // pre-allocated output OrtValues" in 1.32; "Shape mismatch attempting to re-use
             // buffer" in older releases), so run again and let it allocate the output.
             placed.clear();
-            ran = self.run(&values, run_options.as_deref(), &[]);
+            ran = self.run(&values, run_options.as_deref(), &[], &mut run_ns);
         }
         let outputs = ran.map_err(|e| {
             if let Some(err) = arena_exhausted("the run", &e) {
@@ -834,9 +913,7 @@ impl BackendGraph for OnnxGraph {
                 _ => Error::runtime(format!("ONNX Runtime run failed: {e}")),
             }
         })?;
-        let run_ns = start.elapsed().as_nanos() as u64;
 
-        let unsupported = |m: String| Error::new(ErrorCode::UnsupportedOperation, m);
         let mut result = Vec::with_capacity(self.outputs.len());
         for (i, (spec, value)) in self.outputs.iter().zip(&outputs).enumerate() {
             let name = &spec.name;
@@ -853,17 +930,7 @@ impl BackendGraph for OnnxGraph {
                     return Err(Error::runtime(format!("ONNX Runtime returned no value for output '{name}'")))
                 }
             };
-            let tensor = value
-                .view()
-                .downcast::<DynTensorValueType>()
-                .map_err(|_| unsupported(format!("output '{name}' is a {}, not a tensor", value.dtype())))?;
-            let (onnx_ty, shape) = match tensor.dtype() {
-                ValueType::Tensor { ty, shape, .. } => (*ty, shape.iter().copied().collect::<Vec<i64>>()),
-                other => return Err(unsupported(format!("output '{name}' is a {other}"))),
-            };
-            let dtype = from_onnx(onnx_ty).ok_or_else(|| {
-                unsupported(format!("output '{name}' has type {onnx_ty}, which wasi-nn cannot express"))
-            })?;
+            let (dtype, shape, src) = value.tensor(name, &spec.backend_type)?;
             let mut dims = Vec::with_capacity(shape.len().max(1));
             for &d in &shape {
                 dims.push(
@@ -882,9 +949,8 @@ impl BackendGraph for OnnxGraph {
             // lower into the guest without another copy.
             let mut data: Arc<[u8]> = Arc::from([]);
             if len > 0 {
-                let src = tensor.data_ptr() as *const u8;
-                if src.is_null() || !tensor.memory_info().is_cpu_accessible() {
-                    return Err(Error::runtime(format!("output '{name}' is not in CPU memory")));
+                if src.is_null() {
+                    return Err(Error::runtime(format!("output '{name}' has no data")));
                 }
                 // SAFETY: ONNX Runtime owns `len` bytes of CPU memory for this tensor until
                 // `outputs` is dropped at the end of this function.
