@@ -681,9 +681,7 @@ impl RawValue {
         status_result(status)?;
         NonNull::new(value).map(Self).ok_or_else(|| "no value".to_string())
     }
-}
 
-impl RawValue {
     /// The element type, dimensions and CPU bytes of a tensor a run returned (`output` names it
     /// in errors, `declared` is the graph's type for it). The bytes live as long as the value.
     /// Errors: `unsupported-operation` for a value that is not a tensor or of a type wasi-nn
