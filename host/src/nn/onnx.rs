@@ -91,6 +91,9 @@ pub fn pooled_environment(intra_op_threads: usize, spin: bool) -> Result<usize, 
                 .with_global_thread_pool(pool)
                 .build()
                 .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+            // `ort` creates an environment with a custom logger at the verbose level, so ONNX
+            // Runtime would format every verbose and info message for `record_log` to drop.
+            env.set_log_level(ort::logging::LogLevel::Warning);
             Ok((env, intra_op_threads))
         })
         .as_ref()
