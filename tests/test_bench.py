@@ -24,7 +24,8 @@ runner = CliRunner()
 
 STAT_KEYS = {"n", "min", "p50", "p90", "p99", "max", "mean", "stdev"}
 TOP_KEYS = {"component", "component_sha256", "model", "mode", "config", "cold_start", "steady", "memory",
-            "ort_baseline", "throughput", "verification", "execution_provider", "histogram_ms", "plot", "notes"}
+            "ort_baseline", "library_baseline", "throughput", "verification", "execution_provider", "histogram_ms",
+            "plot", "notes"}
 
 
 def _bench(*args: str) -> tuple[int, dict | None, str]:
@@ -168,6 +169,15 @@ def test_bench_tensor_component_json_schema(tcomp):
     assert nat["available"] is True, nat["skipped_reason"]
     _check_stats(nat["latency_ms"], 7)
     assert nat["ratio_p50"] == pytest.approx(steady["latency_ms"]["p50"] / nat["latency_ms"]["p50"])
+    assert nat["engine"] == f"onnxruntime {nat['onnxruntime_version']} (Python)"
+    # The same model in the host's own libonnxruntime, without wasm, in the same blocks.
+    lib = doc["library_baseline"]
+    assert lib["available"] is True, lib["skipped_reason"]
+    assert lib["engine"].startswith(f"onnxruntime {nat['onnxruntime_version']} (C API, libonnxruntime")
+    _check_stats(lib["latency_ms"], 7)
+    assert lib["ratio_p50"] == pytest.approx(steady["latency_ms"]["p50"] / lib["latency_ms"]["p50"])
+    # Its run is the component's graph's: at most the component's whole call in the middle.
+    assert lib["latency_ms"]["min"] <= steady["latency_ms"]["max"]
 
 
 def test_bench_concurrency_two_reports_throughput(tcomp):
@@ -180,6 +190,7 @@ def test_bench_concurrency_two_reports_throughput(tcomp):
     assert tp["qps"] == pytest.approx(tp["calls"] / tp["wall_s"])
     assert doc["config"]["threads"] == 1
     assert doc["ort_baseline"] == {**doc["ort_baseline"], "available": False, "skipped_reason": "--no-native"}
+    assert doc["library_baseline"] == {**doc["library_baseline"], "available": False, "skipped_reason": "--no-native"}
 
 
 def test_bench_input_files_and_rich_table(tcomp, tmp_path):
@@ -204,7 +215,7 @@ def test_bench_input_files_and_rich_table(tcomp, tmp_path):
     code, _, out = _bench(str(tcomp), *args, "-n", "4", "--warmup", "1", *_unsigned())
     assert code == 0, out
     assert "cold start" in out and "steady state" in out and "p99" in out and "host overhead" in out
-    assert "component / native p50" in out
+    assert "component / native p50" in out and "same library, C API" in out
     assert "latency histogram" in out
 
 
@@ -301,6 +312,8 @@ def test_bench_image_component_classify_stages(icomp, sample_image):
     assert nat["available"] is True, nat["skipped_reason"]
     assert set(nat["stages_us"]) == set(stages)
     _check_stats(nat["latency_ms"], 3)
+    assert doc["library_baseline"]["available"] is False
+    assert doc["library_baseline"]["skipped_reason"] == "infer mode only"
 
 
 def test_bench_image_component_random_tensors_and_table(icomp, sample_image):
@@ -342,3 +355,34 @@ def test_bench_verifies_the_signature_before_instantiating(tcomp, tmp_path):
     assert code == 1
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "digest mismatch" in errors[0] and "compiling" not in out, out
+
+
+def test_library_baseline_errors(tcomp, tmp_path):
+    """The same-library baseline refuses what ONNX Runtime refuses, with one error, not a crash."""
+    from wasmai.host import ComponentError, Host
+    from wasmai.tensors import Tensor
+
+    host = Host(intra_op_threads=1)
+    with pytest.raises(WasmaiError, match="model not found"):
+        host.library_baseline(tmp_path / "missing.onnx")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(ComponentError, match="cannot load") as refused:
+        host.library_baseline(tmp_path / "garbage.onnx")
+    assert refused.value.code == "onnxruntime"
+    base = host.library_baseline(tcomp.with_suffix(".onnx"))
+    x = np.ones((2, 16), np.float32)
+    assert base.run([Tensor.from_numpy("x", x, "fp32")]) > 0
+    with pytest.raises(ComponentError, match="no tensor for the graph input 'x'"):
+        base.run([Tensor.from_numpy("y", x, "fp32")])
+    with pytest.raises(ComponentError, match="do not fit its shape"):
+        base.run([Tensor("x", "fp32", (2, 16), b"\0" * 12)])
+    with pytest.raises(ComponentError) as not_profiled:
+        base.end_profiling()
+    assert not_profiled.value.code == "onnxruntime"
+    # With a prefix, ONNX Runtime's profiler records each node of each run (benchmarks/ort_builds.py).
+    profiled = host.library_baseline(tcomp.with_suffix(".onnx"), profile_prefix=tmp_path / "prof")
+    for _ in range(3):
+        profiled.run([Tensor.from_numpy("x", x, "fp32")])
+    events = json.loads(profiled.end_profiling().read_text())
+    assert sum(e.get("name") == "model_run" for e in events) == 3
+    assert any(e.get("cat") == "Node" and e["name"].endswith("_kernel_time") for e in events)

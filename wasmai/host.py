@@ -315,6 +315,32 @@ class Instance:
         return bytes(out), bytes(err)
 
 
+class LibraryBaseline:
+    """A model in ONNX Runtime through the host's ``libonnxruntime``, without wasm or wasi-nn
+    (from :meth:`Host.library_baseline`). The Python ``onnxruntime`` package runs a separate build
+    of the same release, linked into its extension module; see benchmarks/README.md for how the
+    two binaries differ in speed."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    def run(self, inputs: Sequence[Tensor]) -> int:
+        """One run on ``inputs`` (matched to the graph's inputs by name; the outputs are
+        discarded). Returns the wall time of ONNX Runtime's ``Run`` in nanoseconds. Raises
+        ComponentError ``onnxruntime`` for a missing input, bytes that do not fit a shape or a
+        failed run, ``argument`` for a malformed tensor."""
+        raw = [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
+        with _mapped_errors():
+            return int(self._native.run(raw))
+
+    def end_profiling(self) -> Path:
+        """Stop ONNX Runtime's profiler and write its JSON file (chrome-trace events, one per node
+        per run); its path. Raises ComponentError ``onnxruntime`` when the baseline was made
+        without a ``profile_prefix``."""
+        with _mapped_errors():
+            return Path(self._native.end_profiling())
+
+
 class Host:
     """One wasmtime Engine (compilation cache on disk) + ONNX Runtime + the graph registry for
     wasi-nn ``load-by-name``.
@@ -430,6 +456,22 @@ class Host:
         those bytes before: the graph bytes are not read again) and ``evictions``. Registered
         (load-by-name) graphs are not counted: each is loaded once per Host anyway."""
         return dict(self._native.graph_cache_stats())
+
+    def library_baseline(self, model: str | os.PathLike[str],
+                         profile_prefix: str | os.PathLike[str] | None = None) -> LibraryBaseline:
+        """The ONNX file ``model`` in ONNX Runtime through this host's own library
+        (``libonnxruntime``), with none of the host around it: ``wasmai bench``'s same-library
+        baseline. ONNX Runtime's default session options at its highest optimization level (as its
+        Python API), its own arena and an intra-op pool of this host's ``intra_op_threads``; with
+        ``profile_prefix``, ONNX Runtime's profiler on (:meth:`LibraryBaseline.end_profiling`).
+        Raises WasmaiError for a missing file, ComponentError ``onnxruntime`` when ONNX Runtime
+        refuses it."""
+        path = Path(model)
+        if not path.is_file():
+            raise WasmaiError(f"model not found: {path}")
+        prefix = None if profile_prefix is None else Path(profile_prefix)
+        with _mapped_errors():
+            return LibraryBaseline(native_module().NativeBaseline(path, self.options.intra_op_threads, prefix))
 
     def execution_providers(self) -> list[str]:
         """ONNX Runtime execution providers the host can use (CPU first)."""

@@ -47,6 +47,7 @@ fn _host(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::NativeHost>()?;
     m.add_class::<py::NativeComponent>()?;
     m.add_class::<py::NativeInstance>()?;
+    m.add_class::<py::NativeBaseline>()?;
     m.add_function(wrap_pyfunction!(py::available_providers, m)?)?;
     m.add_function(wrap_pyfunction!(py::onnxruntime_log, m)?)?;
     m.add_function(wrap_pyfunction!(py::prepare, m)?)?;

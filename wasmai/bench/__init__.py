@@ -28,6 +28,12 @@ What is measured (all wall-clock times from :func:`time.perf_counter_ns`):
   component p50 / baseline p50. For image components the baseline is :mod:`wasmai.preprocess`
   (Pillow + numpy) + ONNX Runtime + softmax/top-k in numpy, timed per stage like the guest's
   ``last_timings``.
+* **library_baseline** (infer mode, with the ort_baseline): the same ONNX file in the host's own
+  ``libonnxruntime`` through its C API (:meth:`wasmai.host.Host.library_baseline`), a third
+  runner in the same alternating blocks. The ``onnxruntime`` Python package links a separate
+  build of the same release into its extension module, and the two binaries run some kernels at
+  different speeds (benchmarks/README.md), so ``library_baseline.ratio_p50`` is what the host
+  itself costs, and ``ort_baseline.ratio_p50`` what a user of the Python package sees.
 
 Percentiles: :mod:`wasmai.bench.stats` (Hyndman & Fan definition 7). The package:
 :mod:`~wasmai.bench.stats` (statistics), :mod:`~wasmai.bench.runners` (timed loops),
@@ -49,6 +55,7 @@ from wasmai.bench.runners import (
     GUEST_WORK_STAGES,
     STAGES,
     ComponentRunner,
+    LibraryBaselineRunner,
     OrtBaselineRunner,
     Workload,
     ms,
@@ -199,7 +206,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
     comp_runner.warmup(opts.warmup)
     memory = Memory(peak_rss_bytes=peak_rss_bytes(), linear_memory_bytes=None)
 
-    baseline_runner = None
+    baseline_runner = library_runner = None
     baseline = OrtBaseline(available=False, skipped_reason="--no-native")
     if opts.ort_baseline is not False:
         found, reason = find_ort_model(path, str(info.get("model_sha256", "")), opts.model)
@@ -213,14 +220,19 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
             baseline_runner = OrtBaselineRunner(found, work, opts.threads, preprocess=pre,
                                                 apply_softmax=apply_softmax)
             baseline_runner.warmup(opts.warmup)
+            if work.mode == "infer":
+                library_runner = LibraryBaselineRunner(host, found, work)
+                library_runner.warmup(opts.warmup)
+    library = OrtBaseline(available=False, skipped_reason=(
+        "infer mode only" if baseline_runner is not None and work.mode == "classify" else baseline.skipped_reason))
 
-    blocks = rounds(opts.n, BASELINE_ROUNDS if baseline_runner is not None else 1)
-    if baseline_runner is not None:
+    runners = [r for r in (comp_runner, baseline_runner, library_runner) if r is not None]
+    blocks = rounds(opts.n, BASELINE_ROUNDS if len(runners) > 1 else 1)
+    if len(runners) > 1:
         say(f"component and native onnxruntime in {len(blocks)} alternating blocks")
     for size in blocks:
-        comp_runner.block(size)
-        if baseline_runner is not None:
-            baseline_runner.block(size)
+        for runner in runners:
+            runner.block(size)
 
     wall, ort_ns = comp_runner.wall, comp_runner.ort
     samples = [ms(x) for x in wall]
@@ -240,6 +252,8 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
         notes.append("the host did not report ort_run_ns; host overhead not computed")
     if baseline_runner is not None:
         baseline = baseline_runner.report(steady.latency_ms.p50)
+    if library_runner is not None:
+        library = library_runner.report(steady.latency_ms.p50)
     hstats = inst.host_stats()
     execution_provider = hstats.get("execution_provider")
     linear = hstats.get("linear_memory_bytes")
@@ -265,7 +279,8 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
                 "inputs": [{"name": k, "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in work.arrays],
                 "random": opts.random, "seed": opts.seed if opts.random else None,
                 "percentile_method": PERCENTILE_SOURCE},
-        cold_start=cold, steady=steady, memory=memory, ort_baseline=baseline, throughput=tp,
+        cold_start=cold, steady=steady, memory=memory, ort_baseline=baseline,
+        library_baseline=library, throughput=tp,
         verification=verification, execution_provider=execution_provider,
         histogram_ms=histogram(samples), notes=notes,
     )

@@ -66,14 +66,16 @@ class Memory:
 
 @dataclass
 class OrtBaseline:
-    """The same model directly in ONNX Runtime (``onnxruntime.InferenceSession``). ``available``
-    false means it was skipped, and ``skipped_reason`` says why. ``ratio_p50`` = component p50 /
-    baseline p50."""
+    """The same model directly in ONNX Runtime: ``onnxruntime.InferenceSession`` (the report's
+    ``ort_baseline``), or the host's own ``libonnxruntime`` through its C API
+    (``library_baseline``); ``engine`` says which. ``available`` false means it was skipped, and
+    ``skipped_reason`` says why. ``ratio_p50`` = component p50 / baseline p50."""
 
     available: bool
     skipped_reason: str | None = None
     model: str | None = None
     onnxruntime_version: str | None = None
+    engine: str | None = None
     latency_ms: Stats | None = None
     stages_us: dict[str, Stats] | None = None
     ratio_p50: float | None = None
@@ -93,6 +95,8 @@ class BenchReport:
     steady: Steady
     memory: Memory
     ort_baseline: OrtBaseline
+    library_baseline: OrtBaseline = field(default_factory=lambda: OrtBaseline(available=False,
+                                                                            skipped_reason="not run"))
     throughput: Throughput | None = None
     verification: dict[str, Any] | None = None
     execution_provider: str | None = None

@@ -159,6 +159,7 @@ class OrtBaselineRunner:
                 sess.run(None, feed)
 
         self._call = call
+        self.engine = f"onnxruntime {self.version} (Python)"
 
     def warmup(self, k: int) -> None:
         """``k`` untimed calls (stage timings of the warm-up are dropped)."""
@@ -182,9 +183,31 @@ class OrtBaselineRunner:
         samples = [ms(x) for x in self.wall]
         latency = summarize(samples)
         return OrtBaseline(available=True, model=str(self.model), onnxruntime_version=self.version,
-                           latency_ms=latency,
+                           engine=self.engine, latency_ms=latency,
                            stages_us={s: summarize(v) for s, v in self.stages.items()} if self.stages else None,
                            ratio_p50=component_p50_ms / latency.p50, samples_ms=samples)
+
+
+class LibraryBaselineRunner(OrtBaselineRunner):
+    """The same model in the host's own ONNX Runtime library through its C API
+    (:meth:`wasmai.host.Host.library_baseline`: no wasm, no wasi-nn), on the same tensors as the
+    component; infer mode only. Each call's wall time includes making the input values and
+    releasing the outputs, as ``session.run`` does in the Python baseline."""
+
+    def __init__(self, host: Host, model: Path, work: Workload) -> None:
+        import onnxruntime as ort
+
+        from wasmai.host import onnxruntime_library
+
+        self.model, self.version, self.stages = model, ort.__version__, None
+        self.engine = f"onnxruntime {self.version} (C API, {onnxruntime_library().name})"
+        self.wall: list[int] = []
+        baseline, tensors = host.library_baseline(model), work.tensors
+
+        def call() -> None:
+            baseline.run(tensors)
+
+        self._call = call
 
 
 def throughput(host: Host, component: Component, work: Workload, concurrency: int, warmup: int,

@@ -81,7 +81,7 @@ def bench(
     native: Annotated[bool | None, typer.Option(
         "--native/--no-native", rich_help_panel=MEASURE_PANEL,
         help="Also run the model directly in onnxruntime, the baseline (default: when the ONNX model is "
-        "found).")] = None,
+        "found); with tensor inputs, also in the host's own ONNX Runtime library through its C API.")] = None,
     model: Annotated[Path | None, typer.Option(
         "--model", rich_help_panel=MEASURE_PANEL,
         help="The ONNX model for --native (default: the manifest or .onnx beside the component with the "
@@ -267,8 +267,11 @@ def render(report: BenchReport) -> None:
     lat = table(f"steady state: latency per {report.mode} call (ms)")
     row(lat, "component", st.latency_ms)
     row(lat, "  ORT run in host", st.ort_run_ms)
+    lib = report.library_baseline
     if base.available:
         row(lat, "native onnxruntime", base.latency_ms)
+    if lib.available:
+        row(lat, "  same library, C API", lib.latency_ms)
     con.print(lat)
     parts = table("per call (us); host overhead = call time - ORT run in host - guest work")
     row(parts, "host overhead", st.host_overhead_us)
@@ -282,6 +285,9 @@ def render(report: BenchReport) -> None:
     if base.available:
         con.print(f"component / native p50: [bold]{base.ratio_p50:.3f}x[/] (onnxruntime {base.onnxruntime_version}, "
                   f"{base.model})")
+    if lib.available:
+        con.print(f"component / the host's own ONNX Runtime library p50: [bold]{lib.ratio_p50:.3f}x[/] "
+                  "(the Python package links another build of it)")
     else:
         con.print(f"[yellow]native onnxruntime skipped:[/] {base.skipped_reason}")
     if report.throughput is not None:

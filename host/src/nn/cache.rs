@@ -347,7 +347,9 @@ mod tests {
         let bytes = b"graph bytes".to_vec();
         let real = format!("sha256:{:x}", Sha256::digest(&bytes));
         assert!(cache.get_by_digest(&real, &mine).is_none()); // nothing loaded yet
-        let g = cache.get_or_load(&[bytes.clone()], GraphEncoding::Onnx, ExecutionTarget::Cpu, &mine, load).unwrap();
+        let g = cache
+            .get_or_load(std::slice::from_ref(&bytes), GraphEncoding::Onnx, ExecutionTarget::Cpu, &mine, load)
+            .unwrap();
         let (found, n) = cache.get_by_digest(&real, &mine).expect("the loading component finds it");
         assert!(Arc::ptr_eq(&g, &found));
         assert_eq!(n, bytes.len());

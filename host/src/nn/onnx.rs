@@ -475,6 +475,12 @@ impl OnnxGraph {
             };
             Error::new(code, format!("ONNX Runtime cannot load the graph: {e}"))
         })?;
+        Self::from_session(session, exclusive, provider)
+    }
+
+    /// A committed `session` with its signature, its names as C strings and the CPU memory
+    /// description its runs' values use. Errors: `invalid-argument` for a name with a NUL byte.
+    fn from_session(session: Session, exclusive: Option<Mutex<()>>, execution_provider: String) -> Result<Self, Error> {
         let inputs = io_specs(session.inputs());
         let outputs = io_specs(session.outputs());
         let c_names = |specs: &[IoSpec]| {
@@ -492,16 +498,7 @@ impl OnnxGraph {
             ort::memory::MemoryType::Default,
         )
         .map_err(|e| ort_err("memory info", e))?;
-        Ok(Self {
-            session,
-            exclusive,
-            input_names,
-            output_names,
-            inputs,
-            outputs,
-            execution_provider: provider,
-            memory_info,
-        })
+        Ok(Self { session, exclusive, input_names, output_names, inputs, outputs, execution_provider, memory_info })
     }
 }
 
@@ -760,25 +757,25 @@ impl InputValue<'_> {
     }
 }
 
-/// Input `name` for a run: a value over `t`'s bytes when they are aligned for its element type
+/// Input `name` for a run: a value over `data` when it is aligned for `dtype`
 /// (every wasi-nn type; a Python `bytes` or an `Arc<[u8]>` buffer is), else a copy into a tensor
 /// ONNX Runtime allocates (misaligned or empty bytes). Errors: `runtime-error` naming the input.
 fn input_value<'a>(
     info: &ort::memory::MemoryInfo<'_>,
     name: &str,
-    t: &'a Tensor,
+    data: &'a [u8],
+    dtype: TensorType,
     shape: &[i64],
 ) -> Result<InputValue<'a>, Error> {
-    let data: &'a [u8] = &t.data;
-    if !data.is_empty() && (data.as_ptr() as usize).is_multiple_of(super::dtype_size(t.dtype)) {
+    if !data.is_empty() && (data.as_ptr() as usize).is_multiple_of(super::dtype_size(dtype)) {
         // SAFETY: `data` is `data.len()` bytes (product(shape) * element size, checked by
         // `check_inputs`) borrowed for 'a, which the value's PhantomData ties it to; an input's
         // bytes are only read.
-        let value = unsafe { RawValue::over(info, data.as_ptr().cast_mut().cast(), data.len(), shape, t.dtype) }
+        let value = unsafe { RawValue::over(info, data.as_ptr().cast_mut().cast(), data.len(), shape, dtype) }
             .map_err(|m| Error::runtime(format!("input '{name}': cannot wrap the tensor: {m}")))?;
         return Ok(InputValue::Lent(value, std::marker::PhantomData));
     }
-    let mut value = DynTensor::new(&Allocator::default(), to_onnx(t.dtype), shape.to_vec())
+    let mut value = DynTensor::new(&Allocator::default(), to_onnx(dtype), shape.to_vec())
         .map_err(|e| ort_err(&format!("input '{name}': cannot allocate the tensor"), e))?;
     if !data.is_empty() {
         let dst = value.data_ptr_mut() as *mut u8;
@@ -876,7 +873,9 @@ impl BackendGraph for OnnxGraph {
     ) -> Result<Computed, Error> {
         let values = inputs
             .iter()
-            .map(|input| input_value(&self.memory_info, &input.name, &input.tensor, &input.shape))
+            .map(|input| {
+                input_value(&self.memory_info, &input.name, &input.tensor.data, input.tensor.dtype, &input.shape)
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         let _turn = self.lock_session(deadline)?;
@@ -968,5 +967,77 @@ impl BackendGraph for OnnxGraph {
             result.push((name.clone(), Tensor::new(dims, dtype, TensorData::Shared(data), Some(charge))));
         }
         Ok(Computed { outputs: result, run_ns })
+    }
+}
+
+/// ONNX Runtime with nothing of the host around it, for `wasmai bench`'s same-library baseline:
+/// a session of the model file at `path` on the library the host loaded, with ONNX Runtime's
+/// default session options but for the optimization level (`ORT_ENABLE_ALL`, as its Python API
+/// defaults to) and the thread count: its own arena, its own intra-op pool of `intra_op_threads`
+/// threads (0: ONNX Runtime's default, one per physical core), constant folding on. The Python
+/// `onnxruntime` package runs another build of the same release (statically linked into its
+/// extension module), so comparing the host with this baseline leaves out the difference between
+/// the two binaries (benchmarks/README.md measures it). Not for guest graphs: no external-data
+/// folder, memory cap or deadline applies.
+pub struct LibraryBaseline(OnnxGraph);
+
+impl LibraryBaseline {
+    /// Load the model file at `path` with `intra_op_threads` (0: ONNX Runtime's default), with
+    /// ONNX Runtime's profiler writing to a JSON file named from `profile_prefix` when given
+    /// ([`Self::end_profiling`]). Errors: ONNX Runtime not initialised or refusing the file
+    /// (`runtime-error`).
+    pub fn load(path: &Path, intra_op_threads: usize, profile_prefix: Option<&Path>) -> Result<Self, Error> {
+        let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
+        builder = builder
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| ort_err("optimization level", e))?;
+        builder = builder.with_independent_thread_pool().map_err(|e| ort_err("thread pool", e))?;
+        if intra_op_threads > 0 {
+            builder = builder.with_intra_threads(intra_op_threads).map_err(|e| ort_err("intra-op threads", e))?;
+        }
+        if let Some(prefix) = profile_prefix {
+            builder = builder.with_profiling(prefix).map_err(|e| ort_err("profiling", e))?;
+        }
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| Error::runtime(format!("ONNX Runtime cannot load {}: {e}", path.display())))?;
+        Ok(Self(OnnxGraph::from_session(session, None, "CPUExecutionProvider".into())?))
+    }
+
+    /// One run on `inputs`, each (name, dtype, shape, little-endian bytes), matched to the graph's
+    /// inputs by name; the outputs are released unread. Returns the wall time of `OrtApi::Run`
+    /// in nanoseconds. Errors: `invalid-argument` for a missing input or bytes that do not fit
+    /// the shape, `runtime-error` from ONNX Runtime.
+    pub fn run(&self, inputs: &[(&str, TensorType, &[u32], &[u8])]) -> Result<u64, Error> {
+        let graph = &self.0;
+        let mut values = Vec::with_capacity(graph.inputs.len());
+        for spec in &graph.inputs {
+            let &(name, dtype, dims, data) = inputs
+                .iter()
+                .find(|(name, ..)| *name == spec.name)
+                .ok_or_else(|| Error::invalid(format!("no tensor for the graph input '{}'", spec.name)))?;
+            if super::byte_len(dtype, dims) != Some(data.len()) {
+                return Err(Error::invalid(format!("tensor '{name}': {} bytes do not fit its shape", data.len())));
+            }
+            let shape: Vec<i64> = dims.iter().map(|&d| i64::from(d)).collect();
+            values.push(input_value(&graph.memory_info, name, data, dtype, &shape)?);
+        }
+        let mut run_ns = 0;
+        graph
+            .run(&values, None, &[], &mut run_ns)
+            .map_err(|e| Error::runtime(format!("ONNX Runtime run failed: {e}")))?;
+        Ok(run_ns)
+    }
+
+    /// Stop the profiler and write its JSON file (one event per node per run, in ONNX Runtime's
+    /// chrome-trace format); its path. Errors: the session was loaded without a profile prefix,
+    /// or ONNX Runtime cannot write the file (`runtime-error`).
+    pub fn end_profiling(&mut self) -> Result<String, Error> {
+        let file = self.0.session.end_profiling().map_err(|e| ort_err("end profiling", e))?;
+        // ONNX Runtime answers an empty name for a session it was not profiling.
+        if file.is_empty() {
+            return Err(Error::runtime("the baseline was loaded without a profile prefix"));
+        }
+        Ok(file)
     }
 }

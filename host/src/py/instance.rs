@@ -68,16 +68,16 @@ type PyTensor<'py> = (String, &'static str, Bound<'py, PyTuple>, Bound<'py, PyBy
 /// (name, dtype, shape, bytes): a tensor as Python passes it. Name, dtype and shape are
 /// converted by [`tensor_from_py`], so a bad one is an `argument` error naming the tensor rather
 /// than a bare Python OverflowError / TypeError.
-type PyTensorIn<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyBytes>);
+pub(super) type PyTensorIn<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyBytes>);
 
 /// An input converted from Python, its bytes still the caller's `bytes` object (borrowed: the
 /// guest call lowers them straight into the guest's memory, the only copy of an input before
 /// wasi-nn's tensor constructor).
-struct InputTensor<'a> {
-    name: String,
-    dtype: wtypes::TensorType,
-    shape: Vec<u32>,
-    data: &'a [u8],
+pub(super) struct InputTensor<'a> {
+    pub(super) name: String,
+    pub(super) dtype: wtypes::TensorType,
+    pub(super) shape: Vec<u32>,
+    pub(super) data: &'a [u8],
 }
 
 impl InputTensor<'_> {
@@ -90,7 +90,10 @@ impl InputTensor<'_> {
 /// Input `index` as a `wasmai:inference` tensor. Errors (`argument`): a name or dtype that is not
 /// a str (or not encodable as UTF-8), an unknown dtype, a shape that is not an iterable of ints
 /// in `0..=u32::MAX` (wasi-nn dimensions are u32).
-fn tensor_from_py<'a>(index: usize, (name, dtype, shape, data): &'a PyTensorIn<'_>) -> Result<InputTensor<'a>, Error> {
+pub(super) fn tensor_from_py<'a>(
+    index: usize,
+    (name, dtype, shape, data): &'a PyTensorIn<'_>,
+) -> Result<InputTensor<'a>, Error> {
     let argument = |m: String| Error::new(Fault::Argument, m);
     let name: String = name.extract().map_err(|e| argument(format!("tensor #{index}: the name is not a str: {e}")))?;
     let dtype: String =

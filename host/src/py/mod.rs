@@ -1,7 +1,8 @@
-//! The Python classes (`NativeHost`, `NativeComponent`, `NativeInstance`) over [`crate::engine`],
+//! The Python classes (`NativeHost`, `NativeComponent`, `NativeInstance`, `NativeBaseline`) over [`crate::engine`],
 //! and the one exception Python sees: `HostError(kind, code, message)` made from
 //! [`crate::error::Error`]. `wasmai.host` is the only Python module that uses them.
 
+mod baseline;
 mod host;
 mod instance;
 mod values;
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 
 use crate::error::{Error, Fault};
 
+pub use baseline::NativeBaseline;
 pub use host::{available_providers, onnxruntime_log, prepare, NativeHost};
 pub use instance::{NativeComponent, NativeInstance};
 
