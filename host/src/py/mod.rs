@@ -1,6 +1,6 @@
-//! The Python classes (`NativeHost`, `NativeComponent`, `NativeInstance`, `NativeBaseline`) over [`crate::engine`],
-//! and the one exception Python sees: `HostError(kind, code, message)` made from
-//! [`crate::error::Error`]. `wasmai.host` is the only Python module that uses them.
+//! The Python classes (`NativeHost`, `NativeComponent`, `NativeInstance`, `NativeBaseline`) over
+//! [`crate::engine`], and the one exception Python sees: `HostError(kind, code, message)` made
+//! from [`crate::error::Error`]. `wasmai.host` is the only Python module that uses them.
 
 mod baseline;
 mod host;
