@@ -314,6 +314,10 @@ def test_bench_image_component_classify_stages(icomp, sample_image):
     _check_stats(nat["latency_ms"], 3)
     assert doc["library_baseline"]["available"] is False
     assert doc["library_baseline"]["skipped_reason"] == "infer mode only"
+    # The table says so too, without calling the Python-package baseline skipped.
+    code, _, out = _bench(str(icomp), "--image", str(sample_image), "-n", "2", "--warmup", "0", *_unsigned())
+    assert code == 0, out
+    assert "component / native p50" in out and "skipped" not in out and "same library" not in out
 
 
 def test_bench_image_component_random_tensors_and_table(icomp, sample_image):

@@ -285,11 +285,11 @@ def render(report: BenchReport) -> None:
     if base.available:
         con.print(f"component / native p50: [bold]{base.ratio_p50:.3f}x[/] (onnxruntime {base.onnxruntime_version}, "
                   f"{base.model})")
+    else:
+        con.print(f"[yellow]native onnxruntime skipped:[/] {base.skipped_reason}")
     if lib.available:
         con.print(f"component / the host's own ONNX Runtime library p50: [bold]{lib.ratio_p50:.3f}x[/] "
                   "(the Python package links another build of it)")
-    else:
-        con.print(f"[yellow]native onnxruntime skipped:[/] {base.skipped_reason}")
     if report.throughput is not None:
         tp = report.throughput
         con.print(f"throughput: {tp.concurrency} instances on {tp.concurrency} threads, {tp.calls} calls in "
