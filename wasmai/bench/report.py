@@ -95,8 +95,7 @@ class BenchReport:
     steady: Steady
     memory: Memory
     ort_baseline: OrtBaseline
-    library_baseline: OrtBaseline = field(default_factory=lambda: OrtBaseline(available=False,
-                                                                            skipped_reason="not run"))
+    library_baseline: OrtBaseline
     throughput: Throughput | None = None
     verification: dict[str, Any] | None = None
     execution_provider: str | None = None
