@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.intra_op_num_threads = args.threads
     opts.enable_profiling, opts.profile_file_prefix = True, str(out / "python")
     opts.optimized_model_filepath = str(out / "optimized.onnx")
+    opts.log_severity_level = 3  # its warning that an NCHWc-optimized graph is machine-specific: known
     python = ort.InferenceSession(str(args.model), sess_options=opts, providers=["CPUExecutionProvider"])
     library = Host(intra_op_threads=args.threads).library_baseline(args.model, profile_prefix=out / "library")
     feeds = {}
