@@ -203,6 +203,12 @@ def _mapped_errors() -> Iterator[None]:
         raise _converted(exc) from None
 
 
+def _raw_tensors(inputs: Sequence[Tensor]) -> list[tuple[str, str, tuple[int, ...], bytes]]:
+    """``inputs`` as the native host takes them: (name, dtype, shape, bytes) tuples, the bytes
+    lent as they are when already a ``bytes`` object."""
+    return [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
+
+
 class Component:
     """A compiled component. ``compile_ms`` is the Cranelift compile time, or the time to load
     the cached compilation when ``cache_hit``; ``sha256`` is the component's hex digest."""
@@ -249,7 +255,7 @@ class Instance:
         the component exports it (the host makes wasi-nn tensors over the inputs' ``bytes`` and
         reads the outputs' itself: no tensor byte in the guest's memory), else ``model.infer``.
         Raises InferenceError (``bad-input``, ``too-large``, ...) / ComponentError."""
-        raw = [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
+        raw = _raw_tensors(inputs)
         deadline = call_deadline(self._timeout_s, "infer")
         try:
             if deadline is NO_DEADLINE:  # no `with` on the hot path: ~1 us of a tiny model's call
@@ -329,7 +335,7 @@ class LibraryBaseline:
         discarded). Returns the wall time of ONNX Runtime's ``Run`` in nanoseconds. Raises
         ComponentError ``onnxruntime`` for a missing input, bytes that do not fit a shape or a
         failed run, ``argument`` for a malformed tensor."""
-        raw = [(t.name, t.dtype, t.shape, t.data if type(t.data) is bytes else bytes(t.data)) for t in inputs]
+        raw = _raw_tensors(inputs)
         with _mapped_errors():
             return int(self._native.run(raw))
 

@@ -105,61 +105,16 @@ class ComponentRunner:
                     self.stages[s].append(int(timings.get(f"{s}_us", 0)))
 
 
-class OrtBaselineRunner:
-    """The same model in ``onnxruntime.InferenceSession`` (CPU EP, ``threads`` intra-op threads,
-    0 = ONNX Runtime's default). Infer mode: ``session.run`` on the same arrays. Classify mode:
-    Pillow decode, :func:`wasmai.preprocess.preprocess_image` with ``preprocess``,
-    ``session.run``, :func:`wasmai.tensors.softmax` (when ``apply_softmax``) + top-k in numpy,
-    each stage timed (microseconds) like the guest's ``last_timings``. Raises WasmaiError for
-    classify mode without ``preprocess``."""
+class BaselineRunner:
+    """Timed calls of ``call``, one way of running the component's model without the host:
+    ``wall`` ns per call, and (classify) per-stage microseconds in ``stages``, which ``call``
+    appends to. ``engine`` names what runs it, for the report."""
 
-    def __init__(self, model: Path, work: Workload, threads: int, preprocess: Preprocess | None = None,
-                 apply_softmax: bool = True) -> None:
-        import onnxruntime as ort
-
-        self.model = model
-        self.version: str = ort.__version__
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
-        clock = time.perf_counter_ns
+    def __init__(self, model: Path, version: str, engine: str, call: Callable[[], None],
+                 stages: dict[str, list[int]] | None = None) -> None:
+        self.model, self.version, self.engine = model, version, engine
+        self._call, self.stages = call, stages
         self.wall: list[int] = []
-        self.stages: dict[str, list[int]] | None = None
-        call: Callable[[], None]
-        if work.mode == "classify":
-            from PIL import Image
-
-            from wasmai.preprocess import preprocess_image
-
-            if preprocess is None:
-                raise WasmaiError("the ONNX Runtime baseline of an image component needs its preprocessing")
-            pre = preprocess
-            in_name = sess.get_inputs()[0].name
-            stages = self.stages = {s: [] for s in STAGES}
-
-            def call() -> None:
-                t0 = clock()
-                with Image.open(io.BytesIO(work.image)) as img:
-                    rgb = img.convert("RGB")
-                t1 = clock()
-                x = preprocess_image(rgb, pre)
-                t2 = clock()
-                logits = sess.run(None, {in_name: x})[0].reshape(-1).astype(np.float32)
-                t3 = clock()
-                scores = softmax(logits) if apply_softmax else logits
-                top = np.argsort(-scores, kind="stable")[: work.top_k]
-                _ = [(int(i), float(scores[i])) for i in top]
-                t4 = clock()
-                for s, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                    stages[s].append(dt // 1000)
-        else:
-            feed = dict(work.arrays)
-
-            def call() -> None:
-                sess.run(None, feed)
-
-        self._call = call
-        self.engine = f"onnxruntime {self.version} (Python)"
 
     def warmup(self, k: int) -> None:
         """``k`` untimed calls (stage timings of the warm-up are dropped)."""
@@ -188,7 +143,60 @@ class OrtBaselineRunner:
                            ratio_p50=component_p50_ms / latency.p50, samples_ms=samples)
 
 
-class LibraryBaselineRunner(OrtBaselineRunner):
+class OrtBaselineRunner(BaselineRunner):
+    """The same model in ``onnxruntime.InferenceSession`` (CPU EP, ``threads`` intra-op threads,
+    0 = ONNX Runtime's default). Infer mode: ``session.run`` on the same arrays. Classify mode:
+    Pillow decode, :func:`wasmai.preprocess.preprocess_image` with ``preprocess``,
+    ``session.run``, :func:`wasmai.tensors.softmax` (when ``apply_softmax``) + top-k in numpy,
+    each stage timed (microseconds) like the guest's ``last_timings``. Raises WasmaiError for
+    classify mode without ``preprocess``."""
+
+    def __init__(self, model: Path, work: Workload, threads: int, preprocess: Preprocess | None = None,
+                 apply_softmax: bool = True) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        clock = time.perf_counter_ns
+        stages: dict[str, list[int]] | None = None
+        call: Callable[[], None]
+        if work.mode == "classify":
+            from PIL import Image
+
+            from wasmai.preprocess import preprocess_image
+
+            if preprocess is None:
+                raise WasmaiError("the ONNX Runtime baseline of an image component needs its preprocessing")
+            pre = preprocess
+            in_name = sess.get_inputs()[0].name
+            timed = stages = {s: [] for s in STAGES}
+
+            def call() -> None:
+                t0 = clock()
+                with Image.open(io.BytesIO(work.image)) as img:
+                    rgb = img.convert("RGB")
+                t1 = clock()
+                x = preprocess_image(rgb, pre)
+                t2 = clock()
+                logits = sess.run(None, {in_name: x})[0].reshape(-1).astype(np.float32)
+                t3 = clock()
+                scores = softmax(logits) if apply_softmax else logits
+                top = np.argsort(-scores, kind="stable")[: work.top_k]
+                _ = [(int(i), float(scores[i])) for i in top]
+                t4 = clock()
+                for s, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    timed[s].append(dt // 1000)
+        else:
+            feed = dict(work.arrays)
+
+            def call() -> None:
+                sess.run(None, feed)
+
+        super().__init__(model, ort.__version__, f"onnxruntime {ort.__version__} (Python)", call, stages)
+
+
+class LibraryBaselineRunner(BaselineRunner):
     """The same model in the host's own ONNX Runtime library through its C API
     (:meth:`wasmai.host.Host.library_baseline`: no wasm, no wasi-nn), on the same tensors as the
     component; infer mode only. Each call's wall time includes making the input values and
@@ -199,15 +207,13 @@ class LibraryBaselineRunner(OrtBaselineRunner):
 
         from wasmai.host import onnxruntime_library
 
-        self.model, self.version, self.stages = model, ort.__version__, None
-        self.engine = f"onnxruntime {self.version} (C API, {onnxruntime_library().name})"
-        self.wall: list[int] = []
         baseline, tensors = host.library_baseline(model), work.tensors
 
         def call() -> None:
             baseline.run(tensors)
 
-        self._call = call
+        super().__init__(model, ort.__version__, f"onnxruntime {ort.__version__} (C API, {onnxruntime_library().name})",
+                         call)
 
 
 def throughput(host: Host, component: Component, work: Workload, concurrency: int, warmup: int,

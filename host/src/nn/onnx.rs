@@ -190,6 +190,17 @@ fn env() -> Result<&'static ort::environment::Environment, Error> {
     }
 }
 
+/// A session builder on the environment at ONNX Runtime's highest optimization level. Its C API
+/// defaults to the layout level, its Python API (the benchmarks' native baseline) to all levels:
+/// EfficientNet-Lite0 fp32 at 1 thread ran 1.1-1.2% faster with all than with layout, two
+/// sessions in one process, interleaved (issue 13). Errors: ONNX Runtime not initialised.
+fn session_builder() -> Result<ort::session::builder::SessionBuilder, Error> {
+    Session::builder(env()?)
+        .map_err(|e| ort_err("session builder", e))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| ort_err("optimization level", e))
+}
+
 /// Names of the execution providers compiled into the loaded ONNX Runtime (CPU first).
 pub fn available_providers() -> Vec<String> {
     let mut out = vec!["CPUExecutionProvider".to_string()];
@@ -419,13 +430,7 @@ impl OnnxGraph {
         let dir = external_data_dir
             .to_str()
             .ok_or_else(|| Error::runtime(format!("{} is not UTF-8", external_data_dir.display())))?;
-        let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
-        // ONNX Runtime's C API defaults to the layout level, its Python API (the benchmarks' native
-        // baseline) to all levels: EfficientNet-Lite0 fp32 at 1 thread ran 1.1-1.2% faster with all
-        // than with layout, two sessions in one process, interleaved (issue 13).
-        builder = builder
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| ort_err("optimization level", e))?;
+        let mut builder = session_builder()?;
         let mut entries = vec![(LOAD_MODEL_FORMAT, "ONNX"), (EXTERNAL_DATA_FOLDER, dir), (USE_ENV_ALLOCATORS, "1")];
         if from_guest {
             entries.push((DISABLED_OPTIMIZERS, "ConstantFolding"));
@@ -987,11 +992,7 @@ impl LibraryBaseline {
     /// ([`Self::end_profiling`]). Errors: ONNX Runtime not initialised or refusing the file
     /// (`runtime-error`).
     pub fn load(path: &Path, intra_op_threads: usize, profile_prefix: Option<&Path>) -> Result<Self, Error> {
-        let mut builder = Session::builder(env()?).map_err(|e| ort_err("session builder", e))?;
-        builder = builder
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| ort_err("optimization level", e))?;
-        builder = builder.with_independent_thread_pool().map_err(|e| ort_err("thread pool", e))?;
+        let mut builder = session_builder()?.with_independent_thread_pool().map_err(|e| ort_err("thread pool", e))?;
         if intra_op_threads > 0 {
             builder = builder.with_intra_threads(intra_op_threads).map_err(|e| ort_err("intra-op threads", e))?;
         }
